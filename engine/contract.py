@@ -1,0 +1,202 @@
+"""The model contract: what an ONNX model needs and produces, stored in its own metadata.
+
+training/ writes it at export (``ModelContract.to_onnx_metadata``); the engine reads and validates
+it on load (``load_contract``) and refuses a model whose contract it cannot satisfy with a message
+that says what is missing. It is the single definition shared by both sides.
+
+ONNX graph convention: one float32 input ``[batch, bands, height, width]`` (already normalised:
+``(value - mean) / std`` per band) and one float32 output ``[batch, channels, height, width]``:
+one channel per regression quantity, or per-class probabilities (softmax applied in the graph).
+
+Deepness-format models (metadata keys ``model_type``, ``class_names``, ``resolution``,
+``tiles_size``/``tile_size``, ``standardization_mean``/``standardization_std``) are mapped onto the
+contract so that models made for that QGIS plugin run here too.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from engine.errors import ModelContractError
+
+CONTRACT_KEY = "rsai_contract"
+CONTRACT_VERSION = 1
+OUTPUT_KINDS = ("regression", "classes")
+
+
+@dataclass(frozen=True)
+class Band:
+    """One model input band: canonical name, accepted aliases (matched against band descriptions)."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+    def matches(self, label: str) -> bool:
+        wanted = {self.name.lower(), *(a.lower() for a in self.aliases)}
+        return label.strip().lower() in wanted
+
+
+@dataclass(frozen=True)
+class Outputs:
+    kind: str  # "regression" or "classes"
+    names: tuple[str, ...]  # regression quantities or class names, one per output channel
+    colors: tuple[str, ...] = ()  # "#rrggbb" per class
+    units: str = ""
+    scale: float = 1.0  # physical value = network output * scale + offset
+    offset: float = 0.0
+    description: str = ""
+
+    @property
+    def channels(self) -> int:
+        return len(self.names)
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    task: str
+    name: str
+    bands: tuple[Band, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    outputs: Outputs
+    tile_size: int
+    overlap: int
+    gsd_m: float | None = None  # ground sampling distance the model was trained at (metres)
+    batch_size: int = 8
+    input_units: str = ""  # what raw pixel values mean, e.g. "surface reflectance x 10000"
+    provenance: dict = field(default_factory=dict)  # paper, training_data, command, metrics
+    version: int = CONTRACT_VERSION
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.bands:
+            problems.append("'bands' is empty")
+        if len(self.mean) != len(self.bands) or len(self.std) != len(self.bands):
+            problems.append(
+                f"normalisation has {len(self.mean)} means and {len(self.std)} stds "
+                f"for {len(self.bands)} bands"
+            )
+        if any(s <= 0 for s in self.std):
+            problems.append("every normalisation std must be > 0")
+        if self.outputs.kind not in OUTPUT_KINDS:
+            problems.append(f"outputs.kind must be one of {OUTPUT_KINDS}, got {self.outputs.kind!r}")
+        if self.outputs.channels < 1:
+            problems.append("outputs.names is empty")
+        if self.outputs.colors and len(self.outputs.colors) != self.outputs.channels:
+            problems.append("outputs.colors must give one colour per class")
+        if self.tile_size < 1 or not 0 <= self.overlap < self.tile_size:
+            problems.append(
+                f"tiling needs tile_size >= 1 and 0 <= overlap < tile_size "
+                f"(got {self.tile_size}, {self.overlap})"
+            )
+        if self.gsd_m is not None and self.gsd_m <= 0:
+            problems.append("gsd_m must be > 0")
+        if self.version > CONTRACT_VERSION:
+            problems.append(
+                f"contract version {self.version} is newer than this engine's ({CONTRACT_VERSION}); "
+                "update the toolbox"
+            )
+        if problems:
+            raise ModelContractError(f"invalid model contract for {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def band_names(self) -> list[str]:
+        return [b.name for b in self.bands]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def to_onnx_metadata(self) -> dict[str, str]:
+        return {CONTRACT_KEY: self.to_json()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelContract:
+        try:
+            return cls(
+                task=data["task"],
+                name=data["name"],
+                bands=tuple(
+                    Band(b["name"], tuple(b.get("aliases", ())), b.get("description", ""))
+                    for b in data["bands"]
+                ),
+                mean=tuple(float(v) for v in data["mean"]),
+                std=tuple(float(v) for v in data["std"]),
+                outputs=Outputs(
+                    kind=data["outputs"]["kind"],
+                    names=tuple(data["outputs"]["names"]),
+                    colors=tuple(data["outputs"].get("colors", ())),
+                    units=data["outputs"].get("units", ""),
+                    scale=float(data["outputs"].get("scale", 1.0)),
+                    offset=float(data["outputs"].get("offset", 0.0)),
+                    description=data["outputs"].get("description", ""),
+                ),
+                tile_size=int(data["tile_size"]),
+                overlap=int(data["overlap"]),
+                gsd_m=None if data.get("gsd_m") is None else float(data["gsd_m"]),
+                batch_size=int(data.get("batch_size", 8)),
+                input_units=data.get("input_units", ""),
+                provenance=dict(data.get("provenance", {})),
+                version=int(data.get("version", CONTRACT_VERSION)),
+            )
+        except KeyError as missing:
+            raise ModelContractError(
+                f"model contract is missing the field {missing}; re-export the model with "
+                "`python -m training export`"
+            ) from None
+        except (TypeError, ValueError) as bad:
+            raise ModelContractError(f"model contract has a malformed field: {bad}") from None
+
+
+def contract_from_metadata(metadata: dict[str, str], source: str) -> ModelContract:
+    """Read the contract from ONNX custom metadata (ours, or a Deepness model's)."""
+    if CONTRACT_KEY in metadata:
+        try:
+            data = json.loads(metadata[CONTRACT_KEY])
+        except json.JSONDecodeError as bad:
+            raise ModelContractError(f"{source}: the model contract is not valid JSON ({bad})") from None
+        return ModelContract.from_dict(data)
+    if "model_type" in metadata:
+        return _from_deepness(metadata, source)
+    raise ModelContractError(
+        f"{source} has no model contract in its metadata (key {CONTRACT_KEY!r}): the engine cannot "
+        "know its bands, normalisation or outputs. Export it with `python -m training export`, "
+        "which writes the contract, or add Deepness metadata (model_type, class_names, ...)."
+    )
+
+
+def _from_deepness(metadata: dict[str, str], source: str) -> ModelContract:
+    """Map Deepness metadata (values are JSON strings) onto the contract."""
+
+    def value(key, default=None):
+        return json.loads(metadata[key]) if key in metadata else default
+
+    model_type = str(value("model_type")).lower()
+    kind = {"segmentor": "classes", "regressor": "regression"}.get(model_type)
+    if kind is None:
+        raise ModelContractError(
+            f"{source}: Deepness model_type {value('model_type')!r} is not supported "
+            "(only 'Segmentor' and 'Regressor')"
+        )
+    tile = int(value("tiles_size", value("tile_size", 512)))
+    mean = value("standardization_mean", [0.0, 0.0, 0.0])
+    std = value("standardization_std", [1.0] * len(mean))
+    class_names = value("class_names", {})
+    names = (
+        [class_names[k] for k in sorted(class_names, key=int)]
+        if isinstance(class_names, dict)
+        else list(class_names)
+    ) or ["value"]
+    resolution_cm = value("resolution")
+    return ModelContract(
+        task="deepness-" + model_type,
+        name=source,
+        bands=tuple(Band(f"band{i + 1}") for i in range(len(mean))),
+        mean=tuple(float(m) * 255.0 for m in mean),  # Deepness scales UInt8 input to [0, 1] first
+        std=tuple(float(s) * 255.0 for s in std),
+        outputs=Outputs(kind=kind, names=tuple(names)),
+        tile_size=tile,
+        overlap=int(tile * float(value("tiles_overlap", 15)) / 100),
+        gsd_m=None if resolution_cm is None else float(resolution_cm) / 100.0,
+        provenance={"format": "deepness"},
+    )

@@ -1,0 +1,280 @@
+"""Raster input and output: the only module that opens GeoTIFFs.
+
+Input: a processing grid over a raster (whole layer, an extent, or resampled to the model's ground
+sampling distance), read window by window in the model's band order with nodata and masks honoured.
+Output: tiled, compressed GeoTIFFs on that grid, written atomically (a temporary file in the target
+folder renamed into place only when complete; removed on any failure or cancel).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from pyproj import Geod
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window, from_bounds
+
+from engine.contract import ModelContract
+from engine.errors import EngineError
+
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32")
+OUTPUT_BLOCK = 256  # GeoTIFF block size; output strips are flushed in multiples of it
+PARTIAL_MARKER = ".rsai-partial-"  # temporary outputs are named <dir>/.<name>.rsai-partial-<id>.tif
+GDAL_OPTIONS = {"GDAL_CACHEMAX": 64 * 2**20, "GDAL_NUM_THREADS": "1"}  # bounded GDAL block cache
+
+
+def parse_band_mapping(text: str | dict | None) -> dict[str, int]:
+    """'B02=1,B03=2' (or a dict) -> {'B02': 1, 'B03': 2} (1-based raster band indexes)."""
+    if not text:
+        return {}
+    if isinstance(text, dict):
+        items = text.items()
+    else:
+        items = []
+        for part in str(text).split(","):
+            name, sep, index = part.partition("=")
+            if not sep:
+                raise EngineError(
+                    f"band mapping item {part.strip()!r} is not NAME=INDEX; "
+                    "write it like 'B02=1,B03=2,B04=3' (1-based band numbers of the input raster)"
+                )
+            items.append((name, index))
+    mapping = {}
+    for name, index in items:
+        try:
+            mapping[str(name).strip()] = int(index)
+        except ValueError:
+            raise EngineError(f"band mapping for {name!r}: {index!r} is not a band number") from None
+    return mapping
+
+
+def resolve_bands(descriptions: list[str | None], contract: ModelContract, mapping: dict[str, int]) -> list[int]:
+    """Pick the 1-based raster band for every model band: mapping, then band names, then order."""
+    count = len(descriptions)
+    wanted = ", ".join(
+        f"{b.name}" + (f" ({'/'.join(b.aliases)})" if b.aliases else "") for b in contract.bands
+    )
+    unknown = set(mapping) - set(contract.band_names)
+    if unknown:
+        raise EngineError(
+            f"band mapping names {sorted(unknown)} that the model does not use; it needs: {wanted}"
+        )
+    chosen = []
+    for band in contract.bands:
+        if band.name in mapping:
+            index = mapping[band.name]
+        else:
+            named = [i + 1 for i, d in enumerate(descriptions) if d and band.matches(d)]
+            index = named[0] if named else None
+        chosen.append(index)
+    if all(i is None for i in chosen) and count == len(contract.bands):
+        chosen = list(range(1, count + 1))  # no names to go by: same count, take them in order
+    missing = [b.name for b, i in zip(contract.bands, chosen) if i is None]
+    if missing:
+        raise EngineError(
+            f"the raster has {count} band(s) but the model needs {len(contract.bands)}: {wanted}; "
+            f"cannot tell which band is {', '.join(missing)}. Give a band mapping such as "
+            + ",".join(f"{b.name}={n + 1}" for n, b in enumerate(contract.bands))
+        )
+    bad = [i for i in chosen if not 1 <= i <= count]
+    if bad:
+        raise EngineError(f"band mapping refers to band(s) {bad}, but the raster has bands 1..{count}")
+    return chosen
+
+
+def _grid_transform_at_gsd(src, bounds, gsd_m: float) -> tuple[Affine, int, int]:
+    """Transform and size of a grid over bounds with pixels of gsd_m metres (in the source CRS)."""
+    left, bottom, right, top = bounds
+    if src.crs.is_geographic:
+        lon, lat = (left + right) / 2, (bottom + top) / 2
+        geod = Geod(ellps="WGS84")
+        metres_per_deg_x = geod.inv(lon - 0.5, lat, lon + 0.5, lat)[2]
+        metres_per_deg_y = geod.inv(lon, lat - 0.5, lon, lat + 0.5)[2]
+        step_x, step_y = gsd_m / metres_per_deg_x, gsd_m / metres_per_deg_y
+    else:
+        unit = src.crs.linear_units_factor[1]
+        step_x = step_y = gsd_m / unit
+    width = max(1, round((right - left) / step_x))
+    height = max(1, round((top - bottom) / step_y))
+    return Affine(step_x, 0, left, 0, -step_y, top), width, height
+
+
+@dataclass
+class InputGrid:
+    """An open input raster seen through the processing grid, read in the model's band order."""
+
+    dataset: rasterio.io.DatasetReader | WarpedVRT
+    bands: list[int]
+    window: Window  # the processing grid inside ``dataset``
+    warnings: list[str]
+
+    @property
+    def width(self) -> int:
+        return int(self.window.width)
+
+    @property
+    def height(self) -> int:
+        return int(self.window.height)
+
+    @property
+    def crs(self):
+        return self.dataset.crs
+
+    @property
+    def transform(self) -> Affine:
+        return self.dataset.window_transform(self.window)
+
+    def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels [bands, h, w] as float32 and a validity mask [h, w] for a window of the grid."""
+        window = Window(self.window.col_off + col, self.window.row_off + row, width, height)
+        data = self.dataset.read(self.bands, window=window, out_dtype="float32")
+        valid = np.all(self.dataset.read_masks(self.bands, window=window) > 0, axis=0)
+        valid &= np.all(np.isfinite(data), axis=0)
+        return data, valid
+
+
+@contextlib.contextmanager
+def open_input(
+    path: str,
+    contract: ModelContract,
+    bands: str | dict | None = None,
+    extent: list[float] | None = None,
+    resample: bool = False,
+):
+    """Open ``path`` as an InputGrid for ``contract``; every problem raises EngineError with a fix."""
+    if not Path(path).exists():
+        raise EngineError(f"input raster {path} does not exist")
+    try:
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as err:
+        raise EngineError(f"cannot open input raster {path}: {err}") from None
+    with src, rasterio.Env(**GDAL_OPTIONS):
+        if src.crs is None or src.transform == Affine.identity():
+            raise EngineError(
+                f"input raster {path} is not georeferenced (no CRS or geotransform): outputs could "
+                "not be placed on the map. Georeference it first (QGIS Georeferencer, or "
+                "gdal_translate -a_srs EPSG:... -a_ullr ...)."
+            )
+        if src.transform.b != 0 or src.transform.d != 0:
+            raise EngineError(
+                f"input raster {path} is rotated; warp it to a north-up grid first (gdalwarp)"
+            )
+        band_indexes = resolve_bands(list(src.descriptions), contract, parse_band_mapping(bands))
+        dtypes = {src.dtypes[i - 1] for i in band_indexes}
+        unsupported = dtypes - set(SUPPORTED_DTYPES)
+        if unsupported:
+            raise EngineError(
+                f"input raster {path} has data type {', '.join(sorted(unsupported))}, which the engine "
+                f"does not read; supported: {', '.join(SUPPORTED_DTYPES)}. Convert it, e.g. "
+                "gdal_translate -ot Float32 in.tif out.tif"
+            )
+        bounds = src.bounds if extent is None else _clip_extent(src, extent, path)
+        warnings = []
+        if resample and contract.gsd_m:
+            transform, width, height = _grid_transform_at_gsd(src, bounds, contract.gsd_m)
+            with WarpedVRT(src, crs=src.crs, transform=transform, width=width, height=height,
+                           resampling=rasterio.enums.Resampling.bilinear) as vrt:
+                yield InputGrid(vrt, band_indexes, Window(0, 0, width, height), warnings)
+            return
+        window = _window_for(src, bounds)
+        if contract.gsd_m and not src.crs.is_geographic:
+            pixel_m = abs(src.transform.a) * src.crs.linear_units_factor[1]
+            if not 0.5 <= pixel_m / contract.gsd_m <= 2:
+                warnings.append(
+                    f"input pixels are {pixel_m:g} m but the model was trained at {contract.gsd_m:g} m; "
+                    "results may be poor: enable resampling to the model's resolution"
+                )
+        yield InputGrid(src, band_indexes, window, warnings)
+
+
+def _clip_extent(src, extent, path):
+    xmin, ymin, xmax, ymax = (float(v) for v in extent)
+    left, bottom, right, top = src.bounds
+    clipped = (max(xmin, left), max(ymin, bottom), min(xmax, right), min(ymax, top))
+    if clipped[0] >= clipped[2] or clipped[1] >= clipped[3]:
+        raise EngineError(
+            f"the extent {list(extent)} does not overlap input raster {path} "
+            f"(bounds {list(src.bounds)} in {src.crs}); give the extent in the raster's CRS"
+        )
+    return clipped
+
+
+def _window_for(src, bounds) -> Window:
+    window = from_bounds(*bounds, transform=src.transform)
+    col0, row0 = math.floor(window.col_off + 1e-6), math.floor(window.row_off + 1e-6)
+    col1 = math.ceil(window.col_off + window.width - 1e-6)
+    row1 = math.ceil(window.row_off + window.height - 1e-6)
+    col0, row0 = max(col0, 0), max(row0, 0)
+    col1, row1 = min(max(col1, col0 + 1), src.width), min(max(row1, row0 + 1), src.height)
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def check_output_path(path: str, *inputs: str) -> None:
+    """Refuse outputs that would fail late or overwrite an input."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise EngineError(
+            f"output folder {target.parent} does not exist; create it or choose another output path"
+        )
+    if not os.access(target.parent, os.W_OK):
+        raise EngineError(f"output folder {target.parent} is not writable; choose another output path")
+    if target.suffix.lower() not in (".tif", ".tiff"):
+        raise EngineError(f"output {path} must be a GeoTIFF path ending in .tif")
+    for source in inputs:
+        if Path(source).exists() and target.exists() and target.samefile(source):
+            raise EngineError(f"output {path} is the input raster; inputs are never overwritten")
+
+
+@dataclass
+class OutputSpec:
+    """What one output GeoTIFF holds: bands of a dtype with a nodata value, colours, tags."""
+
+    path: str
+    count: int
+    dtype: str
+    nodata: float
+    band_names: tuple[str, ...] = ()
+    colormap: dict[int, tuple[int, int, int, int]] | None = None
+    tags: dict[str, str] | None = None
+
+
+@contextlib.contextmanager
+def atomic_outputs(grid: InputGrid, specs: list[OutputSpec]):
+    """Open every output as a temporary file; rename all into place only if the block succeeds."""
+    opened = []
+    try:
+        with rasterio.Env(**GDAL_OPTIONS):
+            for spec in specs:
+                target = Path(spec.path)
+                partial = target.with_name(f".{target.stem}{PARTIAL_MARKER}{uuid.uuid4().hex[:8]}.tif")
+                profile = dict(
+                    driver="GTiff", width=grid.width, height=grid.height, count=spec.count,
+                    dtype=spec.dtype, nodata=spec.nodata, crs=grid.crs, transform=grid.transform,
+                    compress="deflate", predictor=3 if spec.dtype == "float32" else 2,
+                    BIGTIFF="IF_SAFER", tiled=True, blockxsize=OUTPUT_BLOCK, blockysize=OUTPUT_BLOCK,
+                )
+                dataset = rasterio.open(partial, "w", **profile)
+                opened.append((dataset, partial, target))
+                for index, name in enumerate(spec.band_names, start=1):
+                    dataset.set_band_description(index, name)
+                if spec.colormap:
+                    dataset.write_colormap(1, spec.colormap)
+                if spec.tags:
+                    dataset.update_tags(**spec.tags)
+            yield [dataset for dataset, _, _ in opened]
+            for dataset, _, _ in opened:
+                dataset.close()
+        for _, partial, target in opened:
+            os.replace(partial, target)
+    except BaseException:
+        for dataset, partial, _ in opened:
+            dataset.close()
+            partial.unlink(missing_ok=True)
+        raise

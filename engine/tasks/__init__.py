@@ -1,0 +1,60 @@
+"""The engine's task registry: the only names the worker and the CLI will run.
+
+Parameters are validated here, once, against each task's declared parameters (name -> (type,
+required)); nothing else from a request reaches the tasks.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from engine.errors import EngineError
+from engine.pipeline import IsCancelled, Progress
+from engine.runtime import Model
+from engine.tasks.bathymetry import EstimateBathymetry
+from engine.tasks.seabed import ClassifySeabed
+
+RASTER_TASKS = {task.name: task for task in (EstimateBathymetry(), ClassifySeabed())}
+
+
+def describe_model(params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
+    """The contract of a model (a raster task's default model when none is given)."""
+    path = params.get("model") or RASTER_TASKS[params.get("task", "estimate_bathymetry")].model_path({})
+    model = Model(path, "cpu")
+    return {"model": path, "contract": asdict(model.contract)}
+
+
+DESCRIBE_PARAMS = {"model": (str, False), "task": (str, False)}
+
+
+def validate(task: str, params: dict) -> dict:
+    """Check a request against the task's declared parameters; return the params to run with."""
+    declared = DESCRIBE_PARAMS if task == "describe_model" else getattr(RASTER_TASKS.get(task), "params", None)
+    if declared is None:
+        raise EngineError(f"unknown task {task!r}; known tasks: {', '.join(task_names())}")
+    if not isinstance(params, dict):
+        raise EngineError("params must be a JSON object")
+    unknown = set(params) - set(declared)
+    if unknown:
+        raise EngineError(f"task {task}: unknown parameter(s) {sorted(unknown)}; allowed: {sorted(declared)}")
+    for name, (kind, required) in declared.items():
+        value = params.get(name)
+        if value is None or value == "":
+            if required:
+                raise EngineError(f"task {task}: parameter {name!r} is required")
+            continue
+        if not isinstance(value, kind):
+            raise EngineError(f"task {task}: parameter {name!r} has the wrong type ({type(value).__name__})")
+    if task == "describe_model" and params.get("task") not in (None, *RASTER_TASKS):
+        raise EngineError(f"describe_model: task must be one of {sorted(RASTER_TASKS)}")
+    return {k: v for k, v in params.items() if v is not None and v != ""}
+
+
+def run_task(task: str, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
+    params = validate(task, params)
+    if task == "describe_model":
+        return describe_model(params, progress, cancelled)
+    return RASTER_TASKS[task].run(params, progress, cancelled)
+
+
+def task_names() -> list[str]:
+    return [*RASTER_TASKS, "describe_model"]

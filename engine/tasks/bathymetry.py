@@ -1,0 +1,34 @@
+"""Bathymetry estimation: depth in metres from multispectral shallow-water imagery.
+
+Models follow MagicBathyNet (Agrafiotis et al., "MagicBathyNet: A Multimodal Remote Sensing Dataset
+for Bathymetry Prediction and Pixel-based Classification in Shallow Waters", IGARSS 2024): a network
+output multiplied by the contract's scale gives depth below the surface, positive down.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.contract import ModelContract
+from engine.pipeline import Strip
+from engine.raster_io import OutputSpec
+from engine.tasks.raster_task import RasterTask
+
+DEPTH_NODATA = -9999.0
+
+
+class EstimateBathymetry(RasterTask):
+    name = "estimate_bathymetry"
+    default_model = "bathymetry_s2_sim.onnx"
+    output_kind = "regression"
+
+    def outputs(self, contract: ModelContract, params: dict) -> dict[str, OutputSpec]:
+        out = contract.outputs
+        return {"output": OutputSpec(
+            params["output"], out.channels, "float32", DEPTH_NODATA,
+            band_names=tuple(f"{name} ({out.units})" if out.units else name for name in out.names),
+            tags={"model": contract.name, "units": out.units, "description": out.description},
+        )}
+
+    def convert(self, contract: ModelContract, strip: Strip) -> list[np.ndarray]:
+        values = strip.values * contract.outputs.scale + contract.outputs.offset
+        return [np.where(strip.valid, values, DEPTH_NODATA).astype(np.float32)]

@@ -1,0 +1,99 @@
+"""What every raster-to-raster task shares: open the model and input, run the tiled pipeline,
+write the task's outputs atomically, and report what ran. A task only says how blended model
+output becomes its output bands (``RasterTask.outputs`` and ``RasterTask.convert``).
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from engine.contract import ModelContract
+from engine.errors import ModelContractError
+from engine.pipeline import IsCancelled, Progress, RunStats, Strip, infer_strips
+from engine.raster_io import InputGrid, OutputSpec, atomic_outputs, check_output_path, open_input
+from engine.runtime import Model
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models_onnx"
+
+RASTER_PARAMS = {
+    "input": (str, True),
+    "output": (str, True),
+    "model": (str, False),
+    "bands": ((str, dict), False),
+    "extent": (list, False),
+    "resample": (bool, False),
+    "device": (str, False),
+}
+
+
+class RasterTask(ABC):
+    """A model that maps an input raster to output rasters on the same grid."""
+
+    name: str
+    default_model: str  # file name in models_onnx/
+    output_kind: str  # the contract's outputs.kind this task can use
+    params = RASTER_PARAMS
+
+    def model_path(self, params: dict) -> str:
+        return params.get("model") or str(MODELS_DIR / self.default_model)
+
+    @abstractmethod
+    def outputs(self, contract: ModelContract, params: dict) -> dict[str, OutputSpec]:
+        """The GeoTIFFs this task writes, by result key (the parameter naming each path)."""
+
+    @abstractmethod
+    def convert(self, contract: ModelContract, strip: Strip) -> list[np.ndarray]:
+        """Blended model output of one strip -> one array [bands, h, w] per output spec."""
+
+    def run(self, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
+        started = time.perf_counter()
+        model = Model(self.model_path(params), params.get("device", "auto"))
+        contract = model.contract
+        if contract.outputs.kind != self.output_kind:
+            raise ModelContractError(
+                f"model {contract.name} produces {contract.outputs.kind} output (task {contract.task!r}); "
+                f"{self.name} needs a {self.output_kind} model"
+            )
+        outputs = self.outputs(contract, params)
+        specs = list(outputs.values())
+        for spec in specs:
+            check_output_path(spec.path, params["input"])
+        stats = RunStats()
+        with open_input(params["input"], contract, params.get("bands"), params.get("extent"),
+                        params.get("resample", False)) as grid:
+            warnings = list(grid.warnings)
+            grid_info = {"width": grid.width, "height": grid.height, "crs": grid.crs.to_string()}
+            valid_pixels = self._write(model, grid, specs, progress, cancelled, stats)
+        if valid_pixels == 0:
+            warnings.append(
+                "the input has no valid pixels (all nodata or masked) in the processed area: "
+                "the output is entirely nodata"
+            )
+        return {
+            "outputs": {key: spec.path for key, spec in outputs.items()},
+            "device": model.provider,
+            "tiles": stats.tiles,
+            "seconds": round(time.perf_counter() - started, 3),
+            "model_seconds": round(stats.model_seconds, 3),
+            "model": contract.name,
+            "kind": contract.outputs.kind,
+            "names": list(contract.outputs.names),
+            "colors": list(contract.outputs.colors),
+            "units": contract.outputs.units,
+            "nodata": specs[0].nodata,
+            "grid": grid_info,
+            "warnings": warnings,
+        }
+
+    def _write(self, model, grid: InputGrid, specs, progress, cancelled, stats) -> int:
+        valid_pixels = 0
+        with atomic_outputs(grid, specs) as datasets:
+            for strip in infer_strips(model, grid, progress, cancelled, stats):
+                valid_pixels += int(strip.valid.sum())
+                window = ((strip.row, strip.row + strip.valid.shape[0]), (0, grid.width))
+                for dataset, array in zip(datasets, self.convert(model.contract, strip)):
+                    dataset.write(array, window=window)
+        return valid_pixels

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Set up everything this repository needs on a fresh Debian 12 machine (run as root or with sudo):
+# QGIS from apt and a Python environment in .venv built on Debian's interpreter.
+#   scripts/setup.sh            engine + plugin (enough to run models through qgis_process)
+#   scripts/setup.sh --training also the training and test stack (torch, torchgeo, Lightning, ...)
+# Facts behind each step: ../shared/environment.md. Safe to run again: finished steps are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras=""
+[ "${1:-}" = "--training" ] && extras="training,test"
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if ! command -v qgis_process.bin >/dev/null 2>&1 || ! dpkg -s libgdal-dev >/dev/null 2>&1; then
+  echo "== installing QGIS and GDAL/PROJ headers from apt"
+  sudo_if_needed apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends \
+    qgis python3-qgis qgis-providers libgdal-dev proj-bin gdal-bin python3-venv python3-dev build-essential >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv on Debian's python3 (QGIS's own modules stay importable)"
+  /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+
+# Native libraries must match QGIS's: pyproj and rasterio are built against the system PROJ/GDAL.
+if ! .venv/bin/python -c "import pyproj, sys; sys.exit(pyproj.__version__ != '3.6.1')" 2>/dev/null; then
+  echo "== building pyproj 3.6.1 against system PROJ (~1.5 min)"
+  PIP_CONSTRAINT=scripts/build-constraints-pyproj.txt "${pip[@]}" --no-binary pyproj pyproj==3.6.1
+fi
+if ! .venv/bin/python -c "import rasterio" 2>/dev/null; then
+  echo "== building rasterio against system GDAL (~4 min)"
+  "${pip[@]}" --no-binary rasterio 'rasterio>=1.4,<1.5' 'numpy<2'
+fi
+echo "== installing the project (${extras:-runtime only})"
+if [ -n "$extras" ]; then
+  "${pip[@]}" -e ".[$extras]"
+else
+  "${pip[@]}" -e .
+fi
+echo "== set-up done: $(.venv/bin/python -c 'import onnxruntime as o; print("onnxruntime", o.__version__, o.get_available_providers())')"
