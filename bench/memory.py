@@ -68,6 +68,7 @@ def main() -> None:
         child(*args.child)
         return
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="rsai-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     contract = ModelContract(
         task="bench", name="per-pixel", bands=(Band("B02"), Band("B03"), Band("B04")),
         mean=(1000.0,) * 3, std=(500.0,) * 3, outputs=Outputs("regression", ("depth",), units="m"),

@@ -49,7 +49,7 @@ class Strip:
     """Finished output rows [row, row + height) of the grid: blended channels and input validity."""
 
     row: int
-    values: np.ndarray  # float32 [channels, height, width]
+    values: np.ndarray  # float32 [channels, height, width]; a view, valid until the next strip
     valid: np.ndarray  # bool [height, width]
 
 
@@ -73,11 +73,13 @@ def infer_strips(
     channels = contract.outputs.channels
     total = len(rows) * len(cols)
 
+    # Preallocated, reused buffers (no per-row allocations: RSS stays flat on huge rasters).
     acc = np.zeros((channels, tile_h, grid.width), np.float32)
     acc_weight = np.zeros((tile_h, grid.width), np.float32)
     acc_valid = np.zeros((tile_h, grid.width), bool)
-    pending: list[Strip] = []
-    pending_rows = 0
+    done = np.empty((channels, OUTPUT_BLOCK + tile_h, grid.width), np.float32)
+    done_valid = np.empty((OUTPUT_BLOCK + tile_h, grid.width), bool)
+    done_rows, done_first_row = 0, 0
 
     for row_index, row in enumerate(rows):
         for start in range(0, len(cols), contract.batch_size):
@@ -89,8 +91,7 @@ def infer_strips(
                 data, valid = grid.read(row, col, tile_h, tile_w)
                 batch.append(np.where(valid, (data - mean) / std, 0.0))
                 valids.append(valid)
-            tiles = np.stack(batch).astype(np.float32, copy=False)
-            tiles = _pad_to(tiles, tile)
+            tiles = _pad_to(np.stack(batch).astype(np.float32, copy=False), tile)
             model_started = time.perf_counter()
             out = model.run(tiles)[:, :, :tile_h, :tile_w]
             stats.model_seconds += time.perf_counter() - model_started
@@ -99,31 +100,32 @@ def infer_strips(
                 acc_weight[:, col:col + tile_w] += weight
                 acc_valid[:, col:col + tile_w] |= valid
             stats.tiles += len(batch_cols)
-            done = row_index * len(cols) + start + len(batch_cols)
-            progress(done / total, f"{done}/{total} tiles")
+            count = row_index * len(cols) + start + len(batch_cols)
+            progress(count / total, f"{count}/{total} tiles")
 
-        finished = (rows[row_index + 1] - row) if row_index + 1 < len(rows) else tile_h
-        pending.append(Strip(row, acc[:, :finished] / acc_weight[:finished], acc_valid[:finished].copy()))
-        pending_rows += finished
-        acc = np.concatenate([acc[:, finished:], np.zeros((channels, finished, grid.width), np.float32)], 1)
-        acc_weight = np.concatenate([acc_weight[finished:], np.zeros((finished, grid.width), np.float32)])
-        acc_valid = np.concatenate([acc_valid[finished:], np.zeros((finished, grid.width), bool)])
+        # Rows above the next tile row's origin receive no more tiles: they are final.
         last = row_index + 1 == len(rows)
-        if pending_rows >= OUTPUT_BLOCK or last:
-            flush = pending_rows if last else pending_rows - pending_rows % OUTPUT_BLOCK
-            yield from _take_rows(pending, flush)
-            pending_rows -= flush
+        finished = tile_h if last else rows[row_index + 1] - row
+        np.divide(acc[:, :finished], acc_weight[:finished], out=done[:, done_rows:done_rows + finished])
+        done_valid[done_rows:done_rows + finished] = acc_valid[:finished]
+        done_rows += finished
+        for buffer in (acc, acc_weight, acc_valid):
+            _move_rows(buffer, finished, 0, tile_h - finished)
+            buffer[..., tile_h - finished:, :] = 0
+        if done_rows >= OUTPUT_BLOCK or last:  # hand over whole output block rows only
+            flush = done_rows if last else done_rows - done_rows % OUTPUT_BLOCK
+            yield Strip(done_first_row, done[:, :flush], done_valid[:flush])
+            keep = done_rows - flush
+            _move_rows(done, flush, 0, keep)
+            _move_rows(done_valid, flush, 0, keep)
+            done_rows, done_first_row = keep, done_first_row + flush
 
 
-def _take_rows(pending: list[Strip], count: int) -> Iterator[Strip]:
-    """Merge the first ``count`` pending rows into one block-aligned strip; keep the rest pending."""
-    merged_values = np.concatenate([s.values for s in pending], axis=1)
-    merged_valid = np.concatenate([s.valid for s in pending], axis=0)
-    first_row = pending[0].row
-    pending.clear()
-    if count < merged_valid.shape[0]:
-        pending.append(Strip(first_row + count, merged_values[:, count:], merged_valid[count:]))
-    yield Strip(first_row, merged_values[:, :count], merged_valid[:count])
+def _move_rows(buffer: np.ndarray, source: int, target: int, count: int) -> None:
+    """Copy ``count`` rows of a [..., rows, width] buffer upwards, one row at a time: an overlapping
+    slice assignment would make numpy allocate a temporary as large as the buffer."""
+    for offset in range(count):
+        buffer[..., target + offset, :] = buffer[..., source + offset, :]
 
 
 def _pad_to(tiles: np.ndarray, tile: int) -> np.ndarray:

@@ -14,7 +14,7 @@ for job in "estimate_bathymetry OUTPUT=out/depth.tif" "classify_seabed OUTPUT=ou
   .venv/bin/python - "out/$1.json" <<'PY'
 import json, sys
 results = json.load(open(sys.argv[1]))["results"]
-print(f"   device: {results['DEVICE']}  tiles: {results['TILES']}  seconds: {results['SECONDS']}")
+print(f"   device: {results['DEVICE_USED']}  tiles: {results['TILES']}  seconds: {results['SECONDS']}")
 print(f"   output: {results['OUTPUT']}")
 PY
 done

@@ -30,5 +30,8 @@ class EstimateBathymetry(RasterTask):
         )}
 
     def convert(self, contract: ModelContract, strip: Strip) -> list[np.ndarray]:
-        values = strip.values * contract.outputs.scale + contract.outputs.offset
-        return [np.where(strip.valid, values, DEPTH_NODATA).astype(np.float32)]
+        values = strip.values  # converted in place: the strip is ours until the next one
+        values *= contract.outputs.scale
+        values += contract.outputs.offset
+        values[:, ~strip.valid] = DEPTH_NODATA
+        return [values]

@@ -1,0 +1,1 @@
+"""Processing algorithms: one per file, all sharing raster_model_algorithm's parameters."""

@@ -1,0 +1,87 @@
+"""Styles applied to the engine's outputs when Processing loads them into the project."""
+from qgis.core import (
+    QgsColorRampShader,
+    QgsGradientColorRamp,
+    QgsLimitedRandomColorRamp,
+    QgsPalettedRasterRenderer,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsRasterBandStats,
+    QgsRasterShader,
+    QgsSingleBandPseudoColorRenderer,
+)
+from qgis.PyQt.QtGui import QColor
+
+LOW_VALUE_COLOR = "#deebf7"  # shallow water: light blue
+HIGH_VALUE_COLOR = "#08306b"  # deep water: dark blue
+RAMP_CLASSES = 6
+
+
+class OutputStyle(QgsProcessingLayerPostProcessorInterface):
+    """A style waiting for its output layer to load. QGIS keeps only a C++ pointer to it and the
+    algorithm instance that made it is deleted after the run, so the style holds a reference to
+    itself in ``awaiting`` until it has styled its layer."""
+
+    awaiting: set = set()
+
+    def __init__(self):
+        super().__init__()
+        OutputStyle.awaiting.add(self)
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
+        self.apply(layer)
+        layer.triggerRepaint()
+        OutputStyle.awaiting.discard(self)
+
+    def apply(self, layer) -> None:
+        raise NotImplementedError
+
+
+class RegressionStyle(OutputStyle):
+    """A colour ramp over the layer's value range, labelled in the quantity's units."""
+
+    def __init__(self, units: str):
+        super().__init__()
+        self.units = units
+
+    def apply(self, layer) -> None:
+        provider = layer.dataProvider()
+        stats = provider.bandStatistics(1, QgsRasterBandStats.Min | QgsRasterBandStats.Max)
+        ramp = QgsColorRampShader(
+            stats.minimumValue,
+            stats.maximumValue,
+            QgsGradientColorRamp(QColor(LOW_VALUE_COLOR), QColor(HIGH_VALUE_COLOR)),
+        )
+        ramp.classifyColorRamp(RAMP_CLASSES)
+        items = ramp.colorRampItemList()
+        for item in items:
+            item.label = f"{item.value:.1f} {self.units}".strip()
+        ramp.setColorRampItemList(items)
+        shader = QgsRasterShader(stats.minimumValue, stats.maximumValue)
+        shader.setRasterShaderFunction(ramp)
+        renderer = QgsSingleBandPseudoColorRenderer(provider, 1, shader)
+        renderer.setClassificationMin(stats.minimumValue)
+        renderer.setClassificationMax(stats.maximumValue)
+        layer.setRenderer(renderer)
+
+
+class ClassesStyle(OutputStyle):
+    """One colour and name per class value (0, 1, ...); random colours when the model has none."""
+
+    def __init__(self, names: list[str], colors: list[str]):
+        super().__init__()
+        self.names = list(names)
+        self.colors = [QColor(c) for c in colors] or QgsLimitedRandomColorRamp.randomColors(len(names))
+
+    def apply(self, layer) -> None:
+        classes = [
+            QgsPalettedRasterRenderer.Class(value, color, name)
+            for value, (name, color) in enumerate(zip(self.names, self.colors))
+        ]
+        layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, classes))
+
+
+def style_for(result: dict) -> OutputStyle:
+    """The style that suits an engine result (its ``kind``, ``names``, ``colors``, ``units``)."""
+    if result["kind"] == "classes":
+        return ClassesStyle(result["names"], result.get("colors") or [])
+    return RegressionStyle(result.get("units", ""))

@@ -1,0 +1,32 @@
+"""The Processing provider ``rsai``: registers the algorithms and the engine settings."""
+from qgis.core import QgsProcessingProvider
+
+from rs_qgis_plugin.algorithms.classify_seabed import ClassifySeabed
+from rs_qgis_plugin.algorithms.estimate_bathymetry import EstimateBathymetry
+from rs_qgis_plugin.settings import add_settings, remove_settings
+
+
+class RemoteSensingAIProvider(QgsProcessingProvider):
+    def id(self):
+        return "rsai"
+
+    def name(self):
+        return "Remote Sensing AI Toolbox"
+
+    def longName(self):  # noqa: N802 (QGIS API)
+        return "Remote Sensing AI Toolbox (ONNX models run by an external engine)"
+
+    def load(self):
+        add_settings(self.name())
+        self.refreshAlgorithms()
+        return True
+
+    def unload(self):
+        remove_settings()
+
+    def loadAlgorithms(self):  # noqa: N802 (QGIS API)
+        for algorithm in (EstimateBathymetry(), ClassifySeabed()):
+            self.addAlgorithm(algorithm)
+
+    def supportedOutputRasterLayerExtensions(self):  # noqa: N802 (QGIS API)
+        return ["tif"]  # the engine writes GeoTIFF only

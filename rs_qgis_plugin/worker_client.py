@@ -1,0 +1,224 @@
+"""Runs engine tasks in a worker process (``<python> -m engine.worker``) and relays its events.
+
+The engine runs in its own interpreter rather than inside QGIS: installing ML packages into
+QGIS's Python is the most reported failure of QGIS ML plugins, native libraries clash inside QGIS,
+GPU memory must be released after a run, and cancel must be certain (the process can be killed).
+
+Protocol (JSON lines): the plugin writes ``{"id", "task", "params"}`` requests and
+``{"cancel": id}`` lines to the worker's stdin; the worker answers on stdout with ``progress``,
+``log``, and exactly one ``result`` or ``error`` event per request. It exits when stdin closes.
+"""
+import json
+import os
+import queue
+import subprocess
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+
+from qgis.core import QgsProcessingException
+
+from rs_qgis_plugin.settings import ENGINE_PYTHON_ENV, engine_folder, engine_python
+
+CANCEL_GRACE_S = 5.0  # a cancelled worker stops at its next batch; after this long it is killed
+EXIT_GRACE_S = 5.0  # a worker whose stdin closed exits; after this long it is killed
+POLL_S = 0.1  # how often a waiting request checks the feedback for cancel
+PROGRESS_TEXT_INTERVAL_S = 10.0  # Processing logs every progress text: pass one on this often
+OUTPUT_PARAMS = ("output", "probabilities")  # request params that name files the worker writes
+PARTIAL_MARKER = ".rsai-partial-"  # engine temporaries: <dir>/.<stem>.rsai-partial-<id>.tif
+SETTING_HINT = (
+    "Set the engine's interpreter in Settings > Options > Processing > Providers > "
+    f"Remote Sensing AI Toolbox, or in the environment variable {ENGINE_PYTHON_ENV}."
+)
+CANCELLED_MESSAGE = "Cancelled: no output was written."
+
+
+class EngineWorker:
+    """One worker process that serves requests in sequence; use it as a context manager."""
+
+    def __init__(self, python: str | None = None):
+        self.python = python or engine_python()
+        environment = dict(os.environ, PYTHONUNBUFFERED="1")
+        # QGIS may export its own PYTHONHOME/PYTHONPATH; they would make the engine's interpreter
+        # load QGIS's standard library and packages instead of its own.
+        environment.pop("PYTHONHOME", None)
+        environment.pop("PYTHONPATH", None)
+        try:
+            self._process = subprocess.Popen(
+                [self.python, "-m", "engine.worker"],
+                cwd=engine_folder(),
+                env=environment,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                encoding="utf-8",
+                bufsize=1,
+            )
+        except OSError as error:
+            raise QgsProcessingException(
+                f"Cannot start the engine with the Python interpreter {self.python!r} "
+                f"({error.strerror}). {SETTING_HINT}"
+            ) from None
+        self._lines = queue.Queue()  # stdout lines, then None when the worker closes stdout
+        self._progress_text_due = 0.0  # when the next progress text may be passed on
+        self._stderr_tail = deque(maxlen=40)
+        self._stdout_reader = threading.Thread(target=self._read_stdout, daemon=True)
+        self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._stdout_reader.start()
+        self._stderr_reader.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def describe_model(self, task: str, model: str | None) -> dict:
+        """The model's contract (the task's shipped default model when ``model`` is None)."""
+        params = {"task": task} if model is None else {"task": task, "model": model}
+        return self.run("describe_model", params)["contract"]
+
+    def run(self, task: str, params: dict, feedback=None) -> dict:
+        """Send one request and relay its events to ``feedback`` until its result, which is
+        returned; an engine error or a cancel raises QgsProcessingException."""
+        request_id = uuid.uuid4().hex
+        started = time.time()
+        self._progress_text_due = 0.0
+        self._send({"id": request_id, "task": task, "params": params})
+        cancel_deadline = None
+        while True:
+            if cancel_deadline is None and feedback is not None and feedback.isCanceled():
+                self._send({"cancel": request_id})
+                cancel_deadline = time.monotonic() + CANCEL_GRACE_S
+            if cancel_deadline is not None and time.monotonic() > cancel_deadline:
+                self.kill()
+                remove_leftovers(params, started)
+                raise QgsProcessingException(CANCELLED_MESSAGE)
+            try:
+                line = self._lines.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if line is None:  # the worker has gone
+                remove_leftovers(params, started)
+                if cancel_deadline is not None:
+                    raise QgsProcessingException(CANCELLED_MESSAGE)
+                raise self._stopped_unexpectedly()
+            event = self._parse(line, feedback)
+            if event is not None and event.get("id") == request_id:
+                if event.get("event") == "result":
+                    return event["result"]
+                if event.get("event") == "error":
+                    raise self._error(event)
+                self._relay(event, feedback)
+
+    def close(self) -> None:
+        """Let the worker exit (it does when stdin closes), kill it if it does not, free the pipes."""
+        try:
+            self._process.stdin.close()
+            self._process.wait(EXIT_GRACE_S)
+        except (OSError, subprocess.TimeoutExpired):
+            self.kill()
+        for reader in (self._stdout_reader, self._stderr_reader):
+            reader.join(EXIT_GRACE_S)
+        self._process.stdout.close()
+        self._process.stderr.close()
+
+    def kill(self) -> None:
+        self._process.kill()
+        self._process.wait()
+
+    def _send(self, message: dict) -> None:
+        try:
+            self._process.stdin.write(json.dumps(message) + "\n")
+            self._process.stdin.flush()
+        except OSError:
+            raise self._stopped_unexpectedly() from None
+
+    def _read_stdout(self) -> None:
+        for line in self._process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def _read_stderr(self) -> None:
+        for line in self._process.stderr:
+            self._stderr_tail.append(line.rstrip())
+
+    @staticmethod
+    def _parse(line: str, feedback) -> dict | None:
+        """A JSON event, or None for any other output (passed on as debug information)."""
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            event = None
+        if not isinstance(event, dict):
+            if feedback is not None and line.strip():
+                feedback.pushDebugInfo(line.rstrip())
+            return None
+        return event
+
+    def _relay(self, event: dict, feedback) -> None:
+        if feedback is None:
+            return
+        if event.get("event") == "progress":
+            feedback.setProgress(100.0 * float(event.get("fraction") or 0.0))
+            if event.get("message") and time.monotonic() >= self._progress_text_due:
+                feedback.setProgressText(event["message"])
+                self._progress_text_due = time.monotonic() + PROGRESS_TEXT_INTERVAL_S
+        elif event.get("event") == "log":
+            if event.get("level") == "warning":
+                feedback.pushWarning(event.get("message", ""))
+            else:
+                feedback.pushInfo(event.get("message", ""))
+
+    def _error(self, event: dict) -> QgsProcessingException:
+        kind, message = event.get("kind"), event.get("message", "")
+        if kind == "Cancelled":
+            return QgsProcessingException(CANCELLED_MESSAGE)
+        if kind == "InternalError":
+            return QgsProcessingException(
+                f"The engine failed unexpectedly: {message}{self._stderr_excerpt()}"
+            )
+        return QgsProcessingException(message)  # EngineError, ModelContractError: said for users
+
+    def _stopped_unexpectedly(self) -> QgsProcessingException:
+        try:
+            code = self._process.wait(EXIT_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = self._process.returncode
+        excerpt = self._stderr_excerpt()
+        hint = SETTING_HINT
+        if "No module named 'engine'" in excerpt:
+            hint = (
+                f"{self.python} cannot import the toolbox's engine: install the toolbox into that "
+                f"environment (pip install <toolbox folder>) or choose its interpreter. {SETTING_HINT}"
+            )
+        return QgsProcessingException(
+            f"The engine ({self.python} -m engine.worker) stopped unexpectedly with exit code "
+            f"{code}. {hint}{excerpt}"
+        )
+
+    def _stderr_excerpt(self) -> str:
+        self._stderr_reader.join(timeout=POLL_S)  # let it catch a failing worker's last lines
+        return "\nEngine output:\n" + "\n".join(self._stderr_tail) if self._stderr_tail else ""
+
+
+def remove_leftovers(params: dict, since: float) -> None:
+    """After a kill, delete what the worker may have left of its outputs, written since the request
+    started: the outputs themselves, their GDAL side-cars and the engine's temporary files."""
+    for key in OUTPUT_PARAMS:
+        if not params.get(key):
+            continue
+        output = Path(params[key])
+        if not output.parent.is_dir():
+            continue
+        for candidate in output.parent.iterdir():
+            if (
+                candidate.is_file()
+                and candidate.name.startswith((output.name, f".{output.stem}{PARTIAL_MARKER}"))
+                and candidate.stat().st_mtime >= since - 1.0
+            ):
+                candidate.unlink(missing_ok=True)
