@@ -2,6 +2,8 @@
 
     python -m engine run estimate_bathymetry --input scene.tif --output depth.tif [--device cpu]
     python -m engine run classify_seabed --input scene.tif --output classes.tif --probabilities p.tif
+    python -m engine run compress_hyperspectral --input cube.tif --output cube_cr8.tif --ratio 8 --quality
+    python -m engine run decompress_hyperspectral --input cube_cr8.tif --output restored.tif
     python -m engine describe [--model model.onnx] [--task classify_seabed]
 
 Progress goes to stderr; the result is printed as JSON on stdout. Exit status 2 on bad input.
@@ -31,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resample", action="store_true", help="resample to the model's pixel size")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--probabilities", help="classify_seabed: also write per-class probabilities")
+    run.add_argument("--ratio", type=int, help="compress_hyperspectral: compression ratio (4, 8, 16, 32)")
+    run.add_argument("--quality", action="store_true",
+                     help="compress_hyperspectral: also report PSNR and spectral angle against the input")
     describe = commands.add_parser("describe", help="print a model's contract")
     describe.add_argument("--model")
     describe.add_argument("--task", choices=sorted(RASTER_TASKS))

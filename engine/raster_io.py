@@ -216,6 +216,17 @@ def _window_for(src, bounds) -> Window:
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
+def read_tags(path: str) -> dict[str, str]:
+    """The dataset-level metadata tags of a raster."""
+    if not Path(path).exists():
+        raise EngineError(f"input raster {path} does not exist")
+    try:
+        with rasterio.open(path) as dataset:
+            return dataset.tags()
+    except rasterio.errors.RasterioIOError as err:
+        raise EngineError(f"cannot open input raster {path}: {err}") from None
+
+
 def check_output_path(path: str, *inputs: str) -> None:
     """Refuse outputs that would fail late or overwrite an input."""
     target = Path(path)

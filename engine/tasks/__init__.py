@@ -11,9 +11,11 @@ from engine.errors import EngineError
 from engine.pipeline import IsCancelled, Progress
 from engine.runtime import Model
 from engine.tasks.bathymetry import EstimateBathymetry
+from engine.tasks.hycot import CompressHyperspectral, DecompressHyperspectral
 from engine.tasks.seabed import ClassifySeabed
 
-RASTER_TASKS = {task.name: task for task in (EstimateBathymetry(), ClassifySeabed())}
+RASTER_TASKS = {task.name: task for task in (
+    EstimateBathymetry(), ClassifySeabed(), CompressHyperspectral(), DecompressHyperspectral())}
 
 
 def describe_model(params: dict, progress: Progress, cancelled: IsCancelled) -> dict:

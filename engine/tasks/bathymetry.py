@@ -10,7 +10,7 @@ import numpy as np
 
 from engine.contract import ModelContract
 from engine.pipeline import Strip
-from engine.raster_io import OutputSpec
+from engine.raster_io import InputGrid, OutputSpec
 from engine.tasks.raster_task import RasterTask
 
 DEPTH_NODATA = -9999.0
@@ -21,7 +21,7 @@ class EstimateBathymetry(RasterTask):
     default_model = "bathymetry_s2_sim.onnx"
     output_kind = "regression"
 
-    def outputs(self, contract: ModelContract, params: dict) -> dict[str, OutputSpec]:
+    def outputs(self, contract: ModelContract, params: dict, grid: InputGrid) -> dict[str, OutputSpec]:
         out = contract.outputs
         return {"output": OutputSpec(
             params["output"], out.channels, "float32", DEPTH_NODATA,
@@ -29,8 +29,8 @@ class EstimateBathymetry(RasterTask):
             tags={"model": contract.name, "units": out.units, "description": out.description},
         )}
 
-    def convert(self, contract: ModelContract, strip: Strip) -> list[np.ndarray]:
-        values = strip.values  # converted in place: the strip is ours until the next one
+    def convert(self, contract: ModelContract, strip: Strip, specs: list[OutputSpec]) -> list[np.ndarray]:
+        values = strip.values  # converted in place: no copy of a raster-wide strip
         values *= contract.outputs.scale
         values += contract.outputs.offset
         values[:, ~strip.valid] = DEPTH_NODATA

@@ -40,30 +40,39 @@ class RasterTask(ABC):
     def model_path(self, params: dict) -> str:
         return params.get("model") or str(MODELS_DIR / self.default_model)
 
-    @abstractmethod
-    def outputs(self, contract: ModelContract, params: dict) -> dict[str, OutputSpec]:
-        """The GeoTIFFs this task writes, by result key (the parameter naming each path)."""
-
-    @abstractmethod
-    def convert(self, contract: ModelContract, strip: Strip) -> list[np.ndarray]:
-        """Blended model output of one strip -> one array [bands, h, w] per output spec."""
-
-    def run(self, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
-        started = time.perf_counter()
-        model = Model(self.model_path(params), params.get("device", "auto"))
-        contract = model.contract
+    def check_model(self, contract: ModelContract, params: dict) -> None:
+        """Refuse a model this task cannot use (ModelContractError naming what is wrong)."""
         if contract.outputs.kind != self.output_kind:
             raise ModelContractError(
                 f"model {contract.name} produces {contract.outputs.kind} output (task {contract.task!r}); "
                 f"{self.name} needs a {self.output_kind} model"
             )
-        outputs = self.outputs(contract, params)
-        specs = list(outputs.values())
-        for spec in specs:
-            check_output_path(spec.path, params["input"])
+
+    @abstractmethod
+    def outputs(self, contract: ModelContract, params: dict, grid: InputGrid) -> dict[str, OutputSpec]:
+        """The GeoTIFFs this task writes, by result key (the parameter naming each path)."""
+
+    @abstractmethod
+    def convert(self, contract: ModelContract, strip: Strip, specs: list[OutputSpec]) -> list[np.ndarray]:
+        """Blended model output of one strip -> one array [bands, h, w] per output spec.
+        ``strip.values`` may be modified in place."""
+
+    def report(self, params: dict, result: dict, progress: Progress, cancelled: IsCancelled) -> dict:
+        """Task-specific figures added to the result once the outputs are in place; none by default."""
+        return {}
+
+    def run(self, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
+        started = time.perf_counter()
+        model = Model(self.model_path(params), params.get("device", "auto"))
+        contract = model.contract
+        self.check_model(contract, params)
         stats = RunStats()
         with open_input(params["input"], contract, params.get("bands"), params.get("extent"),
                         params.get("resample", False)) as grid:
+            outputs = self.outputs(contract, params, grid)
+            specs = list(outputs.values())
+            for spec in specs:
+                check_output_path(spec.path, params["input"])
             warnings = list(grid.warnings)
             grid_info = {"width": grid.width, "height": grid.height, "crs": grid.crs.to_string()}
             valid_pixels = self._write(model, grid, specs, progress, cancelled, stats)
@@ -72,11 +81,10 @@ class RasterTask(ABC):
                 "the input has no valid pixels (all nodata or masked) in the processed area: "
                 "the output is entirely nodata"
             )
-        return {
+        result = {
             "outputs": {key: spec.path for key, spec in outputs.items()},
             "device": model.provider,
             "tiles": stats.tiles,
-            "seconds": round(time.perf_counter() - started, 3),
             "model_seconds": round(stats.model_seconds, 3),
             "model": contract.name,
             "kind": contract.outputs.kind,
@@ -87,6 +95,9 @@ class RasterTask(ABC):
             "grid": grid_info,
             "warnings": warnings,
         }
+        result.update(self.report(params, result, progress, cancelled))
+        result["seconds"] = round(time.perf_counter() - started, 3)
+        return result
 
     def _write(self, model, grid: InputGrid, specs, progress, cancelled, stats) -> int:
         valid_pixels = 0
@@ -94,6 +105,6 @@ class RasterTask(ABC):
             for strip in infer_strips(model, grid, progress, cancelled, stats):
                 valid_pixels += int(strip.valid.sum())
                 window = ((strip.row, strip.row + strip.valid.shape[0]), (0, grid.width))
-                for dataset, array in zip(datasets, self.convert(model.contract, strip)):
+                for dataset, array in zip(datasets, self.convert(model.contract, strip, specs)):
                     dataset.write(array, window=window)
         return valid_pixels

@@ -10,7 +10,7 @@ import numpy as np
 
 from engine.contract import ModelContract
 from engine.pipeline import Strip
-from engine.raster_io import OutputSpec
+from engine.raster_io import InputGrid, OutputSpec
 from engine.tasks.raster_task import RASTER_PARAMS, RasterTask
 
 CLASS_NODATA = 255
@@ -28,7 +28,7 @@ class ClassifySeabed(RasterTask):
     output_kind = "classes"
     params = {**RASTER_PARAMS, "probabilities": (str, False)}
 
-    def outputs(self, contract: ModelContract, params: dict) -> dict[str, OutputSpec]:
+    def outputs(self, contract: ModelContract, params: dict, grid: InputGrid) -> dict[str, OutputSpec]:
         names = contract.outputs.names
         tags = {"model": contract.name, "class_names": ",".join(names)}
         tags.update({f"class_{index}": name for index, name in enumerate(names)})
@@ -43,8 +43,10 @@ class ClassifySeabed(RasterTask):
             )
         return specs
 
-    def convert(self, contract: ModelContract, strip: Strip) -> list[np.ndarray]:
-        classes = np.where(strip.valid, strip.values.argmax(axis=0), CLASS_NODATA).astype(np.uint8)
-        arrays = [classes[None]]
-        arrays.append(np.where(strip.valid, strip.values, PROBABILITY_NODATA).astype(np.float32))
-        return arrays
+    def convert(self, contract: ModelContract, strip: Strip, specs: list[OutputSpec]) -> list[np.ndarray]:
+        classes = strip.values.argmax(axis=0).astype(np.uint8)
+        classes[~strip.valid] = CLASS_NODATA
+        if len(specs) == 1:
+            return [classes[None]]
+        strip.values[:, ~strip.valid] = PROBABILITY_NODATA
+        return [classes[None], strip.values]
