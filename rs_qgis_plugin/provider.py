@@ -2,6 +2,8 @@
 from qgis.core import QgsProcessingProvider
 
 from rs_qgis_plugin.algorithms.classify_seabed import ClassifySeabed
+from rs_qgis_plugin.algorithms.compress_hyperspectral import CompressHyperspectral
+from rs_qgis_plugin.algorithms.decompress_hyperspectral import DecompressHyperspectral
 from rs_qgis_plugin.algorithms.estimate_bathymetry import EstimateBathymetry
 from rs_qgis_plugin.settings import add_settings, remove_settings
 
@@ -25,7 +27,8 @@ class RemoteSensingAIProvider(QgsProcessingProvider):
         remove_settings()
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
-        for algorithm in (EstimateBathymetry(), ClassifySeabed()):
+        for algorithm in (EstimateBathymetry(), ClassifySeabed(), CompressHyperspectral(),
+                          DecompressHyperspectral()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self):  # noqa: N802 (QGIS API)

@@ -19,6 +19,7 @@ from raster_fixtures import contract, scene, write_model, write_raster
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BAND_NAMES = ("B02", "B03", "B04")
 ALGORITHM_IDS = ("rsai:classify_seabed", "rsai:estimate_bathymetry")
+HYPERSPECTRAL_IDS = ("rsai:compress_hyperspectral", "rsai:decompress_hyperspectral")
 SEABED_CLASSES = ("sand", "seagrass", "rock")
 SEABED_COLORS = ("#e8d8a0", "#2e8b57", "#555555")
 
@@ -63,16 +64,22 @@ def seabed_model(tmp_path) -> str:
 
 # --- provider, parameters, settings --------------------------------------------------------------
 
-def test_provider_registers_both_algorithms_with_help_for_every_parameter(rsai_provider):
+def test_provider_registers_the_algorithms_with_help_for_every_parameter(rsai_provider):
     algorithms = {algorithm.id(): algorithm for algorithm in rsai_provider.algorithms()}
-    assert sorted(algorithms) == sorted(ALGORITHM_IDS)
-    for algorithm in algorithms.values():
+    assert sorted(algorithms) == sorted(ALGORITHM_IDS + HYPERSPECTRAL_IDS)
+    expected = {
+        "rsai:estimate_bathymetry": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "OUTPUT"},
+        "rsai:classify_seabed": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "OUTPUT",
+                                 "PROBABILITIES"},
+        "rsai:compress_hyperspectral": {"INPUT", "MODEL", "BANDS", "EXTENT", "DEVICE", "OUTPUT", "RATIO",
+                                        "QUALITY"},
+        "rsai:decompress_hyperspectral": {"INPUT", "MODEL", "DEVICE", "OUTPUT"},
+    }
+    for algorithm_id, algorithm in algorithms.items():
         assert algorithm.shortHelpString()
-        names = [parameter.name() for parameter in algorithm.parameterDefinitions()]
-        assert {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "OUTPUT"} <= set(names)
+        assert {parameter.name() for parameter in algorithm.parameterDefinitions()} == expected[algorithm_id]
         for parameter in algorithm.parameterDefinitions():
             assert parameter.help(), f"{algorithm.id()} {parameter.name()} has no help"
-    assert "PROBABILITIES" in [p.name() for p in algorithms["rsai:classify_seabed"].parameterDefinitions()]
 
 
 def test_engine_interpreter_defaults_to_the_repository_environment(rsai_provider, monkeypatch):

@@ -44,6 +44,12 @@ class RasterModelAlgorithm(QgsProcessingAlgorithm):
 
     task = ""  # the engine task, also the algorithm id
     default_model = ""  # file in models_onnx/ the engine uses when MODEL is empty
+    input_help = (
+        "Multispectral image to run the model on. Files are read directly; other layers "
+        "(WMS/XYZ, virtual rasters) are first rendered over EXTENT at the model's resolution."
+    )
+    area_parameters = (BANDS, EXTENT, RESAMPLE)  # which of these the engine task takes
+    styled = True  # load the output with the class palette or colour ramp of the result
     output_description = ""
     output_help = ""
 
@@ -54,11 +60,7 @@ class RasterModelAlgorithm(QgsProcessingAlgorithm):
         return type(self)()
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        self.add_parameter(
-            QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"),
-            "Multispectral image to run the model on. Files are read directly; other layers "
-            "(WMS/XYZ, virtual rasters) are first rendered over EXTENT at the model's resolution.",
-        )
+        self.add_parameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"), self.input_help)
         self.add_parameter(
             QgsProcessingParameterFile(
                 self.MODEL, "Model (ONNX)", extension="onnx", optional=True
@@ -66,25 +68,7 @@ class RasterModelAlgorithm(QgsProcessingAlgorithm):
             f"ONNX model exported by the toolbox (its contract travels in the model's metadata) or "
             f"a Deepness-format model. Empty: the shipped model models_onnx/{self.default_model}.",
         )
-        self.add_parameter(
-            QgsProcessingParameterString(self.BANDS, "Band mapping", optional=True),
-            "Which raster band feeds each model band, as MODEL_BAND=RASTER_BAND pairs separated by "
-            "commas, with band numbers starting at 1, e.g. B02=1,B03=2,B04=3. Leave empty when the "
-            "raster's band descriptions name the model's bands (B02 or blue, ...); needed otherwise, "
-            "for instance for a rendered web layer (bands 1, 2, 3 = red, green, blue) or an image "
-            "whose bands are unnamed or in another order. The engine says which bands it needs.",
-        )
-        self.add_parameter(
-            QgsProcessingParameterExtent(self.EXTENT, "Extent", optional=True),
-            "Area to process, in any CRS (it is converted to the raster's CRS). Empty: the whole "
-            "raster. Required in practice for web layers, which have no finite extent of their own.",
-        )
-        self.add_parameter(
-            QgsProcessingParameterBoolean(self.RESAMPLE, "Resample to the model's resolution", False),
-            "Resample the input to the ground sampling distance the model was trained at, for "
-            "imagery finer or coarser than that. Off: the model runs on the raster's own pixels "
-            "and the output has the input's grid.",
-        )
+        self.add_area_parameters()
         self.add_parameter(
             QgsProcessingParameterEnum(
                 self.DEVICE, "Device", options=[label for _, label in DEVICES], defaultValue=0
@@ -100,6 +84,32 @@ class RasterModelAlgorithm(QgsProcessingAlgorithm):
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device that ran the model"))
         self.addOutput(QgsProcessingOutputNumber(self.TILES, "Tiles processed"))
         self.addOutput(QgsProcessingOutputNumber(self.SECONDS, "Seconds the engine took"))
+
+    def add_area_parameters(self) -> None:
+        """Band mapping, extent and resampling, for the tasks that take them."""
+        if self.BANDS in self.area_parameters:
+            self.add_parameter(
+                QgsProcessingParameterString(self.BANDS, "Band mapping", optional=True),
+                "Which raster band feeds each model band, as MODEL_BAND=RASTER_BAND pairs separated "
+                "by commas, with band numbers starting at 1, e.g. B02=1,B03=2,B04=3. Leave empty "
+                "when the raster's band descriptions name the model's bands (B02 or blue, ...) or "
+                "the band count matches; needed otherwise, for instance for a rendered web layer "
+                "(bands 1, 2, 3 = red, green, blue) or an image whose bands are in another order. "
+                "The engine says which bands it needs.",
+            )
+        if self.EXTENT in self.area_parameters:
+            self.add_parameter(
+                QgsProcessingParameterExtent(self.EXTENT, "Extent", optional=True),
+                "Area to process, in any CRS (it is converted to the raster's CRS). Empty: the "
+                "whole raster. Required in practice for web layers, which have no finite extent.",
+            )
+        if self.RESAMPLE in self.area_parameters:
+            self.add_parameter(
+                QgsProcessingParameterBoolean(self.RESAMPLE, "Resample to the model's resolution", False),
+                "Resample the input to the ground sampling distance the model was trained at, for "
+                "imagery finer or coarser than that. Off: the model runs on the raster's own pixels "
+                "and the output has the input's grid.",
+            )
 
     def add_parameter(self, parameter, help_text: str) -> None:
         parameter.setHelp(help_text)
@@ -134,9 +144,10 @@ class RasterModelAlgorithm(QgsProcessingAlgorithm):
         request = {
             "input": layer_file(layer),
             "output": self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
-            "resample": self.parameterAsBoolean(parameters, self.RESAMPLE, context),
             "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)][0],
         }
+        if self.RESAMPLE in self.area_parameters:
+            request["resample"] = self.parameterAsBoolean(parameters, self.RESAMPLE, context)
         model = self.parameterAsFile(parameters, self.MODEL, context)
         if model:
             request["model"] = model
@@ -144,7 +155,7 @@ class RasterModelAlgorithm(QgsProcessingAlgorithm):
         if bands:
             request["bands"] = bands
         extent = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
-        if not extent.isNull():
+        if self.EXTENT in self.area_parameters and not extent.isNull():
             request["extent"] = [extent.xMinimum(), extent.yMinimum(),
                                  extent.xMaximum(), extent.yMaximum()]
         return {**request, **self.task_request(parameters, context)}
@@ -162,9 +173,10 @@ class RasterModelAlgorithm(QgsProcessingAlgorithm):
             layer, contract.get("gsd_m"), extent, context.transformContext()
         )
         render_to_geotiff(layer, extent, pixel_size, path, context.transformContext(), feedback)
-        rendered = {key: value for key, value in request.items() if key != "extent"}
-        return {**rendered, "input": path, "resample": False}  # the rendering did the resampling
+        # the rendering did the cropping and resampling
+        rendered = {key: value for key, value in request.items() if key not in ("extent", "resample")}
+        return {**rendered, "input": path}
 
     def style_on_load(self, output: str, result: dict, context) -> None:
-        if context.willLoadLayerOnCompletion(output):
+        if self.styled and context.willLoadLayerOnCompletion(output):
             context.layerToLoadOnCompletionDetails(output).setPostProcessor(style_for(result))

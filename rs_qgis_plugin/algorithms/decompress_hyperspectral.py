@@ -1,0 +1,30 @@
+"""Processing algorithm: restore a HyCoT-compressed raster."""
+from rs_qgis_plugin.algorithms.raster_model_algorithm import RasterModelAlgorithm
+
+
+class DecompressHyperspectral(RasterModelAlgorithm):
+    task = "decompress_hyperspectral"
+    default_model = "the decoder named in the compressed file"
+    area_parameters = ()
+    styled = False
+    input_help = "A raster written by 'Compress hyperspectral raster (HyCoT)'."
+    output_description = "Decompressed raster"
+    output_help = (
+        "GeoTIFF with the original grid, band count, band names, data type and nodata restored."
+    )
+
+    def displayName(self):  # noqa: N802 (QGIS API)
+        return "Decompress hyperspectral raster (HyCoT)"
+
+    def group(self):
+        return "Hyperspectral"
+
+    def groupId(self):  # noqa: N802 (QGIS API)
+        return "hyperspectral"
+
+    def shortHelpString(self):  # noqa: N802 (QGIS API)
+        return (
+            "Restores a hyperspectral image compressed by 'Compress hyperspectral raster (HyCoT)' "
+            "with the matching decoder. A file made by another encoder is refused: the decoder and "
+            "the file must share the codec's pair id."
+        )
