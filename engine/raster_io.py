@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32")
 OUTPUT_BLOCK = 256  # GeoTIFF block size; output strips are flushed in multiples of it
 PARTIAL_MARKER = ".rsai-partial-"  # temporary outputs are named <dir>/.<name>.rsai-partial-<id>.tif
 GDAL_OPTIONS = {"GDAL_CACHEMAX": 64 * 2**20, "GDAL_NUM_THREADS": "1"}  # bounded GDAL block cache
+BAND_TOKEN = re.compile(r"(?<![A-Za-z0-9])(B8A|B\d{1,2}|VV|VH|HH|HV)(?![A-Za-z0-9])", re.IGNORECASE)
 
 
 def parse_band_mapping(text: str | dict | None) -> dict[str, int]:
@@ -55,9 +57,10 @@ def parse_band_mapping(text: str | dict | None) -> dict[str, int]:
     return mapping
 
 
-def resolve_bands(descriptions: list[str | None], contract: ModelContract, mapping: dict[str, int]) -> list[int]:
-    """Pick the 1-based raster band for every model band: mapping, then band names, then order."""
-    count = len(descriptions)
+def resolve_bands(labels: list[str | None], contract: ModelContract, mapping: dict[str, int]) -> list[int]:
+    """Pick the 1-based input band for every model band: mapping, then band names, then order.
+    ``labels`` are the names of all input bands (of all input files, in order)."""
+    count = len(labels)
     wanted = ", ".join(
         f"{b.name}" + (f" ({'/'.join(b.aliases)})" if b.aliases else "") for b in contract.bands
     )
@@ -71,7 +74,7 @@ def resolve_bands(descriptions: list[str | None], contract: ModelContract, mappi
         if band.name in mapping:
             index = mapping[band.name]
         else:
-            named = [i + 1 for i, d in enumerate(descriptions) if d and band.matches(d)]
+            named = [i + 1 for i, label in enumerate(labels) if label and band.matches(label)]
             index = named[0] if named else None
         chosen.append(index)
     if all(i is None for i in chosen) and count == len(contract.bands):
@@ -79,14 +82,30 @@ def resolve_bands(descriptions: list[str | None], contract: ModelContract, mappi
     missing = [b.name for b, i in zip(contract.bands, chosen) if i is None]
     if missing:
         raise EngineError(
-            f"the raster has {count} band(s) but the model needs {len(contract.bands)}: {wanted}; "
-            f"cannot tell which band is {', '.join(missing)}. Give a band mapping such as "
+            f"the input has {count} band(s) but the model needs {len(contract.bands)}: {wanted}; "
+            f"cannot tell which band is {', '.join(missing)}. Name the bands (band descriptions, or "
+            "the band in single-band file names) or give a band mapping such as "
             + ",".join(f"{b.name}={n + 1}" for n, b in enumerate(contract.bands))
+            + " (numbers count the bands of all input files in order)"
         )
     bad = [i for i in chosen if not 1 <= i <= count]
     if bad:
-        raise EngineError(f"band mapping refers to band(s) {bad}, but the raster has bands 1..{count}")
+        raise EngineError(f"band mapping refers to band(s) {bad}, but the input has bands 1..{count}")
     return chosen
+
+
+def band_labels(dataset, path: str) -> list[str | None]:
+    """Band names of a file: its band descriptions, or for a single unnamed band the band token in
+    the file name (``..._B8A_20m.tif`` -> B8A, ``s1_vh.tif`` -> VH, ``..._B2.tif`` -> B02)."""
+    labels = list(dataset.descriptions)
+    if dataset.count == 1 and not labels[0]:
+        tokens = BAND_TOKEN.findall(Path(path).stem)
+        if tokens:
+            token = tokens[-1].upper()
+            if token.startswith("B") and token != "B8A":
+                token = f"B{int(token[1:]):02d}"
+            labels = [token]
+    return labels
 
 
 def _grid_transform_at_gsd(src, bounds, gsd_m: float) -> tuple[Affine, int, int]:
@@ -107,12 +126,28 @@ def _grid_transform_at_gsd(src, bounds, gsd_m: float) -> tuple[Affine, int, int]
 
 
 @dataclass
-class InputGrid:
-    """An open input raster seen through the processing grid, read in the model's band order."""
+class Source:
+    """Bands of one opened input (a file, or a warped view of it on the processing grid)."""
 
     dataset: rasterio.io.DatasetReader | WarpedVRT
-    bands: list[int]
-    window: Window  # the processing grid inside ``dataset``
+    bands: list[int]  # 1-based bands to read
+    positions: list[int]  # their places in the model's band order
+
+
+@dataclass(frozen=True)
+class BandInfo:
+    dtype: str
+    nodata: float | None
+    label: str
+
+
+@dataclass
+class InputGrid:
+    """Input rasters seen through one processing grid, read in the model's band order."""
+
+    sources: list[Source]
+    window: Window  # the processing grid inside every source dataset
+    band_info: list[BandInfo]  # per model band: the input's dtype, nodata and name
     warnings: list[str]
 
     @property
@@ -125,73 +160,118 @@ class InputGrid:
 
     @property
     def crs(self):
-        return self.dataset.crs
+        return self.sources[0].dataset.crs
 
     @property
     def transform(self) -> Affine:
-        return self.dataset.window_transform(self.window)
+        return self.sources[0].dataset.window_transform(self.window)
 
     def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Pixels [bands, h, w] as float32 and a validity mask [h, w] for a window of the grid."""
         window = Window(self.window.col_off + col, self.window.row_off + row, width, height)
-        data = self.dataset.read(self.bands, window=window, out_dtype="float32")
-        valid = np.all(self.dataset.read_masks(self.bands, window=window) > 0, axis=0)
+        data = np.empty((len(self.band_info), height, width), np.float32)
+        valid = np.ones((height, width), bool)
+        for source in self.sources:
+            data[source.positions] = source.dataset.read(source.bands, window=window, out_dtype="float32")
+            valid &= np.all(source.dataset.read_masks(source.bands, window=window) > 0, axis=0)
         valid &= np.all(np.isfinite(data), axis=0)
         return data, valid
 
 
-@contextlib.contextmanager
-def open_input(
-    path: str,
-    contract: ModelContract,
-    bands: str | dict | None = None,
-    extent: list[float] | None = None,
-    resample: bool = False,
-):
-    """Open ``path`` as an InputGrid for ``contract``; every problem raises EngineError with a fix."""
+def _open_georeferenced(path: str):
     if not Path(path).exists():
         raise EngineError(f"input raster {path} does not exist")
     try:
         src = rasterio.open(path)
     except rasterio.errors.RasterioIOError as err:
         raise EngineError(f"cannot open input raster {path}: {err}") from None
-    with src, rasterio.Env(**GDAL_OPTIONS):
-        if src.crs is None or src.transform == Affine.identity():
-            raise EngineError(
-                f"input raster {path} is not georeferenced (no CRS or geotransform): outputs could "
-                "not be placed on the map. Georeference it first (QGIS Georeferencer, or "
-                "gdal_translate -a_srs EPSG:... -a_ullr ...)."
-            )
-        if src.transform.b != 0 or src.transform.d != 0:
-            raise EngineError(
-                f"input raster {path} is rotated; warp it to a north-up grid first (gdalwarp)"
-            )
-        band_indexes = resolve_bands(list(src.descriptions), contract, parse_band_mapping(bands))
-        dtypes = {src.dtypes[i - 1] for i in band_indexes}
-        unsupported = dtypes - set(SUPPORTED_DTYPES)
+    if src.crs is None or src.transform == Affine.identity():
+        src.close()
+        raise EngineError(
+            f"input raster {path} is not georeferenced (no CRS or geotransform): outputs could "
+            "not be placed on the map. Georeference it first (QGIS Georeferencer, or "
+            "gdal_translate -a_srs EPSG:... -a_ullr ...)."
+        )
+    if src.transform.b != 0 or src.transform.d != 0:
+        src.close()
+        raise EngineError(f"input raster {path} is rotated; warp it to a north-up grid first (gdalwarp)")
+    return src
+
+
+@contextlib.contextmanager
+def open_input(
+    paths: str | list[str],
+    contract: ModelContract,
+    bands: str | dict | None = None,
+    extent: list[float] | None = None,
+    resample: bool = False,
+):
+    """Open one or several rasters of one area as an InputGrid for ``contract``.
+
+    The grid is the first raster's (over ``extent``, in its CRS), at the model's ground sampling
+    distance when ``resample`` is set. Other rasters are warped onto it: reprojected when their
+    CRS differs, coarser bands upsampled with nearest neighbour (as reBEN prepares 20/60 m bands).
+    Every problem raises EngineError with a fix.
+    """
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    if not paths:
+        raise EngineError("no input raster given")
+    with contextlib.ExitStack() as stack, rasterio.Env(**GDAL_OPTIONS):
+        datasets = [stack.enter_context(_open_georeferenced(p)) for p in paths]
+        owners = [(d, band) for d in datasets for band in range(1, d.count + 1)]
+        labels = [label for d, p in zip(datasets, paths) for label in band_labels(d, p)]
+        chosen = resolve_bands(labels, contract, parse_band_mapping(bands))
+        band_info = [BandInfo(owners[i - 1][0].dtypes[owners[i - 1][1] - 1],
+                              owners[i - 1][0].nodatavals[owners[i - 1][1] - 1], labels[i - 1] or f"band {i}")
+                     for i in chosen]
+        unsupported = {b.dtype for b in band_info} - set(SUPPORTED_DTYPES)
         if unsupported:
             raise EngineError(
-                f"input raster {path} has data type {', '.join(sorted(unsupported))}, which the engine "
+                f"input raster has data type {', '.join(sorted(unsupported))}, which the engine "
                 f"does not read; supported: {', '.join(SUPPORTED_DTYPES)}. Convert it, e.g. "
                 "gdal_translate -ot Float32 in.tif out.tif"
             )
-        bounds = src.bounds if extent is None else _clip_extent(src, extent, path)
+        reference = datasets[0]
+        bounds = reference.bounds if extent is None else _clip_extent(reference, extent, paths[0])
         warnings = []
-        if resample and contract.gsd_m:
-            transform, width, height = _grid_transform_at_gsd(src, bounds, contract.gsd_m)
-            with WarpedVRT(src, crs=src.crs, transform=transform, width=width, height=height,
-                           resampling=rasterio.enums.Resampling.bilinear) as vrt:
-                yield InputGrid(vrt, band_indexes, Window(0, 0, width, height), warnings)
+        used = [d for d in datasets if any(owners[i - 1][0] is d for i in chosen)]
+        if not resample and used == [reference]:
+            window = _window_for(reference, bounds)
+            _warn_pixel_size(reference, contract, warnings)
+            sources = [Source(reference, [owners[i - 1][1] for i in chosen], list(range(len(chosen))))]
+            yield InputGrid(sources, window, band_info, warnings)
             return
-        window = _window_for(src, bounds)
-        if contract.gsd_m and not src.crs.is_geographic:
-            pixel_m = abs(src.transform.a) * src.crs.linear_units_factor[1]
-            if not 0.5 <= pixel_m / contract.gsd_m <= 2:
-                warnings.append(
-                    f"input pixels are {pixel_m:g} m but the model was trained at {contract.gsd_m:g} m; "
-                    "results may be poor: enable resampling to the model's resolution"
-                )
-        yield InputGrid(src, band_indexes, window, warnings)
+        if resample and contract.gsd_m:
+            transform, width, height = _grid_transform_at_gsd(reference, bounds, contract.gsd_m)
+        else:
+            window = _window_for(reference, bounds)
+            transform, width, height = reference.window_transform(window), int(window.width), int(window.height)
+            _warn_pixel_size(reference, contract, warnings)
+        sources = []
+        for dataset, path in zip(datasets, paths):
+            positions = [k for k, i in enumerate(chosen) if owners[i - 1][0] is dataset]
+            if not positions:
+                continue
+            if dataset.crs != reference.crs:
+                warnings.append(f"{Path(path).name} is in {dataset.crs}; reprojected to {reference.crs}")
+            coarser = abs(dataset.transform.a) > abs(transform.a) * 1.01 and dataset.crs == reference.crs
+            vrt = stack.enter_context(WarpedVRT(
+                dataset, crs=reference.crs, transform=transform, width=width, height=height,
+                resampling=rasterio.enums.Resampling.nearest if coarser else rasterio.enums.Resampling.bilinear,
+                add_alpha=all(v is None for v in dataset.nodatavals),  # masks where the file has no data
+            ))
+            sources.append(Source(vrt, [owners[chosen[k] - 1][1] for k in positions], positions))
+        yield InputGrid(sources, Window(0, 0, width, height), band_info, warnings)
+
+
+def _warn_pixel_size(src, contract: ModelContract, warnings: list[str]) -> None:
+    if contract.gsd_m and not src.crs.is_geographic:
+        pixel_m = abs(src.transform.a) * src.crs.linear_units_factor[1]
+        if not 0.5 <= pixel_m / contract.gsd_m <= 2:
+            warnings.append(
+                f"input pixels are {pixel_m:g} m but the model was trained at {contract.gsd_m:g} m; "
+                "results may be poor: enable resampling to the model's resolution"
+            )
 
 
 def _clip_extent(src, extent, path):

@@ -348,3 +348,38 @@ def test_cli_runs_a_task_and_reports_bad_input(tmp_path, depth_model):
                           str(tmp_path / "nope.tif"), "--output", str(tmp_path / "p.tif"), "--model", depth_model],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "does not exist" in bad.stderr
+
+
+# --- several input files on one grid ------------------------------------------------------------
+
+def test_single_band_files_are_named_by_file_name_and_coarser_bands_upsampled(tmp_path):
+    model = write_model(tmp_path / "red.onnx", contract(), [[0.0, 0.0, 1.0]], [0.0])  # output = norm. B04
+    data = scene(height=40, width=60)
+    red_20m = data[2:3, ::2, ::2].copy()
+    files = [write_raster(tmp_path / "T36_B02_10m.tif", data[0:1]),
+             write_raster(tmp_path / "T36_B4_20m.tif", red_20m, pixel=20.0),
+             write_raster(tmp_path / "T36_B03_10m.tif", data[1:2])]
+    result = run("estimate_bathymetry", input=files, output=str(tmp_path / "o.tif"), model=model)
+    assert result["warnings"] == []
+    with rasterio.open(tmp_path / "o.tif") as out, rasterio.open(files[0]) as blue:
+        assert out.transform == blue.transform and out.shape == (40, 60)
+        upsampled = np.repeat(np.repeat(red_20m[0].astype(float), 2, 0), 2, 1)
+        np.testing.assert_allclose(out.read(1), (upsampled - 300.0) / 60.0, atol=1e-4)
+
+
+def test_a_file_in_another_crs_is_reprojected_onto_the_first_files_grid(tmp_path, depth_model):
+    data = scene(height=50, width=50)
+    rgb = write_raster(tmp_path / "rgb.tif", data[1:3], descriptions=["B03", "B04"])
+    # the blue band as a geographic raster (about 9 m pixels) covering the west half of the area
+    blue = write_raster(tmp_path / "blue_B02.tif", np.full((1, 80, 30), 700, "uint16"), crs="EPSG:4326",
+                        pixel=0.0001, origin=(33.875, 34.970))
+    with rasterio.open(rgb) as src:
+        bounds = src.bounds
+    result = run("estimate_bathymetry", input=[rgb, blue], output=str(tmp_path / "o.tif"), model=depth_model)
+    assert "reprojected to EPSG:32636" in result["warnings"][0]
+    with rasterio.open(tmp_path / "o.tif") as out:
+        assert out.crs.to_epsg() == 32636 and out.bounds == bounds
+        depth = out.read(1)
+    covered = depth != -9999.0
+    assert covered[:, :10].all() and not covered[:, -10:].any()  # nodata where the blue file ends
+    np.testing.assert_allclose(depth[covered], 2.0, atol=1e-4)  # (700 - 500) / 100 wherever blue exists

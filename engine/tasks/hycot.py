@@ -69,8 +69,6 @@ class CompressHyperspectral(RasterTask):
         _require_task(contract, "hycot_encoder", "encoder")
 
     def outputs(self, contract: ModelContract, params: dict, grid: InputGrid) -> dict[str, OutputSpec]:
-        source = grid.dataset
-        band_index = grid.bands[0] - 1
         decoder = decoder_beside(self.model_path(params)).name
         tags = {
             CODEC_TAG: "hycot",
@@ -80,9 +78,9 @@ class CompressHyperspectral(RasterTask):
             "compression_ratio": str(contract.provenance.get("cr", "")),
             "latent_bits": str(LATENT_BITS),
             "latent_encoding": "z = (value - 1) / 65534; 0 = nodata",
-            "original_dtype": source.dtypes[band_index],
-            "original_nodata": json.dumps(source.nodatavals[band_index]),
-            "original_band_names": json.dumps([source.descriptions[i - 1] or f"band {i}" for i in grid.bands]),
+            "original_dtype": grid.band_info[0].dtype,
+            "original_nodata": json.dumps(grid.band_info[0].nodata),
+            "original_band_names": json.dumps([band.label for band in grid.band_info]),
         }
         names = contract.outputs.names
         return {"output": OutputSpec(params["output"], len(names), "uint16", LATENT_NODATA,

@@ -19,7 +19,7 @@ from engine.runtime import Model
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models_onnx"
 
 RASTER_PARAMS = {
-    "input": (str, True),
+    "input": ((str, list), True),  # one raster, or several files of one area (e.g. one per band)
     "output": (str, True),
     "model": (str, False),
     "bands": ((str, dict), False),
@@ -27,6 +27,10 @@ RASTER_PARAMS = {
     "resample": (bool, False),
     "device": (str, False),
 }
+
+
+def _as_list(paths: str | list[str]) -> list[str]:
+    return [paths] if isinstance(paths, str) else list(paths)
 
 
 class RasterTask(ABC):
@@ -72,7 +76,7 @@ class RasterTask(ABC):
             outputs = self.outputs(contract, params, grid)
             specs = list(outputs.values())
             for spec in specs:
-                check_output_path(spec.path, params["input"])
+                check_output_path(spec.path, *_as_list(params["input"]))
             warnings = list(grid.warnings)
             grid_info = {"width": grid.width, "height": grid.height, "crs": grid.crs.to_string()}
             valid_pixels = self._write(model, grid, specs, progress, cancelled, stats)
