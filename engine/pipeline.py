@@ -69,7 +69,6 @@ def infer_strips(
     rows = tile_origins(grid.height, tile, overlap)
     cols = tile_origins(grid.width, tile, overlap)
     weight = blend_ramp(tile_h, overlap)[:, None] * blend_ramp(tile_w, overlap)[None, :]
-    mean, std = model.normalisation
     channels = contract.outputs.channels
     total = len(rows) * len(cols)
 
@@ -86,12 +85,7 @@ def infer_strips(
             if cancelled():
                 raise Cancelled("cancelled by the user; no output was written")
             batch_cols = cols[start:start + contract.batch_size]
-            batch, valids = [], []
-            for col in batch_cols:
-                data, valid = grid.read(row, col, tile_h, tile_w)
-                batch.append(np.where(valid, (data - mean) / std, 0.0))
-                valids.append(valid)
-            tiles = _pad_to(np.stack(batch).astype(np.float32, copy=False), tile)
+            tiles, valids = read_batch(model, grid, [(row, col) for col in batch_cols], tile_h, tile_w)
             model_started = time.perf_counter()
             out = model.run(tiles)[:, :, :tile_h, :tile_w]
             stats.model_seconds += time.perf_counter() - model_started
@@ -128,11 +122,22 @@ def _move_rows(buffer: np.ndarray, source: int, target: int, count: int) -> None
         buffer[..., target + offset, :] = buffer[..., source + offset, :]
 
 
-def _pad_to(tiles: np.ndarray, tile: int) -> np.ndarray:
-    """Zero-pad [N, C, h, w] to [N, C, tile, tile] (rasters smaller than one tile)."""
-    n, c, h, w = tiles.shape
-    if h == tile and w == tile:
-        return tiles
-    padded = np.zeros((n, c, tile, tile), np.float32)
-    padded[:, :, :h, :w] = tiles
-    return padded
+def read_batch(model: Model, grid: InputGrid, origins: list[tuple[int, int]], height: int, width: int
+               ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Read and normalise tiles at (row, col) origins as one model batch [N, bands, tile, tile].
+
+    Windows are clipped to the grid; what lies outside, and invalid pixels, are fed as zeros
+    (the band mean after normalisation) and reported invalid: validity masks [height, width].
+    """
+    mean, std = model.normalisation
+    tile = model.contract.tile_size
+    batch = np.zeros((len(origins), len(model.contract.bands), tile, tile), np.float32)
+    valids = []
+    for index, (row, col) in enumerate(origins):
+        h, w = min(height, grid.height - row), min(width, grid.width - col)
+        data, valid = grid.read(row, col, h, w)
+        batch[index, :, :h, :w] = np.where(valid, (data - mean) / std, 0.0)
+        mask = np.zeros((height, width), bool)
+        mask[:h, :w] = valid
+        valids.append(mask)
+    return batch, valids

@@ -323,6 +323,16 @@ def check_output_path(path: str, *inputs: str) -> None:
             raise EngineError(f"output {path} is the input raster; inputs are never overwritten")
 
 
+@dataclass(frozen=True)
+class OutputGrid:
+    """A grid to write on other than the processing grid (e.g. one pixel per patch)."""
+
+    crs: object
+    transform: Affine
+    width: int
+    height: int
+
+
 @dataclass
 class OutputSpec:
     """What one output GeoTIFF holds: bands of a dtype with a nodata value, colours, tags."""
@@ -337,7 +347,7 @@ class OutputSpec:
 
 
 @contextlib.contextmanager
-def atomic_outputs(grid: InputGrid, specs: list[OutputSpec]):
+def atomic_outputs(grid: InputGrid | OutputGrid, specs: list[OutputSpec]):
     """Open every output as a temporary file; rename all into place only if the block succeeds."""
     opened = []
     try:

@@ -1,8 +1,9 @@
-"""Per-pixel linear ONNX models with a model contract, built directly with ``onnx.helper``.
+"""Linear ONNX models with a model contract, built directly with ``onnx.helper``.
 
-output = softmax?(W @ normalised_bands + b) at every pixel (a 1x1 convolution). They exercise the
-engine's contract, band order, normalisation, tiling and blending with outputs computable by hand
-(tests), and give the memory benchmark a model whose cost is negligible (bench/).
+Per pixel: output = softmax?(W @ normalised_bands + b) (a 1x1 convolution); per patch:
+sigmoid(W @ mean of the normalised bands + b). They exercise the engine's contract, band order,
+normalisation, tiling and blending with outputs computable by hand (tests), and give the memory
+benchmark a model whose cost is negligible (bench/).
 """
 from __future__ import annotations
 
@@ -29,6 +30,28 @@ def pointwise_model(contract: ModelContract, weights: np.ndarray, bias: np.ndarr
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", bands, "height", "width"])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", channels, "height", "width"])],
         initializer=[conv_w, conv_b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    helper.set_model_props(model, contract.to_onnx_metadata())
+    onnx.checker.check_model(model)
+    return model
+
+
+def patch_classifier_model(contract: ModelContract, weights: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+    """Multi-label patch classifier: sigmoid(W @ patch-mean of normalised bands + b) -> [N, classes, 1, 1]."""
+    classes, bands = weights.shape
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+        helper.make_node("Conv", ["pooled", "weight", "bias"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "patch_classifier",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", bands, "height", "width"])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", classes, 1, 1])],
+        initializer=[numpy_helper.from_array(weights.reshape(classes, bands, 1, 1).astype(np.float32), "weight"),
+                     numpy_helper.from_array(bias.astype(np.float32), "bias")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8

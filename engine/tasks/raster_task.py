@@ -29,7 +29,7 @@ RASTER_PARAMS = {
 }
 
 
-def _as_list(paths: str | list[str]) -> list[str]:
+def as_list(paths: str | list[str]) -> list[str]:
     return [paths] if isinstance(paths, str) else list(paths)
 
 
@@ -76,7 +76,7 @@ class RasterTask(ABC):
             outputs = self.outputs(contract, params, grid)
             specs = list(outputs.values())
             for spec in specs:
-                check_output_path(spec.path, *_as_list(params["input"]))
+                check_output_path(spec.path, *as_list(params["input"]))
             warnings = list(grid.warnings)
             grid_info = {"width": grid.width, "height": grid.height, "crs": grid.crs.to_string()}
             valid_pixels = self._write(model, grid, specs, progress, cancelled, stats)
