@@ -1,13 +1,19 @@
 """Styles applied to the engine's outputs when Processing loads them into the project."""
 from qgis.core import (
+    NULL,
+    QgsCategorizedSymbolRenderer,
     QgsColorRampShader,
+    QgsFillSymbol,
     QgsGradientColorRamp,
     QgsLimitedRandomColorRamp,
     QgsPalettedRasterRenderer,
+    QgsPalLayerSettings,
     QgsProcessingLayerPostProcessorInterface,
     QgsRasterBandStats,
     QgsRasterShader,
+    QgsRendererCategory,
     QgsSingleBandPseudoColorRenderer,
+    QgsVectorLayerSimpleLabeling,
 )
 from qgis.PyQt.QtGui import QColor
 
@@ -85,3 +91,29 @@ def style_for(result: dict) -> OutputStyle:
     if result["kind"] == "classes":
         return ClassesStyle(result["names"], result.get("colors") or [])
     return RegressionStyle(result.get("units", ""))
+
+
+class SceneLabelsStyle(QgsProcessingLayerPostProcessorInterface):
+    """Patches coloured by their top label, labelled with all their labels; nodata patches hatched."""
+
+    def __init__(self, names: list[str], colors: list[str]):
+        super().__init__()
+        self.names = list(names)
+        self.colors = [QColor(c) for c in colors] or QgsLimitedRandomColorRamp.randomColors(len(names))
+        OutputStyle.awaiting.add(self)
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
+        categories = []
+        for name, color in zip(self.names, self.colors):
+            symbol = QgsFillSymbol.createSimple({"color": color.name(), "outline_color": "#303030"})
+            categories.append(QgsRendererCategory(name, symbol, name))
+        nodata = QgsFillSymbol.createSimple({"style": "b_diagonal", "color": "#999999", "outline_color": "#999999"})
+        categories.append(QgsRendererCategory(NULL, nodata, "no data (not classified)"))
+        layer.setRenderer(QgsCategorizedSymbolRenderer("top_label", categories))
+        settings = QgsPalLayerSettings()
+        settings.fieldName = "labels"
+        settings.placement = QgsPalLayerSettings.OverPoint
+        layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
+        layer.setLabelsEnabled(True)
+        layer.triggerRepaint()
+        OutputStyle.awaiting.discard(self)

@@ -1,6 +1,7 @@
 """The Processing provider ``rsai``: registers the algorithms and the engine settings."""
 from qgis.core import QgsProcessingProvider
 
+from rs_qgis_plugin.algorithms.classify_scenes import ClassifyScenes
 from rs_qgis_plugin.algorithms.classify_seabed import ClassifySeabed
 from rs_qgis_plugin.algorithms.compress_hyperspectral import CompressHyperspectral
 from rs_qgis_plugin.algorithms.decompress_hyperspectral import DecompressHyperspectral
@@ -28,8 +29,14 @@ class RemoteSensingAIProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
         for algorithm in (EstimateBathymetry(), ClassifySeabed(), CompressHyperspectral(),
-                          DecompressHyperspectral()):
+                          DecompressHyperspectral(), ClassifyScenes()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self):  # noqa: N802 (QGIS API)
         return ["tif"]  # the engine writes GeoTIFF only
+
+    def supportedOutputVectorLayerExtensions(self):  # noqa: N802 (QGIS API)
+        return ["gpkg"]  # the engine writes GeoPackage only
+
+    def defaultVectorFileExtension(self, has_geometry=True):  # noqa: N802 (QGIS API)
+        return "gpkg"

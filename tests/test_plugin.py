@@ -20,6 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BAND_NAMES = ("B02", "B03", "B04")
 ALGORITHM_IDS = ("rsai:classify_seabed", "rsai:estimate_bathymetry")
 HYPERSPECTRAL_IDS = ("rsai:compress_hyperspectral", "rsai:decompress_hyperspectral")
+SCENE_IDS = ("rsai:classify_scenes",)
 SEABED_CLASSES = ("sand", "seagrass", "rock")
 SEABED_COLORS = ("#e8d8a0", "#2e8b57", "#555555")
 
@@ -66,7 +67,7 @@ def seabed_model(tmp_path) -> str:
 
 def test_provider_registers_the_algorithms_with_help_for_every_parameter(rsai_provider):
     algorithms = {algorithm.id(): algorithm for algorithm in rsai_provider.algorithms()}
-    assert sorted(algorithms) == sorted(ALGORITHM_IDS + HYPERSPECTRAL_IDS)
+    assert sorted(algorithms) == sorted(ALGORITHM_IDS + HYPERSPECTRAL_IDS + SCENE_IDS)
     expected = {
         "rsai:estimate_bathymetry": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "OUTPUT"},
         "rsai:classify_seabed": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "OUTPUT",
@@ -74,6 +75,8 @@ def test_provider_registers_the_algorithms_with_help_for_every_parameter(rsai_pr
         "rsai:compress_hyperspectral": {"INPUT", "MODEL", "BANDS", "EXTENT", "DEVICE", "OUTPUT", "RATIO",
                                         "QUALITY"},
         "rsai:decompress_hyperspectral": {"INPUT", "MODEL", "DEVICE", "OUTPUT"},
+        "rsai:classify_scenes": {"S2", "S1", "MODEL", "BANDS", "EXTENT", "THRESHOLD", "MIN_VALID", "DEVICE",
+                                 "OUTPUT", "PROBABILITIES"},
     }
     for algorithm_id, algorithm in algorithms.items():
         assert algorithm.shortHelpString()
