@@ -38,6 +38,22 @@ class Band:
 
 
 @dataclass(frozen=True)
+class Modality:
+    """One input time series of a multi-temporal model (e.g. Sentinel-2, Sentinel-1).
+
+    ONNX inputs per modality ``m``: ``m`` float32 [batch, dates, bands, height, width] normalised
+    like single images (invalid pixels 0); ``m_doy`` int64 [batch, dates] day of year 1..366
+    (0 for padding dates); ``m_mask`` float32 [batch, dates, height, width], 1 where valid.
+    """
+
+    name: str
+    bands: tuple[Band, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    max_dates: int  # dates the model was trained with at most; longer series are subsampled
+
+
+@dataclass(frozen=True)
 class Outputs:
     kind: str  # "regression" or "classes"
     names: tuple[str, ...]  # regression quantities or class names, one per output channel
@@ -66,19 +82,23 @@ class ModelContract:
     batch_size: int = 8
     input_units: str = ""  # what raw pixel values mean, e.g. "surface reflectance x 10000"
     provenance: dict = field(default_factory=dict)  # paper, training_data, command, metrics
+    modalities: tuple[Modality, ...] = ()  # multi-temporal models: their inputs (bands stays empty)
     version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
         problems = []
-        if not self.bands:
+        if not self.bands and not self.modalities:
             problems.append("'bands' is empty")
-        if len(self.mean) != len(self.bands) or len(self.std) != len(self.bands):
-            problems.append(
-                f"normalisation has {len(self.mean)} means and {len(self.std)} stds "
-                f"for {len(self.bands)} bands"
-            )
-        if any(s <= 0 for s in self.std):
-            problems.append("every normalisation std must be > 0")
+        for label, bands, mean, std in [("", self.bands, self.mean, self.std),
+                                        *((f"{m.name}: ", m.bands, m.mean, m.std) for m in self.modalities)]:
+            if len(mean) != len(bands) or len(std) != len(bands):
+                problems.append(
+                    f"{label}normalisation has {len(mean)} means and {len(std)} stds for {len(bands)} bands"
+                )
+            if any(s <= 0 for s in std):
+                problems.append(f"{label}every normalisation std must be > 0")
+        if any(m.max_dates < 1 for m in self.modalities):
+            problems.append("every modality needs max_dates >= 1")
         if self.outputs.kind not in OUTPUT_KINDS:
             problems.append(f"outputs.kind must be one of {OUTPUT_KINDS}, got {self.outputs.kind!r}")
         if self.outputs.channels < 1:
@@ -112,13 +132,18 @@ class ModelContract:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelContract:
+        def bands(items):
+            return tuple(Band(b["name"], tuple(b.get("aliases", ())), b.get("description", "")) for b in items)
+
         try:
             return cls(
                 task=data["task"],
                 name=data["name"],
-                bands=tuple(
-                    Band(b["name"], tuple(b.get("aliases", ())), b.get("description", ""))
-                    for b in data["bands"]
+                bands=bands(data["bands"]),
+                modalities=tuple(
+                    Modality(m["name"], bands(m["bands"]), tuple(map(float, m["mean"])),
+                             tuple(map(float, m["std"])), int(m["max_dates"]))
+                    for m in data.get("modalities", ())
                 ),
                 mean=tuple(float(v) for v in data["mean"]),
                 std=tuple(float(v) for v in data["std"]),
