@@ -1,0 +1,311 @@
+"""``python -m training``: simulate data, fit, evaluate and export models (MagicBathyNet, HyCoT, reBEN).
+
+    python -m training simulate --out DIR --areas agia_napa --patches 400 --size 64 --seed 1
+    python -m training simulate-scene --out-image X.tif --out-depth D.tif --out-classes C.tif
+    python -m training fit --task bathymetry --data DIR --max-steps 500 --out runs/bathymetry
+    python -m training evaluate --data DIR --checkpoint runs/bathymetry/checkpoint.pt
+    python -m training export --checkpoint runs/bathymetry/checkpoint.pt --out model.onnx
+
+    python -m training simulate-hyperspectral --out DIR --patches 300 --size 64 --seed 1
+    python -m training simulate-hyperspectral-scene --out scene.tif --size 256 --seed 5
+    python -m training fit --task hycot --cr 8 --data DIR --strategy hard --max-steps 300 --out runs/hycot
+    python -m training evaluate --task hycot --data DIR --checkpoint runs/hycot/checkpoint.pt
+    python -m training export --task hycot --checkpoint runs/hycot/checkpoint.pt --out models_onnx/hycot_cr8
+
+    reBEN scene labels (prepare, federated, augmentation-consistency, ...): training/scene_labels/cli.py
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from training.datasets.magicbathynet_format import AREAS, MODALITIES
+from training.scene_labels import cli as scene_labels
+
+TASK_NAMES = ("bathymetry", "seabed", "hycot", scene_labels.TASK)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    args.command_line = "python -m training " + shlex.join(argv)
+    args.run(args)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    simulate = commands.add_parser("simulate", help="write simulated patches in MagicBathyNet's layout")
+    simulate.add_argument("--out", type=Path, required=True, help="dataset root to write")
+    simulate.add_argument(
+        "--areas", nargs="+", choices=AREAS, default=["agia_napa"], help="site profiles to simulate"
+    )
+    simulate.add_argument("--patches", type=int, default=400, help="patches per area")
+    simulate.add_argument("--size", type=int, default=64, help="patch side in pixels")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument(
+        "--modality", choices=MODALITIES, default="s2", help="folder name only: always Sentinel-2-like"
+    )
+    simulate.set_defaults(run=_simulate)
+
+    scene = commands.add_parser(
+        "simulate-scene", help="write one simulated scene: image, depth and class GeoTIFFs"
+    )
+    scene.add_argument("--out-image", type=Path, required=True, help="uint16 B04,B03,B02 reflectance x 10000")
+    scene.add_argument(
+        "--out-depth", type=Path, required=True, help="float32 depth, m positive down, NaN unknown"
+    )
+    scene.add_argument(
+        "--out-classes", type=Path, required=True, help="uint8 seabed class index, 255 undefined"
+    )
+    scene.add_argument("--size", type=int, default=512, help="scene side in pixels")
+    scene.add_argument("--seed", type=int, default=7)
+    scene.add_argument("--site", choices=AREAS, default="agia_napa")
+    scene.set_defaults(run=_simulate_scene)
+
+    hyperspectral = commands.add_parser(
+        "simulate-hyperspectral", help="write simulated EnMAP-like patches in HySpecNet-11k's layout"
+    )
+    hyperspectral.add_argument("--out", type=Path, required=True, help="dataset root to write (gets hyspecnet-11k/)")
+    hyperspectral.add_argument("--patches", type=int, default=300, help="patches in all")
+    hyperspectral.add_argument("--size", type=int, default=64, help="patch side in pixels (HySpecNet-11k: 128)")
+    hyperspectral.add_argument("--patches-per-tile", type=int, default=9, help="patches cut from each simulated tile")
+    hyperspectral.add_argument("--seed", type=int, default=0)
+    hyperspectral.set_defaults(run=_simulate_hyperspectral)
+
+    hyperspectral_scene = commands.add_parser(
+        "simulate-hyperspectral-scene", help="write one simulated 202-band EnMAP-like scene GeoTIFF"
+    )
+    hyperspectral_scene.add_argument("--out", type=Path, required=True, help="int16 reflectance x 10000, 30 m")
+    hyperspectral_scene.add_argument("--size", type=int, default=256, help="scene side in pixels")
+    hyperspectral_scene.add_argument("--seed", type=int, default=5)
+    hyperspectral_scene.add_argument(
+        "--landscape", choices=("agricultural", "forest", "urban", "arid", "coastal"), help="default: drawn by seed"
+    )
+    hyperspectral_scene.set_defaults(run=_simulate_hyperspectral_scene)
+
+    fit = commands.add_parser("fit", help="train a task and write <out>/checkpoint.pt")
+    fit.add_argument("--task", choices=TASK_NAMES, required=True)
+    _add_data_arguments(fit)
+    fit.add_argument("--modality", choices=MODALITIES, default="s2")
+    fit.add_argument("--out", type=Path, required=True, help="folder for the checkpoint and training logs")
+    fit.add_argument("--max-steps", type=int, help="optimiser steps (give this or --epochs)")
+    fit.add_argument("--epochs", type=int, help="passes over the training split")
+    fit.add_argument("--batch-size", type=int, default=16)
+    fit.add_argument(
+        "--lr", type=float, help="learning rate (default: bathymetry 1e-4 as in the paper, seabed 1e-3, hycot 1e-3)"
+    )
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--base-channels", type=int, default=32, help="bathymetry light U-Net width (paper: 32)")
+    fit.add_argument(
+        "--encoder", default="resnet18", help="seabed U-Net encoder (segmentation_models_pytorch name)"
+    )
+    fit.add_argument("--encoder-depth", type=int, default=3, help="seabed encoder stages (3-5)")
+    fit.add_argument(
+        "--decoder-channels", type=int, nargs="+", default=[64, 32, 16], help="one per encoder stage"
+    )
+    hycot = fit.add_argument_group("HyCoT (--task hycot; defaults are the paper's)")
+    hycot.add_argument("--cr", type=float, default=8, help="compression ratio: latent values L = ceil(bands / CR)")
+    hycot.add_argument(
+        "--pixels-per-patch", type=int, default=16, help="K: each step uses K x K random pixels of every patch"
+    )
+    hycot.add_argument("--dim", type=int, default=64, help="token width")
+    hycot.add_argument("--depth", type=int, default=5, help="transformer blocks")
+    hycot.add_argument("--heads", type=int, default=4, help="attention heads")
+    hycot.add_argument("--head-dim", type=int, default=16, help="width of each attention head")
+    hycot.add_argument("--mlp-dim", type=int, default=8, help="transformer MLP width")
+    hycot.add_argument("--hidden-dim", type=int, default=1024, help="hidden width of the latent and decoder MLPs")
+    scene_labels.add_fit_arguments(fit)
+    _add_device_arguments(fit)
+    fit.set_defaults(run=_fit)
+
+    evaluate = commands.add_parser("evaluate", help="print a checkpoint's metrics on a split as JSON")
+    evaluate.add_argument("--task", choices=TASK_NAMES, help="checked against the checkpoint's task")
+    _add_data_arguments(evaluate, areas_default=None)
+    evaluate.add_argument("--checkpoint", type=Path, required=True)
+    evaluate.add_argument("--split", choices=("train", "val", "test"), default="test")
+    evaluate.add_argument("--batch-size", type=int, help="default 16; hycot 2 (whole patches); scene-labels 32")
+    evaluate.add_argument("--json-out", type=Path, help="also write the result here")
+    _add_device_arguments(evaluate)
+    evaluate.set_defaults(run=_evaluate)
+
+    export = commands.add_parser(
+        "export", help="write an ONNX model with its contract; checks parity with torch"
+    )
+    export.add_argument("--task", choices=TASK_NAMES, help="checked against the checkpoint's task")
+    export.add_argument("--checkpoint", type=Path, required=True)
+    export.add_argument(
+        "--out", type=Path, required=True,
+        help="model.onnx to write; hycot: a stem, writes <stem>_encoder.onnx and <stem>_decoder.onnx",
+    )
+    export.add_argument(
+        "--tile-size", type=int, default=128, help="tile side the engine should use (multiple of 8)"
+    )
+    export.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (hycot: always 0, pixelwise)")
+    export.add_argument(
+        "--metrics", type=Path, help="JSON written by `evaluate --json-out`, kept as provenance"
+    )
+    export.add_argument("--threads", type=int, help="torch CPU threads")
+    export.set_defaults(run=_export)
+    scene_labels.add_commands(commands)
+    return parser
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser, areas_default=("agia_napa",)) -> None:
+    parser.add_argument(
+        "--data", type=Path, required=True,
+        help="MagicBathyNet root (holds <area>/img/...); hycot: HySpecNet-11k root (holds hyspecnet-11k/); "
+        "scene-labels: BigEarthNet v2.0 root or `prepare` store",
+    )
+    parser.add_argument(
+        "--area", dest="areas", nargs="+", choices=AREAS, default=areas_default,
+        help="areas to use" + ("" if areas_default else " (default: the training areas)"),
+    )
+    parser.add_argument(
+        "--strategy", choices=("easy", "hard"),
+        help="hycot: HySpecNet-11k split, easy (by patch) or hard (by tile); default easy, evaluate: as trained",
+    )
+
+
+def _add_device_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _simulate(args: argparse.Namespace) -> None:
+    from training.simulation.shallow_water import write_magicbathynet_layout
+
+    for area in args.areas:
+        ids = write_magicbathynet_layout(args.out, area, args.patches, args.size, args.seed, args.modality)
+        print(f"{args.out / area}: {len(ids)} simulated patches of {args.size}x{args.size} px")
+
+
+def _simulate_scene(args: argparse.Namespace) -> None:
+    from training.simulation.shallow_water import simulate_scene, write_scene_geotiffs
+
+    scene = simulate_scene(args.size, args.size, args.seed, args.site)
+    write_scene_geotiffs(scene, args.out_image, args.out_depth, args.out_classes)
+    print(f"wrote {args.out_image}, {args.out_depth}, {args.out_classes}")
+
+
+def _simulate_hyperspectral(args: argparse.Namespace) -> None:
+    from training.simulation.hyperspectral import write_hyspecnet_layout
+
+    paths = write_hyspecnet_layout(args.out, args.patches, args.size, args.seed, args.patches_per_tile)
+    print(f"{args.out / 'hyspecnet-11k'}: {len(paths)} simulated patches of {args.size}x{args.size} px")
+
+
+def _simulate_hyperspectral_scene(args: argparse.Namespace) -> None:
+    from training.simulation.hyperspectral import simulate_scene, write_scene_geotiff
+
+    scene = simulate_scene(args.size, args.size, args.seed, args.landscape)
+    write_scene_geotiff(scene, args.out)
+    print(f"wrote {args.out} ({scene.landscape})")
+
+
+def _is_hycot(args: argparse.Namespace) -> bool:
+    """--task hycot, or no --task (evaluate, export) and a HyCoT checkpoint."""
+    if args.task is not None:
+        return args.task == "hycot"
+    import torch
+
+    saved = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    return isinstance(saved, dict) and saved.get("task") == "hycot"
+
+
+def _fit(args: argparse.Namespace) -> None:
+    _set_threads(args)
+    if scene_labels.is_scene_labels(args):
+        return scene_labels.run_fit(args)
+    if _is_hycot(args):
+        return _fit_hycot(args)
+    from training.fit import fit
+
+    if not args.max_steps and not args.epochs:
+        sys.exit("fit needs --max-steps or --epochs")
+    if args.task == "bathymetry":
+        model_options = {"base_channels": args.base_channels}
+    else:
+        model_options = {
+            "encoder": args.encoder,
+            "encoder_depth": args.encoder_depth,
+            "decoder_channels": args.decoder_channels,
+        }
+    checkpoint = fit(
+        args.task, args.data, args.out, args.areas, args.modality, args.max_steps, args.epochs,
+        args.batch_size, args.lr, args.seed, model_options, args.accelerator, args.command_line,
+    )
+    print(f"wrote {checkpoint}")
+
+
+def _fit_hycot(args: argparse.Namespace) -> None:
+    from training.compression import fit_hycot
+
+    if not args.max_steps and not args.epochs:
+        sys.exit("fit needs --max-steps or --epochs")
+    model_options = {key: getattr(args, key) for key in ("dim", "depth", "heads", "head_dim", "mlp_dim", "hidden_dim")}
+    checkpoint = fit_hycot(
+        args.data, args.out, args.cr, args.strategy or "easy", args.max_steps, args.epochs, args.batch_size,
+        args.pixels_per_patch, args.lr or 1e-3, args.seed, model_options, args.accelerator, args.command_line,
+    )
+    print(f"wrote {checkpoint}")
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    _set_threads(args)
+    if scene_labels.is_scene_labels(args):
+        result = scene_labels.run_evaluate(args)
+    elif _is_hycot(args):
+        from training.compression import evaluate_hycot
+
+        result = evaluate_hycot(
+            args.checkpoint, args.data, args.strategy, args.split, args.batch_size or 2, args.accelerator
+        )
+    else:
+        from training.evaluate import evaluate
+
+        result = evaluate(
+            args.checkpoint, args.data, args.areas, args.split, args.batch_size or 16, args.accelerator, args.task
+        )
+    result["command"] = args.command_line
+    text = json.dumps(result, indent=2)
+    if args.json_out:
+        args.json_out.write_text(text + "\n")
+    print(text)
+
+
+def _export(args: argparse.Namespace) -> None:
+    _set_threads(args)
+    metrics = json.loads(args.metrics.read_text()) if args.metrics else None
+    if scene_labels.is_scene_labels(args):
+        return scene_labels.run_export(args, metrics)
+    if _is_hycot(args):
+        from training.compression import export_hycot
+
+        result = export_hycot(args.checkpoint, args.out, args.tile_size, metrics, args.command_line)
+        print(
+            f"wrote {result['encoder']} and {result['decoder']} (pair {result['pair_id']}); "
+            f"onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}"
+        )
+        return
+    from training.export import export_onnx
+
+    result = export_onnx(
+        args.checkpoint, args.out, args.tile_size, args.overlap, metrics, args.command_line, args.task
+    )
+    print(f"wrote {result['path']}; onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}")
+
+
+if __name__ == "__main__":
+    main()

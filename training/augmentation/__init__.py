@@ -1,0 +1,1 @@
+"""Augmentations for multi-label scene classification and their physical-consistency check."""

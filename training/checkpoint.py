@@ -1,0 +1,42 @@
+"""Checkpoints that hold only tensors and plain values, so loading them runs no code.
+
+Lightning's own checkpoints pickle arbitrary objects; ours are read with
+``torch.load(..., weights_only=True)``, which refuses anything but tensors and plain containers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from lightning import LightningModule
+
+from training.tasks import TASKS
+
+CHECKPOINT_FORMAT = "rs-ai-toolbox checkpoint v1"
+
+
+def save_checkpoint(path: Path, task: str, module: LightningModule, data: dict, provenance: dict) -> None:
+    """``data``: what the model was trained on (areas, modality, bands, ...); all plain values."""
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "task": task,
+            "hyper_parameters": dict(module.hparams),
+            "state_dict": module.state_dict(),
+            "data": data,
+            "provenance": provenance,
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: Path, expected_task: str | None = None) -> tuple[LightningModule, dict]:
+    """Rebuild the task module from a checkpoint; returns it (in eval mode) and the checkpoint."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a checkpoint written by `python -m training fit`")
+    if expected_task is not None and checkpoint["task"] != expected_task:
+        raise ValueError(f"{path} holds a {checkpoint['task']!r} model, not {expected_task!r}")
+    module = TASKS[checkpoint["task"]](**checkpoint["hyper_parameters"])
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.eval(), checkpoint

@@ -1,0 +1,1 @@
+"""Datasets in torchgeo style; ``magicbathynet_format`` holds the on-disk conventions without torch."""

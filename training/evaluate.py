@@ -1,0 +1,46 @@
+"""Evaluate a checkpoint on a split of MagicBathyNet-layout data with the paper's metrics."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning
+from torch.utils.data import DataLoader
+
+from training.checkpoint import load_checkpoint
+from training.datasets.magicbathynet import MagicBathyNet
+from training.simulation.shallow_water import simulation_records
+
+
+def evaluate(
+    checkpoint: Path,
+    data: Path,
+    areas: Sequence[str] | None = None,
+    split: str = "test",
+    batch_size: int = 16,
+    accelerator: str = "auto",
+    expected_task: str | None = None,
+) -> dict:
+    """Bathymetry: RMSE, MAE, std and bias of the error (m) and the mean-depth baseline RMSE;
+    seabed: overall accuracy, per-class and mean F1. Areas default to the training areas."""
+    module, saved = load_checkpoint(checkpoint, expected_task)
+    areas = list(areas or saved["data"]["areas"])
+    dataset = MagicBathyNet(data, areas, saved["data"]["modality"], saved["task"], split)
+    trainer = lightning.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    metrics = trainer.test(module, DataLoader(dataset, batch_size=batch_size), verbose=False)[0]
+    return {
+        "task": saved["task"],
+        "checkpoint": str(checkpoint),
+        "data": str(data),
+        "areas": areas,
+        "split": split,
+        "patches": len(dataset),
+        "simulation": simulation_records(data, areas),
+        "metrics": {name: round(float(value), 6) for name, value in metrics.items()},
+    }

@@ -1,0 +1,132 @@
+"""Export a trained task to ONNX with the model contract in its metadata, and check parity.
+
+Graph convention (``engine.contract``): input ``image`` float32 ``[batch, bands, height, width]``,
+already normalised with the contract's mean/std; output ``output`` float32
+``[batch, channels, height, width]`` (depth / scale, or per-class softmax probabilities). Batch,
+height and width are dynamic. After writing, onnxruntime and torch run the same random inputs and
+the export fails if they differ by more than ``PARITY_TOLERANCE``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from engine.contract import Band, ModelContract, contract_from_metadata
+from training.checkpoint import load_checkpoint
+from training.fit import describe_training_data
+
+OPSET = 18
+PARITY_TOLERANCE = 1e-4
+PAPER = (
+    "Agrafiotis, Janowski, Skarlatos, Demir: MagicBathyNet: A Multimodal Remote Sensing Dataset for "
+    "Bathymetry Prediction and Pixel-based Classification in Shallow Waters, IGARSS 2024"
+)
+BAND_ALIASES = {
+    "B04": (("B4", "red", "band 4"), "Sentinel-2 red, 665 nm"),
+    "B03": (("B3", "green", "band 3"), "Sentinel-2 green, 560 nm"),
+    "B02": (("B2", "blue", "band 2"), "Sentinel-2 blue, 490 nm"),
+    "red": (("r",), "red"),
+    "green": (("g",), "green"),
+    "blue": (("b",), "blue"),
+}
+
+
+def export_onnx(
+    checkpoint: Path,
+    out: Path,
+    tile_size: int = 128,
+    overlap: int = 32,
+    metrics: dict | None = None,
+    command: str = "",
+    expected_task: str | None = None,
+) -> dict:
+    """Write ``out`` (.onnx); returns ``{"path", "max_abs_diff", "contract"}``.
+
+    ``metrics``: an ``evaluate`` result to record in the contract's provenance.
+    """
+    module, saved = load_checkpoint(checkpoint, expected_task)
+    data = saved["data"]
+    bands = tuple(Band(name, *BAND_ALIASES.get(name, ((), ""))) for name in data["bands"])
+    contract = ModelContract(
+        task=saved["task"],
+        name=Path(out).stem,
+        bands=bands,
+        mean=tuple(module.hparams.band_mean),
+        std=tuple(module.hparams.band_std),
+        outputs=module.contract_outputs(),
+        tile_size=tile_size,
+        overlap=overlap,
+        gsd_m=data["gsd_m"],
+        input_units=data["input_units"],
+        provenance={
+            "paper": PAPER,
+            "architecture": module.architecture,
+            "training_data": describe_training_data(data),
+            "command": saved["provenance"]["command"],
+            "export_command": command,
+            "training": {key: saved["provenance"][key] for key in ("seed", "steps", "epochs", "seconds")},
+            "metrics": metrics or {},
+        },
+    )
+    graph = module.export_graph().eval()
+    write_onnx(graph, len(bands), tile_size, Path(out), contract)
+    max_abs_diff = parity_check(graph, Path(out), len(bands), tile_size)
+    return {"path": str(out), "max_abs_diff": max_abs_diff, "contract": contract}
+
+
+def write_onnx(
+    graph: torch.nn.Module,
+    channels: int,
+    tile_size: int,
+    out: Path,
+    contract: ModelContract,
+    dynamic_size: bool = True,
+) -> None:
+    """Export ``graph`` (``image`` -> ``output``; batch dynamic, height and width too unless
+    ``dynamic_size`` is False) to ``out`` with the contract in its metadata."""
+    example = torch.zeros(1, channels, tile_size, tile_size)
+    dimension = torch.export.Dim
+    dynamic_axes = {0: dimension("batch")}
+    if dynamic_size:
+        dynamic_axes |= {2: dimension("height"), 3: dimension("width")}
+    torch.onnx.export(
+        graph,
+        (example,),
+        str(out),
+        input_names=["image"],
+        output_names=["output"],
+        opset_version=OPSET,
+        dynamo=True,
+        external_data=False,
+        dynamic_shapes=(dynamic_axes,),
+    )
+    model = onnx.load(str(out))
+    for key, value in contract.to_onnx_metadata().items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+
+
+def parity_check(graph: torch.nn.Module, path: Path, bands: int, tile_size: int) -> float:
+    """Largest |onnxruntime - torch| over random inputs of two shapes; raises above tolerance."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    contract_from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for shape in ((2, bands, tile_size, tile_size), (1, bands, tile_size // 2, tile_size + 16)):
+        image = torch.randn(shape, generator=generator)
+        with torch.no_grad():
+            expected = graph(image).numpy()
+        (actual,) = session.run(["output"], {"image": image.numpy()})
+        if actual.shape != expected.shape:
+            raise RuntimeError(
+                f"{path}: ONNX output shape {actual.shape} differs from torch's {expected.shape}"
+            )
+        worst = max(worst, float(np.abs(actual - expected).max()))
+    if worst > PARITY_TOLERANCE:
+        raise RuntimeError(f"{path}: ONNX and torch outputs differ by {worst:.2e} (> {PARITY_TOLERANCE:.0e})")
+    return worst

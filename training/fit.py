@@ -1,0 +1,162 @@
+"""Fit a task on MagicBathyNet-layout data and write a safe checkpoint.
+
+Normalisation statistics (per-band mean and std over valid pixels), the mean training depth
+(bathymetry baseline) and the class weights (inverse class frequency, seabed) all come from the
+training split and are stored in the checkpoint's hyperparameters, so evaluation and export use
+exactly what training used.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning
+import rasterio
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from training.checkpoint import save_checkpoint
+from training.datasets.magicbathynet import IGNORE_INDEX, MagicBathyNet
+from training.datasets.magicbathynet_format import DEPTH_SCALE_M, MODALITY_BANDS, MODALITY_GSD_M
+from training.simulation.shallow_water import simulation_records
+from training.tasks import TASKS
+from training.transforms import random_dihedral
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def fit(
+    task: str,
+    data: Path,
+    out: Path,
+    areas: Sequence[str] = ("agia_napa",),
+    modality: str = "s2",
+    max_steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 16,
+    lr: float | None = None,
+    seed: int = 0,
+    model_options: dict | None = None,
+    accelerator: str = "auto",
+    command: str = "",
+) -> Path:
+    """Train ``task`` ("bathymetry" or "seabed"); returns the checkpoint path under ``out``.
+
+    ``model_options``: ``base_channels`` (bathymetry) or ``encoder``, ``encoder_depth``,
+    ``decoder_channels`` (seabed). ``lr`` defaults to the task's own default. Depth is scaled by
+    the first area's constant (``DEPTH_SCALE_M``).
+    """
+    if not max_steps and not epochs:
+        raise ValueError("give max_steps or epochs")
+    lightning.seed_everything(seed, workers=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    statistics_view = MagicBathyNet(data, areas, modality, task, "train")
+    training_set = MagicBathyNet(data, areas, modality, task, "train", transforms=random_dihedral)
+    mean, std = _band_statistics(statistics_view)
+    options = dict(model_options or {}) | ({"lr": lr} if lr is not None else {})
+    if task == "bathymetry":
+        options |= {
+            "depth_scale_m": DEPTH_SCALE_M[areas[0]],
+            "mean_training_depth_m": _mean_depth(statistics_view),
+        }
+    else:
+        options |= {
+            "class_names": list(statistics_view.classes),
+            "class_colours": ["#{:02x}{:02x}{:02x}".format(*colour) for colour in statistics_view.colours],
+            "class_weights": _class_weights(statistics_view),
+        }
+    module = TASKS[task](band_mean=mean, band_std=std, **options)
+
+    trainer = lightning.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        max_steps=max_steps or -1,
+        max_epochs=epochs or -1,
+        logger=CSVLogger(out, name="", version=""),
+        log_every_n_steps=10,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic="warn",
+    )
+    started = time.monotonic()
+    loader = DataLoader(
+        training_set, batch_size=batch_size, shuffle=True, drop_last=len(training_set) > batch_size
+    )
+    trainer.fit(module, loader)
+    data_description = {
+        "root": str(data),
+        "areas": list(areas),
+        "modality": modality,
+        "bands": list(MODALITY_BANDS[modality]),
+        "gsd_m": MODALITY_GSD_M[modality],
+        "input_units": _input_units(training_set),
+        "training_patches": len(training_set),
+        "simulation": simulation_records(data, areas),
+    }
+    provenance = {
+        "command": command,
+        "seed": seed,
+        "steps": trainer.global_step,
+        "epochs": trainer.current_epoch,
+        "seconds": round(time.monotonic() - started, 1),
+        "final_train_metrics": {name: float(value) for name, value in trainer.callback_metrics.items()},
+    }
+    path = out / CHECKPOINT_NAME
+    save_checkpoint(path, task, module.cpu(), data_description, provenance)
+    return path
+
+
+def _band_statistics(dataset: MagicBathyNet) -> tuple[list[float], list[float]]:
+    """Mean and std per band over pixels whose image is valid (not 0 in every band)."""
+    total = squares = count = 0.0
+    for sample in dataset:
+        image = sample["image"].double().flatten(1)
+        valid = image[:, (image != 0).any(dim=0)]
+        total = total + valid.sum(dim=1)
+        squares = squares + (valid**2).sum(dim=1)
+        count += valid.shape[1]
+    mean = total / count
+    std = (squares / count - mean**2).clamp_min(1e-12).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+def _mean_depth(dataset: MagicBathyNet) -> float:
+    depths = torch.cat([sample["depth"].flatten() for sample in dataset])
+    return float(torch.nanmean(depths))
+
+
+def _class_weights(dataset: MagicBathyNet) -> list[float]:
+    """Inverse class frequency, normalised so that a balanced split gives every class weight 1."""
+    classes = len(dataset.classes)
+    counts = torch.zeros(classes, dtype=torch.float64)
+    for sample in dataset:
+        labels = sample["mask"][sample["mask"] != IGNORE_INDEX]
+        counts += torch.bincount(labels, minlength=classes).double()
+    weights = torch.where(counts > 0, counts.sum() / (classes * counts.clamp_min(1)), 0.0)
+    return weights.tolist()
+
+
+def _input_units(dataset: MagicBathyNet) -> str:
+    """The ``units`` tag of the first image (the simulator writes it), else unknown."""
+    with rasterio.open(dataset.patches[0][0]) as src:
+        return src.tags().get("units", "")
+
+
+def describe_training_data(data: dict) -> str:
+    """One honest sentence for model cards and contracts."""
+    if data["simulation"]:
+        parts = [
+            f"{area}: {record['patches']} patches of {record['patch_size']} px square, seed {record['seed']}"
+            for area, record in data["simulation"].items()
+        ]
+        return (
+            "SIMULATED Sentinel-2-like shallow-water scenes from training/simulation/shallow_water.py "
+            f"(Lyzenga 1978 / Stumpf et al. 2003 attenuation model; {'; '.join(parts)}); "
+            "not real MagicBathyNet imagery"
+        )
+    return f"MagicBathyNet ({', '.join(data['areas'])}, {data['modality']}) read from {data['root']}"
+

@@ -1,0 +1,1 @@
+"""reBEN scene multi-labels: prepare, fit, evaluate, export and federated training (CLI in ``cli``)."""

@@ -1,0 +1,221 @@
+"""The reBEN scene-label commands of ``python -m training`` (arguments and runners; imports stay
+light until a command runs).
+
+    python -m training simulate-bigearthnet --out DIR --patches 500 --seed 0
+    python -m training prepare --task scene-labels --data DIR --out STORE
+    python -m training fit --task scene-labels --data STORE --modalities s1,s2 --model resnet50 \\
+        --epochs 100 --out runs/ben
+    python -m training evaluate --task scene-labels --data STORE --checkpoint runs/ben/checkpoint.pt
+    python -m training export --task scene-labels --checkpoint runs/ben/checkpoint.pt --out model.onnx
+    python -m training federated --clients 3 --non-iid dirichlet:0.5 --rounds 10 --model convmixer \\
+        --data STORE
+    python -m training simulate-pixel-series --out series.npz
+    python -m training augmentation-consistency --data series.npz --augment brightness,grayscale
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from training.datasets.reben_format import MODALITY_BANDS
+
+TASK = "scene-labels"
+# Repeated from training.models.scene_backbones.MODELS and training.tasks.scene_labels.AUGMENTATIONS
+# (which import torch and timm) so that the CLI starts fast; a test keeps them equal.
+MODELS = ("resnet50", "mlp-mixer", "convmixer", "poolformer")
+AUGMENTS = ("none", "cutmix", "cutmix-lp")
+DEFAULT_CONSISTENCY_CHECKS = (
+    "brightness:1.02,brightness:1.1,contrast:1.2,saturation:1.5,gamma:0.8,solarize:0.3,grayscale,"
+    "noise:0.02,channel-shuffle"
+)
+
+
+def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
+    group = fit.add_argument_group(
+        "scene labels (--task scene-labels, reBEN; --data is a BigEarthNet v2 root or a `prepare` store)"
+    )
+    _add_model_arguments(group)
+    group.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (reference: 0.01)")
+    group.add_argument(
+        "--warmup-steps", type=int, help="linear warm-up before the cosine decay (default: 5%% of steps)"
+    )
+    group.add_argument("--dropout", type=float, default=0.15, help="dropout and drop-path rate (reference: 0.15)")
+    group.add_argument("--validate-every", type=int, help="steps between validations (default: every epoch)")
+    group.add_argument("--patience", type=int, help="stop after this many validations without a better macro AP")
+    group.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+
+
+def _add_model_arguments(parser) -> None:
+    parser.add_argument(
+        "--modalities", choices=tuple(MODALITY_BANDS), default="s1,s2", metavar="{s1,s2|s2|s1}", help="input sensors"
+    )
+    parser.add_argument("--model", choices=MODELS, default="resnet50", help="timm backbone")
+    parser.add_argument("--model-width", type=int, help="backbone width (channels / embedding; default: reference)")
+    parser.add_argument("--model-depth", type=int, help="blocks per stage / in all (default: reference)")
+    parser.add_argument(
+        "--augment", choices=AUGMENTS, default="none",
+        help="cutmix: labels mixed by area ratio; cutmix-lp: labels recomputed from the mixed reference maps",
+    )
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    simulate = commands.add_parser(
+        "simulate-bigearthnet", help="write a learnable fixture in BigEarthNet v2.0's exact layout"
+    )
+    simulate.add_argument("--out", type=Path, required=True, help="dataset root to write")
+    simulate.add_argument("--patches", type=int, default=500, help="patches over 5 tiles (3 train, 1 val, 1 test)")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.set_defaults(run=_simulate_bigearthnet)
+
+    prepare = commands.add_parser("prepare", help="convert a dataset into a deep-learning-optimised store")
+    prepare.add_argument("--task", choices=(TASK,), required=True)
+    prepare.add_argument("--data", type=Path, required=True, help="BigEarthNet v2.0 root (metadata.parquet, ...)")
+    prepare.add_argument("--out", type=Path, required=True, help="store folder to write (LMDB + metadata)")
+    prepare.set_defaults(run=_prepare)
+
+    series = commands.add_parser(
+        "simulate-pixel-series", help="write simulated Sentinel-2 pixel time series (.npz) with phenology"
+    )
+    series.add_argument("--out", type=Path, required=True, help=".npz to write")
+    series.add_argument("--pixels-per-cover", type=int, default=50, help="pixels of each of 6 land covers")
+    series.add_argument("--dates", type=int, default=36, help="acquisitions over one year")
+    series.add_argument("--seed", type=int, default=0)
+    series.set_defaults(run=_simulate_pixel_series)
+
+    consistency = commands.add_parser(
+        "augmentation-consistency",
+        help="score channel augmentations against the natural deviation of pixel time series",
+    )
+    consistency.add_argument(
+        "--data", type=Path, required=True,
+        help=".npz: reflectance [pixels, dates, bands] (0-1, NaN = no observation), dates, bands",
+    )
+    consistency.add_argument(
+        "--augment", default=DEFAULT_CONSISTENCY_CHECKS,
+        help="comma-separated NAME or NAME:VALUE (brightness, contrast, saturation: factor; gamma: exponent; "
+        "solarize: threshold; noise: sigma; grayscale; channel-shuffle)",
+    )
+    consistency.add_argument("--csv", type=Path, help="also write the table here (default: <data>_consistency.csv)")
+    consistency.add_argument("--seed", type=int, default=0, help="for random augmentations")
+    consistency.set_defaults(run=_augmentation_consistency)
+
+    federated = commands.add_parser("federated", help="FedAvg on Flower over non-IID clients (scene labels)")
+    federated.add_argument("--data", type=Path, required=True, help="BigEarthNet v2 root or `prepare` store")
+    federated.add_argument("--clients", type=int, default=3)
+    federated.add_argument("--non-iid", default="dirichlet:1.0", help="iid or dirichlet:ALPHA (smaller: more skewed)")
+    federated.add_argument("--rounds", type=int, default=10)
+    federated.add_argument("--local-steps", type=int, default=10, help="optimiser steps per client per round")
+    federated.add_argument("--batch-size", type=int, default=16)
+    federated.add_argument("--lr", type=float, default=1e-3)
+    federated.add_argument("--evaluate-split", choices=("val", "test"), default="test")
+    federated.add_argument("--seed", type=int, default=0)
+    federated.add_argument("--json-out", type=Path, help="also write the per-round report here")
+    federated.add_argument("--threads", type=int, help="torch CPU threads")
+    _add_model_arguments(federated)
+    federated.set_defaults(run=_federated)
+
+
+def is_scene_labels(args: argparse.Namespace) -> bool:
+    """--task scene-labels, or no --task (evaluate, export) and a scene-label checkpoint."""
+    if args.task is not None:
+        return args.task == TASK
+    import torch
+
+    saved = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    return isinstance(saved, dict) and saved.get("task") == TASK
+
+
+def run_fit(args: argparse.Namespace) -> None:
+    from training.scene_labels.fit import fit_scene_labels
+
+    if not args.max_steps and not args.epochs:
+        sys.exit("fit needs --max-steps or --epochs")
+    checkpoint = fit_scene_labels(
+        args.data, args.out, args.modalities, args.model, args.model_width, args.model_depth, args.augment,
+        args.max_steps, args.epochs, args.batch_size, args.lr, args.weight_decay, args.warmup_steps,
+        args.dropout, args.validate_every, args.patience, args.seed, args.accelerator, args.num_workers,
+        args.command_line,
+    )
+    print(f"wrote {checkpoint}")
+
+
+def run_evaluate(args: argparse.Namespace) -> dict:
+    from training.scene_labels.evaluate import evaluate_scene_labels
+
+    return evaluate_scene_labels(args.checkpoint, args.data, args.split, args.batch_size or 32, args.accelerator)
+
+
+def run_export(args: argparse.Namespace, metrics: dict | None) -> None:
+    """Scene labels always export on reBEN's patch grid (120 px, no overlap): --tile-size and
+    --overlap do not apply."""
+    from training.scene_labels.export import export_scene_labels
+
+    result = export_scene_labels(args.checkpoint, args.out, metrics, args.command_line)
+    print(f"wrote {result['path']}; onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}")
+
+
+def _simulate_bigearthnet(args: argparse.Namespace) -> None:
+    from training.simulation.bigearthnet_fixture import write_bigearthnet_fixture
+
+    metadata = write_bigearthnet_fixture(args.out, args.patches, args.seed)
+    counts = metadata["split"].value_counts().to_dict()
+    print(f"{args.out}: {len(metadata)} generated patches in BigEarthNet v2.0 layout ({counts})")
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from training.datasets.ben_store import write_store
+
+    record = write_store(args.data, args.out, lambda done, total: print(f"{done}/{total} patches", flush=True))
+    print(f"wrote {args.out}: {record['patches']} patches in {record['seconds']} s")
+
+
+def _simulate_pixel_series(args: argparse.Namespace) -> None:
+    from training.simulation.pixel_time_series import write_pixel_series
+
+    path = write_pixel_series(args.out, args.pixels_per_cover, args.dates, args.seed)
+    print(f"wrote {path}")
+
+
+def _augmentation_consistency(args: argparse.Namespace) -> None:
+    from training.augmentation.consistency import consistency, format_table, load_pixel_series, write_csv
+
+    specs = [spec for spec in args.augment.split(",") if spec.strip()]
+    results = consistency(load_pixel_series(args.data), specs, args.seed)
+    csv_path = args.csv or args.data.with_name(args.data.stem + "_consistency.csv")
+    write_csv(results, csv_path)
+    print(format_table(results))
+    print(f"wrote {csv_path}")
+
+
+def _federated(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from training.scene_labels.federated import run_federated
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    print(f"{'round':>5s} {'AP macro':>9s} {'AP micro':>9s} {'client loss':>12s} {'MB to clients':>14s} "
+          f"{'MB from clients':>16s} {'s':>7s}")
+
+    def report(round_report) -> None:
+        print(
+            f"{round_report.round:5d} {100 * round_report.ap_macro:9.2f} {100 * round_report.ap_micro:9.2f} "
+            f"{round_report.client_train_loss:12.4f} {round_report.bytes_to_clients / 1e6:14.3f} "
+            f"{round_report.bytes_from_clients / 1e6:16.3f} {round_report.seconds:7.1f}",
+            flush=True,
+        )
+
+    result = run_federated(
+        args.data, args.clients, args.rounds, args.non_iid, args.modalities, args.model, args.model_width,
+        args.model_depth, args.augment, args.local_steps, args.batch_size, args.lr, args.evaluate_split,
+        args.seed, report,
+    )
+    result["command"] = args.command_line
+    print(f"clients' patches {result['client_patches']}, classes {result['client_classes']}; "
+          f"{result['parameters']} parameters")
+    if args.json_out:
+        args.json_out.write_text(json.dumps(result, indent=2) + "\n")

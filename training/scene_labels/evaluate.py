@@ -1,0 +1,35 @@
+"""Evaluate a scene-label checkpoint on a reBEN split with the paper's metrics (Clasen et al., 2024):
+average precision, F1 and precision, macro and micro; macro averages skip classes absent from
+the split, and ``classes_present`` says how many were present."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning
+from torch.utils.data import DataLoader
+
+from training.checkpoint import load_checkpoint
+from training.scene_labels.data import classes_in_split, scene_label_dataset
+from training.scene_labels.fit import TASK
+
+
+def evaluate_scene_labels(
+    checkpoint: Path, data: Path, split: str = "test", batch_size: int = 32, accelerator: str = "auto"
+) -> dict:
+    module, saved = load_checkpoint(checkpoint, TASK)
+    dataset = scene_label_dataset(data, split, saved["data"]["modalities"])
+    if not len(dataset):
+        raise ValueError(f"{data} has no patches in the {split!r} split")
+    trainer = lightning.Trainer(
+        accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    metrics = trainer.test(module, DataLoader(dataset, batch_size=batch_size), verbose=False)[0]
+    return {
+        "task": TASK,
+        "checkpoint": str(checkpoint),
+        "data": str(data),
+        "split": split,
+        "patches": len(dataset),
+        "classes_present": len(classes_in_split(data, split)),
+        "metrics": {name: round(float(value), 6) for name, value in metrics.items()},
+    }

@@ -1,0 +1,112 @@
+"""Export a scene-label checkpoint to ONNX with the model contract, and check parity with torch.
+
+Convention for the engine (``engine.contract``), task ``"scene_labels"``:
+
+- input ``image`` float32 ``[N, C, 120, 120]``: one reBEN patch (1200 m at 10 m) per item, bands
+  in the contract's order (S1 then S2: VV, VH, B02, B03, B04, B05, B06, B07, B08, B8A, B11, B12
+  for "s1,s2"), each standardised with the contract's mean/std; batch is dynamic, the size is
+  fixed at 120 (MLP-Mixer's token count depends on it);
+- output ``output`` float32 ``[N, 19, 1, 1]``: independent sigmoid probabilities of the 19
+  classes for the whole patch (multi-label: they do not sum to 1), in the contract's class order
+  (alphabetical, ``training.datasets.ben_labels``); tile_size 120, overlap 0, gsd_m 10.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import torch
+
+from engine.contract import Band, ModelContract, contract_from_metadata
+from training.checkpoint import load_checkpoint
+from training.datasets.reben_format import PATCH_PIXELS
+from training.export import write_onnx
+from training.scene_labels.data import training_data_sentence
+from training.scene_labels.fit import TASK
+
+CONTRACT_TASK = "scene_labels"
+PARITY_TOLERANCE = 1e-5  # probabilities
+PAPER = (
+    "Clasen et al.: reBEN: Refined BigEarthNet Dataset for Remote Sensing Image Analysis, 2024 "
+    "(arXiv:2407.03653)"
+)
+INPUT_UNITS = (
+    "S1 VV, VH: backscatter sigma0 in dB (10*log10); S2: L2A surface reflectance x 10000 "
+    "(reBEN digital numbers, no offset)"
+)
+BAND_ALIASES = {
+    "VV": (("sigma0_vv", "vv_db"), "Sentinel-1 IW GRD VV backscatter, dB"),
+    "VH": (("sigma0_vh", "vh_db"), "Sentinel-1 IW GRD VH backscatter, dB"),
+    "B02": (("B2", "blue"), "Sentinel-2 blue, 490 nm, 10 m"),
+    "B03": (("B3", "green"), "Sentinel-2 green, 560 nm, 10 m"),
+    "B04": (("B4", "red"), "Sentinel-2 red, 665 nm, 10 m"),
+    "B05": (("B5", "red edge 1", "rededge1"), "Sentinel-2 red edge, 705 nm, 20 m"),
+    "B06": (("B6", "red edge 2", "rededge2"), "Sentinel-2 red edge, 740 nm, 20 m"),
+    "B07": (("B7", "red edge 3", "rededge3"), "Sentinel-2 red edge, 783 nm, 20 m"),
+    "B08": (("B8", "nir"), "Sentinel-2 near infrared, 842 nm, 10 m"),
+    "B8A": (("B08A", "nir08", "narrow nir"), "Sentinel-2 narrow near infrared, 865 nm, 20 m"),
+    "B11": (("swir16", "swir1"), "Sentinel-2 short-wave infrared, 1610 nm, 20 m"),
+    "B12": (("swir22", "swir2"), "Sentinel-2 short-wave infrared, 2190 nm, 20 m"),
+}
+
+
+def export_scene_labels(checkpoint: Path, out: Path, metrics: dict | None = None, command: str = "") -> dict:
+    """Write ``out`` (.onnx); returns ``{"path", "max_abs_diff", "contract"}``."""
+    module, saved = load_checkpoint(checkpoint, TASK)
+    data, training = saved["data"], saved["provenance"]
+    hyper = module.hparams
+    contract = ModelContract(
+        task=CONTRACT_TASK,
+        name=Path(out).stem,
+        bands=tuple(Band(name, *BAND_ALIASES[name]) for name in data["bands"]),
+        mean=tuple(hyper.band_mean),
+        std=tuple(hyper.band_std),
+        outputs=module.contract_outputs(),
+        tile_size=PATCH_PIXELS,
+        overlap=0,
+        gsd_m=data["gsd_m"],
+        input_units=INPUT_UNITS,
+        provenance={
+            "paper": PAPER,
+            "modalities": data["modalities"],
+            "model": {
+                "architecture": hyper.model,
+                "width": hyper.width,
+                "depth": hyper.depth,
+                "parameters": training["parameters"],
+                "augment": hyper.augment,
+            },
+            "label_order": "alphabetical 19-class reBEN nomenclature (reference weights' order)",
+            "training_data": training_data_sentence(data),
+            "command": training["command"],
+            "export_command": command,
+            "training": {
+                key: training[key]
+                for key in ("seed", "steps", "epochs", "seconds", "best_validation_ap_macro")
+            },
+            "metrics": metrics or {},
+        },
+    )
+    graph = module.export_graph().eval()
+    write_onnx(graph, len(contract.bands), PATCH_PIXELS, Path(out), contract, dynamic_size=False)
+    return {"path": str(out), "max_abs_diff": parity_check(graph, Path(out), len(contract.bands)), "contract": contract}
+
+
+def parity_check(graph: torch.nn.Module, path: Path, bands: int) -> float:
+    """Largest |onnxruntime - torch| over random batches of 1 and 3 patches; raises above tolerance."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    contract_from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+    generator = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for batch in (1, 3):
+        image = torch.randn((batch, bands, PATCH_PIXELS, PATCH_PIXELS), generator=generator)
+        with torch.no_grad():
+            expected = graph(image).numpy()
+        (actual,) = session.run(["output"], {"image": image.numpy()})
+        if actual.shape != expected.shape:
+            raise RuntimeError(f"{path}: ONNX output shape {actual.shape} differs from torch's {expected.shape}")
+        worst = max(worst, float(np.abs(actual - expected).max()))
+    if worst > PARITY_TOLERANCE:
+        raise RuntimeError(f"{path}: ONNX and torch outputs differ by {worst:.2e} (> {PARITY_TOLERANCE:.0e})")
+    return worst

@@ -1,0 +1,1 @@
+"""Simulated training data (numpy + rasterio only)."""
