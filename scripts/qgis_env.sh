@@ -2,6 +2,8 @@
 # A private QGIS profile in .qgis-profile/ with the plugin enabled; the plugin folder is this repo.
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 export QT_QPA_PLATFORM=offscreen
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/runtime-$(id -u)}"
+mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 export QGIS_PLUGINPATH="$repo"
 export QGIS_CUSTOM_CONFIG_PATH="$repo/.qgis-profile"
 export RSAI_PYTHON="$repo/.venv/bin/python"

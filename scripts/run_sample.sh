@@ -10,7 +10,8 @@ scene=sample_data/agia_napa_sim_s2.tif
 for job in "estimate_bathymetry OUTPUT=out/depth.tif" "classify_seabed OUTPUT=out/seabed.tif"; do
   set -- $job
   echo "== qgis_process run rsai:$1 -- INPUT=$scene $2"
-  qgis_process.bin --json run "rsai:$1" -- "INPUT=$scene" "$2" > "out/$1.json"
+  qgis_process.bin --json run "rsai:$1" -- "INPUT=$PWD/$scene" "OUTPUT=$PWD/${2#OUTPUT=}" > "out/$1.json" 2> out/qgis_process.log \
+    || { cat out/qgis_process.log; exit 1; }
   .venv/bin/python - "out/$1.json" <<'PY'
 import json, sys
 results = json.load(open(sys.argv[1]))["results"]
