@@ -16,24 +16,16 @@ class ClassifySeabed(RasterModelAlgorithm):
         "model's class names and colours."
     )
 
-    def displayName(self):  # noqa: N802 (QGIS API)
-        return "Classify seabed"
-
-    def group(self):
-        return "Coastal and marine"
-
-    def groupId(self):  # noqa: N802 (QGIS API)
-        return "coastal_marine"
-
-    def shortHelpString(self):  # noqa: N802 (QGIS API)
-        return (
-            "Maps seabed classes (for instance sand, seagrass, rock) in shallow, clear water from "
-            "a multispectral image with an ONNX segmentation model.\n\n"
-            "The model's contract gives its bands, normalisation, tiling and class names and "
-            "colours; the engine checks the input against it and says what is missing. The "
-            "shipped model was trained on simulated scenes (see its model card in models_onnx/).\n\n"
-            "The work runs in the engine's Python interpreter (Processing settings)."
-        )
+    display_name = "Classify seabed"
+    group_name, group_id = "Coastal and marine", "coastal_marine"
+    help_text = (
+        "Maps seabed classes (for instance sand, seagrass, rock) in shallow, clear water from "
+        "a multispectral image with an ONNX segmentation model.\n\n"
+        "The model's contract gives its bands, normalisation, tiling and class names and "
+        "colours; the engine checks the input against it and says what is missing. The "
+        "shipped model was trained on simulated scenes (see its model card in models_onnx/).\n\n"
+        "The work runs in the engine's Python interpreter (Processing settings)."
+    )
 
     def add_task_parameters(self):
         self.add_parameter(

@@ -31,23 +31,15 @@ class CompressHyperspectral(RasterModelAlgorithm):
         "'Decompress hyperspectral raster' can restore it."
     )
 
-    def displayName(self):  # noqa: N802 (QGIS API)
-        return "Compress hyperspectral raster (HyCoT)"
-
-    def group(self):
-        return "Hyperspectral"
-
-    def groupId(self):  # noqa: N802 (QGIS API)
-        return "hyperspectral"
-
-    def shortHelpString(self):  # noqa: N802 (QGIS API)
-        return (
-            "Compresses a hyperspectral image pixel by pixel with a learned transformer encoder "
-            "(HyCoT, Fuchs & Demir 2024): each spectrum becomes ceil(bands / ratio) latent values "
-            "stored at 16 bits. Reports the bit rate and size ratio, and on request PSNR and "
-            "spectral angle against the input.\n\n"
-            "The shipped models were trained on simulated spectra (model cards in models_onnx/)."
-        )
+    display_name = "Compress hyperspectral raster (HyCoT)"
+    group_name, group_id = "Hyperspectral", "hyperspectral"
+    help_text = (
+        "Compresses a hyperspectral image pixel by pixel with a learned transformer encoder "
+        "(HyCoT, Fuchs & Demir 2024): each spectrum becomes ceil(bands / ratio) latent values "
+        "stored at 16 bits. Reports the bit rate and size ratio, and on request PSNR and "
+        "spectral angle against the input.\n\n"
+        "The shipped models were trained on simulated spectra (model cards in models_onnx/)."
+    )
 
     def add_task_parameters(self):
         self.add_parameter(

@@ -13,18 +13,10 @@ class DecompressHyperspectral(RasterModelAlgorithm):
         "GeoTIFF with the original grid, band count, band names, data type and nodata restored."
     )
 
-    def displayName(self):  # noqa: N802 (QGIS API)
-        return "Decompress hyperspectral raster (HyCoT)"
-
-    def group(self):
-        return "Hyperspectral"
-
-    def groupId(self):  # noqa: N802 (QGIS API)
-        return "hyperspectral"
-
-    def shortHelpString(self):  # noqa: N802 (QGIS API)
-        return (
-            "Restores a hyperspectral image compressed by 'Compress hyperspectral raster (HyCoT)' "
-            "with the matching decoder. A file made by another encoder is refused: the decoder and "
-            "the file must share the codec's pair id."
-        )
+    display_name = "Decompress hyperspectral raster (HyCoT)"
+    group_name, group_id = "Hyperspectral", "hyperspectral"
+    help_text = (
+        "Restores a hyperspectral image compressed by 'Compress hyperspectral raster (HyCoT)' "
+        "with the matching decoder. A file made by another encoder is refused: the decoder and "
+        "the file must share the codec's pair id."
+    )

@@ -12,23 +12,15 @@ class EstimateBathymetry(RasterModelAlgorithm):
         "nodata. Loaded with a colour ramp labelled in metres."
     )
 
-    def displayName(self):  # noqa: N802 (QGIS API)
-        return "Estimate bathymetry"
-
-    def group(self):
-        return "Coastal and marine"
-
-    def groupId(self):  # noqa: N802 (QGIS API)
-        return "coastal_marine"
-
-    def shortHelpString(self):  # noqa: N802 (QGIS API)
-        return (
-            "Estimates water depth in shallow, clear water from a multispectral image "
-            "(satellite-derived bathymetry) with an ONNX regression model.\n\n"
-            "The model's contract says which bands it needs (the shipped model: Sentinel-2 visible "
-            "bands as surface reflectance x 10000), how to normalise them and how to tile the "
-            "image; the engine checks the input against it and says what is missing. The shipped "
-            "model was trained on simulated scenes (see its model card in models_onnx/); "
-            "train your own with the toolbox's training code for real surveys.\n\n"
-            "The work runs in the engine's Python interpreter (Processing settings)."
-        )
+    display_name = "Estimate bathymetry"
+    group_name, group_id = "Coastal and marine", "coastal_marine"
+    help_text = (
+        "Estimates water depth in shallow, clear water from a multispectral image "
+        "(satellite-derived bathymetry) with an ONNX regression model.\n\n"
+        "The model's contract says which bands it needs (the shipped model: Sentinel-2 visible "
+        "bands as surface reflectance x 10000), how to normalise them and how to tile the "
+        "image; the engine checks the input against it and says what is missing. The shipped "
+        "model was trained on simulated scenes (see its model card in models_onnx/); "
+        "train your own with the toolbox's training code for real surveys.\n\n"
+        "The work runs in the engine's Python interpreter (Processing settings)."
+    )

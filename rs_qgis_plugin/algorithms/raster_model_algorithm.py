@@ -53,8 +53,24 @@ class RasterModelAlgorithm(QgsProcessingAlgorithm):
     output_description = ""
     output_help = ""
 
+    display_name = ""
+    group_name, group_id = "", ""
+    help_text = ""
+
     def name(self):
         return self.task
+
+    def displayName(self):  # noqa: N802 (QGIS API)
+        return self.display_name
+
+    def group(self):
+        return self.group_name
+
+    def groupId(self):  # noqa: N802 (QGIS API)
+        return self.group_id
+
+    def shortHelpString(self):  # noqa: N802 (QGIS API)
+        return self.help_text
 
     def createInstance(self):  # noqa: N802 (QGIS API)
         return type(self)()
