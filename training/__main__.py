@@ -13,6 +13,7 @@
     python -m training export --task hycot --checkpoint runs/hycot/checkpoint.pt --out models_onnx/hycot_cr8
 
     reBEN scene labels (prepare, federated, augmentation-consistency, ...): training/scene_labels/cli.py
+    Crop maps (TSViT on PASTIS-R, simulate-pastis-r, simulate-crop-series): training/crop_maps/cli.py
 """
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ import sys
 from pathlib import Path
 
 from training.datasets.magicbathynet_format import AREAS, MODALITIES
+from training.crop_maps import cli as crop_maps
 from training.scene_labels import cli as scene_labels
 
-TASK_NAMES = ("bathymetry", "seabed", "hycot", scene_labels.TASK)
+TASK_NAMES = ("bathymetry", "seabed", "hycot", scene_labels.TASK, crop_maps.TASK)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,6 +122,7 @@ def _parser() -> argparse.ArgumentParser:
     hycot.add_argument("--mlp-dim", type=int, default=8, help="transformer MLP width")
     hycot.add_argument("--hidden-dim", type=int, default=1024, help="hidden width of the latent and decoder MLPs")
     scene_labels.add_fit_arguments(fit)
+    crop_maps.add_fit_arguments(fit)
     _add_device_arguments(fit)
     fit.set_defaults(run=_fit)
 
@@ -152,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--threads", type=int, help="torch CPU threads")
     export.set_defaults(run=_export)
     scene_labels.add_commands(commands)
+    crop_maps.add_commands(commands)
     return parser
 
 
@@ -228,6 +232,8 @@ def _fit(args: argparse.Namespace) -> None:
     _set_threads(args)
     if scene_labels.is_scene_labels(args):
         return scene_labels.run_fit(args)
+    if crop_maps.is_crop(args):
+        return crop_maps.run_fit(args)
     if _is_hycot(args):
         return _fit_hycot(args)
     from training.fit import fit
@@ -266,6 +272,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     _set_threads(args)
     if scene_labels.is_scene_labels(args):
         result = scene_labels.run_evaluate(args)
+    elif crop_maps.is_crop(args):
+        result = crop_maps.run_evaluate(args)
     elif _is_hycot(args):
         from training.compression import evaluate_hycot
 
@@ -290,6 +298,8 @@ def _export(args: argparse.Namespace) -> None:
     metrics = json.loads(args.metrics.read_text()) if args.metrics else None
     if scene_labels.is_scene_labels(args):
         return scene_labels.run_export(args, metrics)
+    if crop_maps.is_crop(args):
+        return crop_maps.run_export(args, metrics)
     if _is_hycot(args):
         from training.compression import export_hycot
 

@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from engine.contract import Outputs
 from training.datasets.magicbathynet import IGNORE_INDEX
+from training.tasks.schedule import adam_with_cosine_decay
 
 
 class SeabedTask(LightningModule):
@@ -75,8 +76,8 @@ class SeabedTask(LightningModule):
         self.test_accuracy.reset()
         self.test_f1.reset()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+    def configure_optimizers(self) -> dict:
+        return adam_with_cosine_decay(self, self.hparams.lr)
 
     @property
     def architecture(self) -> str:

@@ -1,0 +1,174 @@
+"""Export a crop-map checkpoint to ONNX with the model contract, and check parity with torch.
+
+Convention for the engine (``engine.contract.Modality``), task ``"crop_map"``; for each modality
+``m`` of ``contract.modalities`` in that order ("s2", then "s1" when present):
+
+- ``m`` float32 ``[N, T_m, C_m, H, W]``: the series in the modality's band order (S2: B02, B03,
+  B04, B05, B06, B07, B08, B8A, B11, B12, reflectance x 10000; S1: VV, VH, VV/VH in dB),
+  standardised with the modality's mean/std, invalid pixels 0;
+- ``m_doy`` int64 ``[N, T_m]``: day of year 1..366 of each date, 0 for padding dates;
+- ``m_mask`` float32 ``[N, T_m, H, W]``: 1 where the pixel is valid on that date (0: cloud,
+  nodata, padding).
+
+N, every T_m, H and W are dynamic (H and W multiples of the patch size; the engine uses
+H = W = tile_size, the training tile). T_m may differ between modalities and from training; a
+series longer than ``max_dates`` should be subsampled evenly (``training.crop_maps.data.evenly_spaced``).
+Output ``output`` float32 ``[N, K, H, W]``: softmax class probabilities in the contract's class
+order. bands, mean and std at the top level of the contract stay empty.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+
+from engine.contract import Band, Modality, ModelContract, contract_from_metadata
+from training.checkpoint import load_checkpoint
+from training.crop_maps.data import training_data_sentence
+from training.crop_maps.fit import TASK
+from training.scene_labels.export import BAND_ALIASES as S2_BAND_ALIASES
+
+CONTRACT_TASK = "crop_map"
+OPSET = 18
+PARITY_TOLERANCE = 1e-5  # probabilities
+PAPERS = (
+    "Tarasiou, Chavez, Zafeiriou: ViTs for SITS: Vision Transformers for Satellite Image Time Series, "
+    "CVPR 2023 (TSViT); multi-modal multi-temporal TSViT fusion (early / cross-attention / synchronised "
+    "class token), IGARSS 2024; Garnot, Landrieu, Chehata: Multi-modal temporal attention models for "
+    "crop mapping from satellite time series, ISPRS J. 2022 (PASTIS-R)"
+)
+S1_BAND_ALIASES = {
+    "VV": (("sigma0_vv", "vv_db"), "Sentinel-1 IW GRD VV backscatter sigma0, dB"),
+    "VH": (("sigma0_vh", "vh_db"), "Sentinel-1 IW GRD VH backscatter sigma0, dB"),
+    "VV/VH": (("VV_VH", "ratio", "vv/vh ratio"), "VV/VH ratio in dB (VV_dB - VH_dB)"),
+}
+MODALITY_DESCRIPTION = {"s2": "Sentinel-2 L2A", "s1": "Sentinel-1 GRD"}
+
+
+def export_crop(
+    checkpoint: Path,
+    out: Path,
+    overlap: int | None = None,
+    metrics: dict | None = None,
+    command: str = "",
+) -> dict:
+    """Write ``out`` (.onnx); returns ``{"path", "max_abs_diff", "contract"}``. The tile size is the
+    training tile; ``overlap`` is used when smaller than the tile, else (and by default) a third of
+    the tile. ``metrics``: an ``evaluate`` result, kept as provenance."""
+    module, saved = load_checkpoint(checkpoint, TASK)
+    data, training, hyper = saved["data"], saved["provenance"], module.hparams
+    tile_size = module.config.image_size
+    aliases = {**S2_BAND_ALIASES, **S1_BAND_ALIASES}
+    contract = ModelContract(
+        task=CONTRACT_TASK,
+        name=Path(out).stem,
+        bands=(),
+        mean=(),
+        std=(),
+        modalities=tuple(
+            Modality(
+                name=m,
+                bands=tuple(Band(name, *aliases[name]) for name in hyper.band_names[m]),
+                mean=tuple(hyper.band_mean[m]),
+                std=tuple(hyper.band_std[m]),
+                max_dates=int(hyper.max_dates[m]),
+            )
+            for m in hyper.modalities
+        ),
+        outputs=module.contract_outputs(),
+        tile_size=tile_size,
+        overlap=overlap if overlap is not None and overlap < tile_size else tile_size // 3,
+        gsd_m=data["gsd_m"],
+        input_units="; ".join(f"{m}: {units}" for m, units in data["input_units"].items()),
+        provenance={
+            "paper": PAPERS,
+            "fusion": hyper.fusion or "none (single modality)",
+            "modalities": {m: MODALITY_DESCRIPTION[m] for m in hyper.modalities} | {"s1_orbit": data["s1_orbit"]},
+            "architecture": module.architecture,
+            "model": module.config.as_dict(),
+            "class_codes": list(hyper.class_codes),
+            "training_data": training_data_sentence(data),
+            "command": training["command"],
+            "export_command": command,
+            "training": {key: training[key] for key in ("seed", "steps", "epochs", "seconds", "parameters")},
+            "metrics": metrics or {},
+        },
+    )
+    graph = module.export_graph().eval()
+    channels = [len(hyper.band_names[m]) for m in hyper.modalities]
+    write_crop_onnx(graph, hyper.modalities, channels, tile_size, Path(out), contract)
+    max_abs_diff = parity_check(graph, Path(out), hyper.modalities, channels, tile_size, module.config.patch_size)
+    return {"path": str(out), "max_abs_diff": max_abs_diff, "contract": contract}
+
+
+def example_series(
+    modalities, channels, dates, batch: int, size: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """Random inputs of the convention: days sorted with trailing padding, ~30 % invalid pixels,
+    invalid values 0."""
+    series = []
+    for modality_channels, count in zip(channels, dates):
+        mask = (torch.rand(batch, count, size, size, generator=generator) > 0.3).float()
+        days = torch.randint(1, 367, (batch, count), generator=generator).sort(dim=1).values
+        days[0, -1] = 0  # a padding date
+        mask[0, -1] = 0
+        values = torch.randn(batch, count, modality_channels, size, size, generator=generator) * mask[:, :, None]
+        series += [values, days, mask]
+    return series
+
+
+def input_names(modalities) -> list[str]:
+    return [name for m in modalities for name in (m, f"{m}_doy", f"{m}_mask")]
+
+
+def write_crop_onnx(graph, modalities, channels, tile_size: int, out: Path, contract: ModelContract) -> None:
+    """Export with dynamic batch, dates per modality, height and width; the contract goes into the
+    metadata."""
+    dimension = torch.export.Dim
+    batch, height, width = dimension("batch"), dimension("height"), dimension("width")
+    shapes = []
+    for modality in modalities:
+        dates = dimension(f"{modality}_dates")
+        shapes += [{0: batch, 1: dates, 3: height, 4: width}, {0: batch, 1: dates}, {0: batch, 1: dates, 2: height, 3: width}]
+    example = example_series(modalities, channels, [5 + 2 * i for i in range(len(modalities))], 2, tile_size,
+                             torch.Generator().manual_seed(0))
+    torch.onnx.export(
+        graph,
+        tuple(example),
+        str(out),
+        input_names=input_names(modalities),
+        output_names=["output"],
+        opset_version=OPSET,
+        dynamo=True,
+        external_data=False,
+        dynamic_shapes=(tuple(shapes),),
+    )
+    model = onnx.load(str(out))
+    for key, value in contract.to_onnx_metadata().items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+
+
+def parity_check(graph, path: Path, modalities, channels, tile_size: int, patch_size: int) -> float:
+    """Largest |onnxruntime - torch| over inputs whose date counts differ between modalities and
+    from training, and over another tile size; raises above tolerance."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    contract_from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+    generator = torch.Generator().manual_seed(1)
+    names = input_names(modalities)
+    worst = 0.0
+    for batch, dates, size in ((2, [7, 11, 4], tile_size), (1, [3, 1, 6], tile_size + 2 * patch_size)):
+        series = example_series(modalities, channels, dates[: len(modalities)], batch, size, generator)
+        with torch.no_grad():
+            expected = graph(*series).numpy()
+        (actual,) = session.run(["output"], {name: tensor.numpy() for name, tensor in zip(names, series)})
+        if actual.shape != expected.shape:
+            raise RuntimeError(f"{path}: ONNX output shape {actual.shape} differs from torch's {expected.shape}")
+        worst = max(worst, float(np.abs(actual - expected).max()))
+    if worst > PARITY_TOLERANCE:
+        raise RuntimeError(f"{path}: ONNX and torch outputs differ by {worst:.2e} (> {PARITY_TOLERANCE:.0e})")
+    return worst
