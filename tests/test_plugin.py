@@ -318,7 +318,7 @@ def test_packaged_plugin_loads_in_qgis_process(tmp_path, qgis_process):
     run = qgis_process("list", plugin_folder=tmp_path / "plugins")
     assert run.returncode == 0, run.log
     algorithms = run.output["providers"]["rsai"]["algorithms"]
-    assert set(algorithms) == set(ALGORITHM_IDS)
+    assert set(algorithms) == set(ALGORITHM_IDS + HYPERSPECTRAL_IDS + SCENE_IDS)
 
 
 def test_plugin_never_imports_the_engines_libraries():
