@@ -36,9 +36,10 @@ def test_compress_and_decompress_round_trip_through_processing(rsai_provider, cu
 
 @pytest.mark.slow
 def test_qgis_process_round_trip_with_a_shipped_model(qgis_process, tmp_path):
-    from training.simulation.hyperspectral import write_scene_geotiff
+    from training.simulation.hyperspectral import simulate_scene, write_scene_geotiff
 
-    scene = write_scene_geotiff(tmp_path / "enmap_sim.tif", height=48, width=40, seed=11)
+    scene = str(tmp_path / "enmap_sim.tif")
+    write_scene_geotiff(simulate_scene(48, 40, seed=11), scene)
     run = qgis_process("run", "rsai:compress_hyperspectral", "--", f"INPUT={scene}", "RATIO=1",
                        "QUALITY=true", f"OUTPUT={tmp_path / 'c.tif'}")
     assert run.returncode == 0, run.log
