@@ -127,11 +127,25 @@ def _grid_transform_at_gsd(src, bounds, gsd_m: float) -> tuple[Affine, int, int]
 
 @dataclass
 class Source:
-    """Bands of one opened input (a file, or a warped view of it on the processing grid)."""
+    """Bands of one opened input, and where the processing grid lies in it: grid pixel (col, row)
+    is source pixel ((col_off + col) / scale, (row_off + row) / scale). A source on another grid
+    is a warped view (WarpedVRT) that has the processing grid itself (offsets 0, scale 1)."""
 
     dataset: rasterio.io.DatasetReader | WarpedVRT
     bands: list[int]  # 1-based bands to read
     positions: list[int]  # their places in the model's band order
+    col_off: int = 0  # in grid pixels
+    row_off: int = 0
+    scale: int = 1  # grid pixels per source pixel: a coarser band aligned with the grid is repeated
+
+    def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        k = self.scale
+        window = Window((self.col_off + col) / k, (self.row_off + row) / k, width / k, height / k)
+        shape = (len(self.bands), height, width)
+        nearest = rasterio.enums.Resampling.nearest
+        data = self.dataset.read(self.bands, window=window, out_shape=shape, out_dtype="float32", resampling=nearest)
+        masks = self.dataset.read_masks(self.bands, window=window, out_shape=shape, resampling=nearest)
+        return data, np.all(masks > 0, axis=0)
 
 
 @dataclass(frozen=True)
@@ -146,34 +160,20 @@ class InputGrid:
     """Input rasters seen through one processing grid, read in the model's band order."""
 
     sources: list[Source]
-    window: Window  # the processing grid inside every source dataset
+    crs: object
+    transform: Affine  # of the processing grid
+    width: int
+    height: int
     band_info: list[BandInfo]  # per model band: the input's dtype, nodata and name
     warnings: list[str]
 
-    @property
-    def width(self) -> int:
-        return int(self.window.width)
-
-    @property
-    def height(self) -> int:
-        return int(self.window.height)
-
-    @property
-    def crs(self):
-        return self.sources[0].dataset.crs
-
-    @property
-    def transform(self) -> Affine:
-        return self.sources[0].dataset.window_transform(self.window)
-
     def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Pixels [bands, h, w] as float32 and a validity mask [h, w] for a window of the grid."""
-        window = Window(self.window.col_off + col, self.window.row_off + row, width, height)
         data = np.empty((len(self.band_info), height, width), np.float32)
         valid = np.ones((height, width), bool)
         for source in self.sources:
-            data[source.positions] = source.dataset.read(source.bands, window=window, out_dtype="float32")
-            valid &= np.all(source.dataset.read_masks(source.bands, window=window) > 0, axis=0)
+            data[source.positions], source_valid = source.read(row, col, height, width)
+            valid &= source_valid
         valid &= np.all(np.isfinite(data), axis=0)
         return data, valid
 
@@ -238,8 +238,10 @@ def open_input(
         if not resample and used == [reference]:
             window = _window_for(reference, bounds)
             _warn_pixel_size(reference, contract, warnings)
-            sources = [Source(reference, [owners[i - 1][1] for i in chosen], list(range(len(chosen))))]
-            yield InputGrid(sources, window, band_info, warnings)
+            sources = [Source(reference, [owners[i - 1][1] for i in chosen], list(range(len(chosen))),
+                              int(window.col_off), int(window.row_off))]
+            yield InputGrid(sources, reference.crs, reference.window_transform(window), int(window.width),
+                            int(window.height), band_info, warnings)
             return
         if resample and contract.gsd_m:
             transform, width, height = _grid_transform_at_gsd(reference, bounds, contract.gsd_m)
@@ -252,6 +254,11 @@ def open_input(
             positions = [k for k, i in enumerate(chosen) if owners[i - 1][0] is dataset]
             if not positions:
                 continue
+            bands_here = [owners[chosen[k] - 1][1] for k in positions]
+            aligned = _aligned_placement(dataset, reference.crs, transform, width, height)
+            if aligned:
+                sources.append(Source(dataset, bands_here, positions, *aligned))
+                continue
             if dataset.crs != reference.crs:
                 warnings.append(f"{Path(path).name} is in {dataset.crs}; reprojected to {reference.crs}")
             coarser = abs(dataset.transform.a) > abs(transform.a) * 1.01 and dataset.crs == reference.crs
@@ -260,8 +267,27 @@ def open_input(
                 resampling=rasterio.enums.Resampling.nearest if coarser else rasterio.enums.Resampling.bilinear,
                 add_alpha=all(v is None for v in dataset.nodatavals),  # masks where the file has no data
             ))
-            sources.append(Source(vrt, [owners[chosen[k] - 1][1] for k in positions], positions))
-        yield InputGrid(sources, Window(0, 0, width, height), band_info, warnings)
+            sources.append(Source(vrt, bands_here, positions))
+        yield InputGrid(sources, reference.crs, transform, width, height, band_info, warnings)
+
+
+def _aligned_placement(dataset, crs, transform: Affine, width: int, height: int) -> tuple[int, int, int] | None:
+    """(col_off, row_off, scale) when the grid lies inside ``dataset`` on its own pixel lattice or
+    an integer subdivision of it (a 20 m band under a 10 m grid): read directly, no warping."""
+    if dataset.crs != crs or dataset.transform.b or dataset.transform.d:
+        return None
+    ratio = dataset.transform.a / transform.a
+    scale = round(ratio)
+    if scale < 1 or abs(ratio - scale) > 1e-9 or abs(dataset.transform.e / transform.e - scale) > 1e-9:
+        return None
+    col_off = (transform.c - dataset.transform.c) / transform.a
+    row_off = (transform.f - dataset.transform.f) / transform.e
+    if abs(col_off - round(col_off)) > 1e-6 or abs(row_off - round(row_off)) > 1e-6:
+        return None
+    col_off, row_off = round(col_off), round(row_off)
+    inside = (col_off >= 0 and row_off >= 0 and col_off + width <= dataset.width * scale
+              and row_off + height <= dataset.height * scale)
+    return (col_off, row_off, scale) if inside else None
 
 
 def _warn_pixel_size(src, contract: ModelContract, warnings: list[str]) -> None:

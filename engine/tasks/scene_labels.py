@@ -91,7 +91,7 @@ class ClassifyScenes:
                     if cancelled():
                         raise Cancelled("cancelled by the user; no output was written")
                     batch_cols = cols[start:start + contract.batch_size]
-                    tiles, valids = read_batch(model, grid, [(row, col) for col in batch_cols], patch, patch)
+                    tiles, valids = read_batch(model, grid, row, batch_cols, patch, patch)
                     probabilities = model.run(tiles).reshape(len(batch_cols), len(names))
                     for offset, (col, valid, probs) in enumerate(zip(batch_cols, valids, probabilities)):
                         fraction = float(valid.sum()) / valid.size  # parts beyond the area count as missing
