@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.pipeline import tile_origins  # noqa: E402
+from engine.raster_io import normalise  # noqa: E402
 from engine.runtime import CUDA, Model  # noqa: E402
 from engine.tasks import run_task  # noqa: E402
 
@@ -28,14 +29,13 @@ from engine.tasks import run_task  # noqa: E402
 def bare_session_seconds(model: Model, image: np.ndarray) -> float:
     """Only session.run over exactly the tiles and batches the engine makes."""
     contract = model.contract
-    mean, std = model.normalisation
     tile, overlap = contract.tile_size, contract.overlap
     cols = tile_origins(image.shape[2], tile, overlap)
     seconds = 0.0
     for row in tile_origins(image.shape[1], tile, overlap):
         for start in range(0, len(cols), contract.batch_size):
-            batch = np.stack([(image[:, row:row + tile, c:c + tile] - mean) / std
-                              for c in cols[start:start + contract.batch_size]]).astype(np.float32)
+            batch = np.stack([normalise(image[:, row:row + tile, c:c + tile], True, contract.mean, contract.std)
+                              for c in cols[start:start + contract.batch_size]])
             began = time.perf_counter()
             model.run(batch)
             seconds += time.perf_counter() - began

@@ -85,7 +85,7 @@ def infer_strips(
             if cancelled():
                 raise Cancelled("cancelled by the user; no output was written")
             batch_cols = cols[start:start + contract.batch_size]
-            tiles, valids = read_batch(model, grid, row, batch_cols, tile_h, tile_w)
+            tiles, valids = grid.read_tiles(model.contract, row, batch_cols, tile_h, tile_w)
             model_started = time.perf_counter()
             out = model.run(tiles)[:, :, :tile_h, :tile_w]
             stats.model_seconds += time.perf_counter() - model_started
@@ -120,29 +120,3 @@ def _move_rows(buffer: np.ndarray, source: int, target: int, count: int) -> None
     slice assignment would make numpy allocate a temporary as large as the buffer."""
     for offset in range(count):
         buffer[..., target + offset, :] = buffer[..., source + offset, :]
-
-
-def read_batch(model: Model, grid: InputGrid, row: int, cols: list[int], height: int, width: int
-               ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Read and normalise the tiles at ``row`` and ``cols`` as one model batch [N, bands, tile, tile].
-
-    One read covers the whole row of tiles (far fewer GDAL calls than one per tile). Windows are
-    clipped to the grid; what lies outside, and invalid pixels, are fed as zeros (the band mean
-    after normalisation) and reported invalid: validity masks [height, width].
-    """
-    mean, std = model.normalisation
-    tile = model.contract.tile_size
-    h = min(height, grid.height - row)
-    span_end = min(max(cols) + width, grid.width)
-    data, valid = grid.read(row, cols[0], h, span_end - cols[0])
-    data = np.where(valid, (data - mean) / std, 0.0).astype(np.float32, copy=False)
-    batch = np.zeros((len(cols), len(model.contract.bands), tile, tile), np.float32)
-    valids = []
-    for index, col in enumerate(cols):
-        start = col - cols[0]
-        w = min(width, span_end - col)
-        batch[index, :, :h, :w] = data[:, :, start:start + w]
-        mask = np.zeros((height, width), bool)
-        mask[:h, :w] = valid[:, start:start + w]
-        valids.append(mask)
-    return batch, valids

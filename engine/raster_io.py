@@ -177,6 +177,35 @@ class InputGrid:
         valid &= np.all(np.isfinite(data), axis=0)
         return data, valid
 
+    def read_tiles(self, contract: ModelContract, row: int, cols: list[int], height: int, width: int
+                   ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Read and normalise the tiles at ``row`` and ``cols`` as one model batch [N, bands, tile, tile].
+
+        One read covers the whole row of tiles (far fewer GDAL calls than one per tile). Windows are
+        clipped to the grid; what lies outside, and invalid pixels, are fed as zeros (the band mean
+        after normalisation) and reported invalid: validity masks [height, width].
+        """
+        h = min(height, self.height - row)
+        span_end = min(max(cols) + width, self.width)
+        data, valid = self.read(row, cols[0], h, span_end - cols[0])
+        normalised = normalise(data, valid, contract.mean, contract.std)
+        batch = np.zeros((len(cols), len(contract.bands), contract.tile_size, contract.tile_size), np.float32)
+        valids = []
+        for index, col in enumerate(cols):
+            start, w = col - cols[0], min(width, span_end - col)
+            batch[index, :, :h, :w] = normalised[:, :, start:start + w]
+            mask = np.zeros((height, width), bool)
+            mask[:h, :w] = valid[:, start:start + w]
+            valids.append(mask)
+        return batch, valids
+
+
+def normalise(data: np.ndarray, valid: np.ndarray, mean, std) -> np.ndarray:
+    """(value - mean) / std per band [bands, ...]; invalid pixels become 0 (the band mean)."""
+    shape = (len(mean),) + (1,) * (data.ndim - 1)
+    mean, std = np.asarray(mean, np.float32).reshape(shape), np.asarray(std, np.float32).reshape(shape)
+    return np.where(valid, (data - mean) / std, 0.0).astype(np.float32, copy=False)
+
 
 def _open_georeferenced(path: str):
     if not Path(path).exists():

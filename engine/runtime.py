@@ -64,6 +64,9 @@ class Model:
     def _check_graph(self) -> None:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         contract: ModelContract = self.contract
+        if contract.modalities:
+            self._check_time_series_inputs(inputs)
+            return
         if len(inputs) != 1 or len(outputs) < 1:
             raise ModelContractError(
                 f"{self.path}: expected one input and one output, found {len(inputs)} and {len(outputs)}"
@@ -87,14 +90,22 @@ class Model:
                 f"{contract.outputs.channels} output channel(s) [batch, channels, height, width]"
             )
 
-    @property
-    def normalisation(self) -> tuple[np.ndarray, np.ndarray]:
-        shape = (len(self.contract.bands), 1, 1)
-        return (
-            np.asarray(self.contract.mean, np.float32).reshape(shape),
-            np.asarray(self.contract.std, np.float32).reshape(shape),
-        )
+    def _check_time_series_inputs(self, inputs) -> None:
+        """Per modality m: m [N, T, C, H, W] float, m_doy [N, T] int64, m_mask [N, T, H, W] float."""
+        found = {i.name: i for i in inputs}
+        for modality in self.contract.modalities:
+            expected = {modality.name: ("tensor(float)", 5), f"{modality.name}_doy": ("tensor(int64)", 2),
+                        f"{modality.name}_mask": ("tensor(float)", 4)}
+            for name, (kind, rank) in expected.items():
+                if name not in found or found[name].type != kind or len(found[name].shape) != rank:
+                    raise ModelContractError(
+                        f"{self.path}: the contract's modality {modality.name!r} needs an input {name!r} of "
+                        f"{kind} with {rank} dimensions; the graph has "
+                        + ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+                    )
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run a normalised float32 batch [N, bands, H, W] -> [N, channels, H, W]."""
-        return self.session.run(None, {self._input_name: batch})[0]
+    def run(self, batch: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
+        """Run a normalised float32 batch [N, bands, H, W] (or the named inputs of a multi-input
+        model) -> [N, channels, H, W]."""
+        feeds = batch if isinstance(batch, dict) else {self._input_name: batch}
+        return self.session.run(None, feeds)[0]

@@ -21,7 +21,7 @@ import numpy as np
 from engine.contract import ModelContract
 from engine.errors import EngineError, ModelContractError
 from engine.pipeline import IsCancelled, Progress, RunStats, Strip, infer_strips
-from engine.raster_io import InputGrid, OutputSpec, open_input, read_tags
+from engine.raster_io import InputGrid, OutputSpec, normalise, open_input, read_tags
 from engine.runtime import Model
 from engine.tasks.raster_task import MODELS_DIR, RASTER_PARAMS, RasterTask
 
@@ -119,15 +119,13 @@ def measure_quality(params: dict, device: str, progress: Progress, cancelled: Is
     squared_error, values, angle_sum, pixels = 0.0, 0, 0.0, 0
     with open_input(params["input"], encoder_contract, params.get("bands"), params.get("extent")) as original, \
             open_input(params["output"], decoder.contract) as compressed:
-        mean = np.asarray(encoder_contract.mean, np.float32)[:, None, None]
-        std = np.asarray(encoder_contract.std, np.float32)[:, None, None]
         def quality_progress(fraction: float, message: str) -> None:
             progress(fraction, "measuring quality: " + message)
 
         for strip in infer_strips(decoder, compressed, quality_progress, cancelled, RunStats()):
             data, valid = original.read(strip.row, 0, strip.valid.shape[0], compressed.width)
             valid &= strip.valid
-            reference = ((data - mean) / std)[:, valid]
+            reference = normalise(data, valid, encoder_contract.mean, encoder_contract.std)[:, valid]
             decoded = strip.values[:, valid]
             squared_error += float(((decoded - reference) ** 2).sum())
             values += reference.size

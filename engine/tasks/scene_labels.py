@@ -21,7 +21,7 @@ from contextlib import ExitStack
 import numpy as np
 
 from engine.errors import Cancelled, EngineError, ModelContractError
-from engine.pipeline import IsCancelled, Progress, read_batch
+from engine.pipeline import IsCancelled, Progress
 from engine.raster_io import OutputGrid, OutputSpec, atomic_outputs, check_output_path, open_input
 from engine.runtime import Model
 from engine.tasks.raster_task import MODELS_DIR, as_list
@@ -91,7 +91,7 @@ class ClassifyScenes:
                     if cancelled():
                         raise Cancelled("cancelled by the user; no output was written")
                     batch_cols = cols[start:start + contract.batch_size]
-                    tiles, valids = read_batch(model, grid, row, batch_cols, patch, patch)
+                    tiles, valids = grid.read_tiles(contract, row, batch_cols, patch, patch)
                     probabilities = model.run(tiles).reshape(len(batch_cols), len(names))
                     for offset, (col, valid, probs) in enumerate(zip(batch_cols, valids, probabilities)):
                         fraction = float(valid.sum()) / valid.size  # parts beyond the area count as missing
