@@ -125,6 +125,16 @@ def _grid_transform_at_gsd(src, bounds, gsd_m: float) -> tuple[Affine, int, int]
     return Affine(step_x, 0, left, 0, -step_y, top), width, height
 
 
+@dataclass(frozen=True)
+class OutputGrid:
+    """A grid to write on other than the processing grid (e.g. one pixel per patch)."""
+
+    crs: object
+    transform: Affine
+    width: int
+    height: int
+
+
 @dataclass
 class Source:
     """Bands of one opened input, and where the processing grid lies in it: grid pixel (col, row)
@@ -234,13 +244,15 @@ def open_input(
     bands: str | dict | None = None,
     extent: list[float] | None = None,
     resample: bool = False,
+    target: OutputGrid | None = None,
 ):
     """Open one or several rasters of one area as an InputGrid for ``contract``.
 
-    The grid is the first raster's (over ``extent``, in its CRS), at the model's ground sampling
-    distance when ``resample`` is set. Other rasters are warped onto it: reprojected when their
-    CRS differs, coarser bands upsampled with nearest neighbour (as reBEN prepares 20/60 m bands).
-    Every problem raises EngineError with a fix.
+    The grid is ``target`` when given, else the first raster's (over ``extent``, in its CRS), at
+    the model's ground sampling distance when ``resample`` is set. Rasters on that grid's pixel
+    lattice (or an integer subdivision of theirs) are read directly; others are warped onto it:
+    reprojected when their CRS differs, coarser bands upsampled with nearest neighbour (as reBEN
+    prepares 20/60 m bands). Every problem raises EngineError with a fix.
     """
     paths = [paths] if isinstance(paths, str) else list(paths)
     if not paths:
@@ -261,18 +273,12 @@ def open_input(
                 "gdal_translate -ot Float32 in.tif out.tif"
             )
         reference = datasets[0]
-        bounds = reference.bounds if extent is None else _clip_extent(reference, extent, paths[0])
         warnings = []
-        used = [d for d in datasets if any(owners[i - 1][0] is d for i in chosen)]
-        if not resample and used == [reference]:
-            window = _window_for(reference, bounds)
-            _warn_pixel_size(reference, contract, warnings)
-            sources = [Source(reference, [owners[i - 1][1] for i in chosen], list(range(len(chosen))),
-                              int(window.col_off), int(window.row_off))]
-            yield InputGrid(sources, reference.crs, reference.window_transform(window), int(window.width),
-                            int(window.height), band_info, warnings)
-            return
-        if resample and contract.gsd_m:
+        crs = reference.crs if target is None else target.crs
+        bounds = reference.bounds if extent is None else _clip_extent(reference, extent, paths[0])
+        if target is not None:
+            transform, width, height = target.transform, target.width, target.height
+        elif resample and contract.gsd_m:
             transform, width, height = _grid_transform_at_gsd(reference, bounds, contract.gsd_m)
         else:
             window = _window_for(reference, bounds)
@@ -284,20 +290,20 @@ def open_input(
             if not positions:
                 continue
             bands_here = [owners[chosen[k] - 1][1] for k in positions]
-            aligned = _aligned_placement(dataset, reference.crs, transform, width, height)
+            aligned = _aligned_placement(dataset, crs, transform, width, height)
             if aligned:
                 sources.append(Source(dataset, bands_here, positions, *aligned))
                 continue
-            if dataset.crs != reference.crs:
-                warnings.append(f"{Path(path).name} is in {dataset.crs}; reprojected to {reference.crs}")
-            coarser = abs(dataset.transform.a) > abs(transform.a) * 1.01 and dataset.crs == reference.crs
+            if dataset.crs != crs:
+                warnings.append(f"{Path(path).name} is in {dataset.crs}; reprojected to {crs}")
+            coarser = abs(dataset.transform.a) > abs(transform.a) * 1.01 and dataset.crs == crs
             vrt = stack.enter_context(WarpedVRT(
-                dataset, crs=reference.crs, transform=transform, width=width, height=height,
+                dataset, crs=crs, transform=transform, width=width, height=height,
                 resampling=rasterio.enums.Resampling.nearest if coarser else rasterio.enums.Resampling.bilinear,
                 add_alpha=all(v is None for v in dataset.nodatavals),  # masks where the file has no data
             ))
             sources.append(Source(vrt, bands_here, positions))
-        yield InputGrid(sources, reference.crs, transform, width, height, band_info, warnings)
+        yield InputGrid(sources, crs, transform, width, height, band_info, warnings)
 
 
 def _aligned_placement(dataset, crs, transform: Affine, width: int, height: int) -> tuple[int, int, int] | None:
@@ -376,16 +382,6 @@ def check_output_path(path: str, *inputs: str) -> None:
     for source in inputs:
         if Path(source).exists() and target.exists() and target.samefile(source):
             raise EngineError(f"output {path} is the input raster; inputs are never overwritten")
-
-
-@dataclass(frozen=True)
-class OutputGrid:
-    """A grid to write on other than the processing grid (e.g. one pixel per patch)."""
-
-    crs: object
-    transform: Affine
-    width: int
-    height: int
 
 
 @dataclass
