@@ -359,13 +359,25 @@ def _window_for(src, bounds) -> Window:
 
 def read_tags(path: str) -> dict[str, str]:
     """The dataset-level metadata tags of a raster."""
+    with _open_metadata(path) as dataset:
+        return dataset.tags()
+
+
+def read_band_descriptions(path: str) -> list[str | None]:
+    with _open_metadata(path) as dataset:
+        return list(dataset.descriptions)
+
+
+@contextlib.contextmanager
+def _open_metadata(path: str):
     if not Path(path).exists():
         raise EngineError(f"input raster {path} does not exist")
     try:
-        with rasterio.open(path) as dataset:
-            return dataset.tags()
+        dataset = rasterio.open(path)
     except rasterio.errors.RasterioIOError as err:
         raise EngineError(f"cannot open input raster {path}: {err}") from None
+    with dataset:
+        yield dataset
 
 
 def check_output_path(path: str, *inputs: str) -> None:

@@ -1,7 +1,8 @@
 """Linear ONNX models with a model contract, built directly with ``onnx.helper``.
 
 Per pixel: output = softmax?(W @ normalised_bands + b) (a 1x1 convolution); per patch:
-sigmoid(W @ mean of the normalised bands + b). They exercise the engine's contract, band order,
+sigmoid(W @ mean of the normalised bands + b); per pixel of a time series: softmax of W @ the
+masked temporal mean + b. They exercise the engine's contract, band order,
 normalisation, tiling and blending with outputs computable by hand (tests), and give the memory
 benchmark a model whose cost is negligible (bench/).
 """
@@ -52,6 +53,52 @@ def patch_classifier_model(contract: ModelContract, weights: np.ndarray, bias: n
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", classes, 1, 1])],
         initializer=[numpy_helper.from_array(weights.reshape(classes, bands, 1, 1).astype(np.float32), "weight"),
                      numpy_helper.from_array(bias.astype(np.float32), "bias")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    helper.set_model_props(model, contract.to_onnx_metadata())
+    onnx.checker.check_model(model)
+    return model
+
+
+def time_series_classifier_model(contract: ModelContract, weights: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
+    """Per pixel: softmax(W @ masked temporal mean of the first modality's bands + b) -> [N, K, H, W].
+
+    Takes every input of a multi-temporal contract (engine.contract.Modality convention); only the
+    first modality's values and mask enter the result, so outputs are computable by hand.
+    """
+    first = contract.modalities[0].name
+    classes, bands = weights.shape
+    inputs = []
+    for modality in contract.modalities:
+        c = len(modality.bands)
+        inputs += [
+            helper.make_tensor_value_info(modality.name, TensorProto.FLOAT, ["batch", f"t_{modality.name}", c, "h", "w"]),
+            helper.make_tensor_value_info(f"{modality.name}_doy", TensorProto.INT64, ["batch", f"t_{modality.name}"]),
+            helper.make_tensor_value_info(f"{modality.name}_mask", TensorProto.FLOAT,
+                                          ["batch", f"t_{modality.name}", "h", "w"]),
+        ]
+    nodes = [
+        helper.make_node("Unsqueeze", [f"{first}_mask", "axis2"], ["mask5"]),
+        helper.make_node("Mul", [first, "mask5"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axis1"], ["total"], keepdims=0),
+        helper.make_node("ReduceSum", ["mask5", "axis1"], ["count"], keepdims=0),
+        helper.make_node("Max", ["count", "one"], ["safe_count"]),
+        helper.make_node("Div", ["total", "safe_count"], ["mean"]),
+        helper.make_node("Conv", ["mean", "weight", "bias"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["output"], axis=1),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.array([2], np.int64), "axis2"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+        numpy_helper.from_array(weights.reshape(classes, bands, 1, 1).astype(np.float32), "weight"),
+        numpy_helper.from_array(bias.astype(np.float32), "bias"),
+    ]
+    graph = helper.make_graph(
+        nodes, "time_series_classifier", inputs,
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", classes, "h", "w"])],
+        initializer=initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8

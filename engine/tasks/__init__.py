@@ -11,13 +11,14 @@ from engine.errors import EngineError
 from engine.pipeline import IsCancelled, Progress
 from engine.runtime import Model
 from engine.tasks.bathymetry import EstimateBathymetry
+from engine.tasks.crop_map import MapCrops
 from engine.tasks.hycot import CompressHyperspectral, DecompressHyperspectral
 from engine.tasks.scene_labels import ClassifyScenes
 from engine.tasks.seabed import ClassifySeabed
 
 RASTER_TASKS = {task.name: task for task in (
     EstimateBathymetry(), ClassifySeabed(), CompressHyperspectral(), DecompressHyperspectral(),
-    ClassifyScenes())}
+    ClassifyScenes(), MapCrops())}
 
 
 def describe_model(params: dict, progress: Progress, cancelled: IsCancelled) -> dict:

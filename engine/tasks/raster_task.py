@@ -61,6 +61,14 @@ class RasterTask(ABC):
         """Blended model output of one strip -> one array [bands, h, w] per output spec.
         ``strip.values`` may be modified in place."""
 
+    def input_paths(self, params: dict) -> list[str]:
+        return as_list(params["input"])
+
+    def open_grid(self, params: dict, contract: ModelContract):
+        """Context manager giving the processing grid the pipeline reads tiles from."""
+        return open_input(params["input"], contract, params.get("bands"), params.get("extent"),
+                          params.get("resample", False))
+
     def report(self, params: dict, result: dict, progress: Progress, cancelled: IsCancelled) -> dict:
         """Task-specific figures added to the result once the outputs are in place; none by default."""
         return {}
@@ -71,12 +79,11 @@ class RasterTask(ABC):
         contract = model.contract
         self.check_model(contract, params)
         stats = RunStats()
-        with open_input(params["input"], contract, params.get("bands"), params.get("extent"),
-                        params.get("resample", False)) as grid:
+        with self.open_grid(params, contract) as grid:
             outputs = self.outputs(contract, params, grid)
             specs = list(outputs.values())
             for spec in specs:
-                check_output_path(spec.path, *as_list(params["input"]))
+                check_output_path(spec.path, *self.input_paths(params))
             warnings = list(grid.warnings)
             grid_info = {"width": grid.width, "height": grid.height, "crs": grid.crs.to_string()}
             valid_pixels = self._write(model, grid, specs, progress, cancelled, stats)

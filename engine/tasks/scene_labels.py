@@ -24,10 +24,10 @@ from engine.errors import Cancelled, EngineError, ModelContractError
 from engine.pipeline import IsCancelled, Progress
 from engine.raster_io import OutputGrid, OutputSpec, atomic_outputs, check_output_path, open_input
 from engine.runtime import Model
+from engine.tasks.class_map import PROBABILITY_NODATA
 from engine.tasks.raster_task import MODELS_DIR, as_list
 from engine.vector_io import Field, atomic_geopackage
 
-PROBABILITY_NODATA = -1.0
 
 
 def probability_field(class_name: str) -> str:
