@@ -6,6 +6,7 @@ from rs_qgis_plugin.algorithms.classify_seabed import ClassifySeabed
 from rs_qgis_plugin.algorithms.compress_hyperspectral import CompressHyperspectral
 from rs_qgis_plugin.algorithms.decompress_hyperspectral import DecompressHyperspectral
 from rs_qgis_plugin.algorithms.estimate_bathymetry import EstimateBathymetry
+from rs_qgis_plugin.algorithms.map_crops import MapCrops
 from rs_qgis_plugin.settings import add_settings, remove_settings
 
 
@@ -29,7 +30,7 @@ class RemoteSensingAIProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
         for algorithm in (EstimateBathymetry(), ClassifySeabed(), CompressHyperspectral(),
-                          DecompressHyperspectral(), ClassifyScenes()):
+                          DecompressHyperspectral(), ClassifyScenes(), MapCrops()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self):  # noqa: N802 (QGIS API)

@@ -11,6 +11,7 @@ from qgis.core import (
     QgsDistanceArea,
     QgsPointXY,
     QgsProcessingException,
+    QgsProcessingUtils,
     QgsProviderRegistry,
     QgsRasterBlockFeedback,
     QgsRasterDataProvider,
@@ -94,3 +95,18 @@ def render_to_geotiff(layer, extent: QgsRectangle, pixel_size: tuple[float, floa
             f"Rendering layer {layer.name()!r} to {path} failed (QgsRasterFileWriter error {error})."
         )
     return path
+
+
+def readable_file(layer, task: str, request: dict, context, feedback, worker) -> str:
+    """The layer's file, or a GeoTIFF rendered from it over the request's extent (the layer's own
+    when none) at the resolution of the task's model (asked from the engine worker)."""
+    path = layer_file(layer)
+    if path:
+        return path
+    contract = worker.describe_model(task, request.get("model"))
+    extent = QgsRectangle(*request["extent"]) if "extent" in request else layer.extent()
+    path = QgsProcessingUtils.generateTempFilename(f"rendered_{layer.id()}.tif")
+    feedback.pushInfo(f"Layer {layer.name()!r} ({layer.providerType()}) is not a file the engine can read: "
+                      f"rendering it to {path}.")
+    pixel_size = render_pixel_size(layer, contract.get("gsd_m"), extent, context.transformContext())
+    return render_to_geotiff(layer, extent, pixel_size, path, context.transformContext(), feedback)

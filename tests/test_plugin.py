@@ -20,7 +20,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BAND_NAMES = ("B02", "B03", "B04")
 ALGORITHM_IDS = ("rsai:classify_seabed", "rsai:estimate_bathymetry")
 HYPERSPECTRAL_IDS = ("rsai:compress_hyperspectral", "rsai:decompress_hyperspectral")
-SCENE_IDS = ("rsai:classify_scenes",)
+SCENE_IDS = ("rsai:classify_scenes", "rsai:map_crops")
 SEABED_CLASSES = ("sand", "seagrass", "rock")
 SEABED_COLORS = ("#e8d8a0", "#2e8b57", "#555555")
 
@@ -77,6 +77,8 @@ def test_provider_registers_the_algorithms_with_help_for_every_parameter(rsai_pr
         "rsai:decompress_hyperspectral": {"INPUT", "MODEL", "DEVICE", "OUTPUT"},
         "rsai:classify_scenes": {"S2", "S1", "MODEL", "BANDS", "EXTENT", "THRESHOLD", "MIN_VALID", "DEVICE",
                                  "OUTPUT", "PROBABILITIES"},
+        "rsai:map_crops": {"S2", "S1", "DATES_S2", "DATES_S1", "MODEL", "EXTENT", "RESAMPLE", "DEVICE", "OUTPUT",
+                           "PROBABILITIES"},
     }
     for algorithm_id, algorithm in algorithms.items():
         assert algorithm.shortHelpString()

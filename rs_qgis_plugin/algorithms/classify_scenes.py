@@ -13,13 +13,11 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterString,
     QgsProcessingParameterVectorDestination,
-    QgsProcessingUtils,
-    QgsRectangle,
 )
 
 from rs_qgis_plugin.algorithms.raster_model_algorithm import DEVICES
 from rs_qgis_plugin.output_styles import SceneLabelsStyle
-from rs_qgis_plugin.raster_input import layer_file, render_pixel_size, render_to_geotiff
+from rs_qgis_plugin.raster_input import readable_file
 from rs_qgis_plugin.worker_client import EngineWorker
 
 
@@ -103,7 +101,8 @@ class ClassifyScenes(QgsProcessingAlgorithm):
             raise QgsProcessingException("Give at least one Sentinel-2 layer.")
         request = self.engine_request(parameters, context, layers[0])
         with EngineWorker() as worker:
-            request["input"] = [self.readable_file(layer, request, context, feedback, worker) for layer in layers]
+            request["input"] = [readable_file(layer, self.task, request, context, feedback, worker)
+                                for layer in layers]
             result = worker.run(self.task, request, feedback)
         if context.willLoadLayerOnCompletion(request["output"]):
             style = SceneLabelsStyle(result["names"], result.get("colors") or [])
@@ -130,15 +129,3 @@ class ClassifyScenes(QgsProcessingAlgorithm):
         if not extent.isNull():
             request["extent"] = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]
         return request
-
-    def readable_file(self, layer, request, context, feedback, worker) -> str:
-        """The layer's file, or a GeoTIFF rendered from it at the model's resolution."""
-        path = layer_file(layer)
-        if path:
-            return path
-        contract = worker.describe_model(self.task, request.get("model"))
-        extent = QgsRectangle(*request["extent"]) if "extent" in request else layer.extent()
-        path = QgsProcessingUtils.generateTempFilename(f"rendered_{layer.id()}.tif")
-        feedback.pushInfo(f"Layer {layer.name()!r} is not a file the engine can read: rendering it to {path}.")
-        pixel_size = render_pixel_size(layer, contract.get("gsd_m"), extent, context.transformContext())
-        return render_to_geotiff(layer, extent, pixel_size, path, context.transformContext(), feedback)

@@ -15,12 +15,10 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
-    QgsProcessingUtils,
-    QgsRectangle,
 )
 
 from rs_qgis_plugin.output_styles import style_for
-from rs_qgis_plugin.raster_input import layer_file, render_pixel_size, render_to_geotiff
+from rs_qgis_plugin.raster_input import layer_file, readable_file
 from rs_qgis_plugin.worker_client import EngineWorker
 
 DEVICES = (
@@ -177,18 +175,8 @@ class RasterModelAlgorithm(QgsProcessingAlgorithm):
         return {**request, **self.task_request(parameters, context)}
 
     def render_input(self, layer, request, context, feedback, worker) -> dict:
-        """Render a non-file layer over the extent at the model's resolution; the request for it."""
-        contract = worker.describe_model(self.task, request.get("model"))
-        extent = QgsRectangle(*request["extent"]) if "extent" in request else layer.extent()
-        path = QgsProcessingUtils.generateTempFilename("rendered_input.tif")
-        feedback.pushInfo(
-            f"Layer {layer.name()!r} ({layer.providerType()}) is not a file the engine can read: "
-            f"rendering it to {path}."
-        )
-        pixel_size = render_pixel_size(
-            layer, contract.get("gsd_m"), extent, context.transformContext()
-        )
-        render_to_geotiff(layer, extent, pixel_size, path, context.transformContext(), feedback)
+        """The request for a non-file layer rendered over the extent at the model's resolution."""
+        path = readable_file(layer, self.task, request, context, feedback, worker)
         # the rendering did the cropping and resampling
         rendered = {key: value for key, value in request.items() if key not in ("extent", "resample")}
         return {**rendered, "input": path}
