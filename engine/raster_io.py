@@ -12,7 +12,7 @@ import math
 import os
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +176,7 @@ class InputGrid:
     height: int
     band_info: list[BandInfo]  # per model band: the input's dtype, nodata and name
     warnings: list[str]
+    ratios: list[tuple[int, int, int]] = field(default_factory=list)  # (band, numerator, denominator)
 
     def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Pixels [bands, h, w] as float32 and a validity mask [h, w] for a window of the grid."""
@@ -184,6 +185,8 @@ class InputGrid:
         for source in self.sources:
             data[source.positions], source_valid = source.read(row, col, height, width)
             valid &= source_valid
+        for band, numerator, denominator in self.ratios:
+            data[band] = data[numerator] - data[denominator]  # a ratio of dB values
         valid &= np.all(np.isfinite(data), axis=0)
         return data, valid
 
@@ -261,7 +264,12 @@ def open_input(
         datasets = [stack.enter_context(_open_georeferenced(p)) for p in paths]
         owners = [(d, band) for d in datasets for band in range(1, d.count + 1)]
         labels = [label for d, p in zip(datasets, paths) for label in band_labels(d, p)]
-        chosen = resolve_bands(labels, contract, parse_band_mapping(bands))
+        mapping = parse_band_mapping(bands)
+        ratios = _ratio_bands(contract, labels, mapping)
+        read_contract = replace(contract, bands=tuple(b for k, b in enumerate(contract.bands) if k not in ratios),
+                                mean=tuple(m for k, m in enumerate(contract.mean) if k not in ratios),
+                                std=tuple(v for k, v in enumerate(contract.std) if k not in ratios))
+        chosen = resolve_bands(labels, read_contract, mapping)
         band_info = [BandInfo(owners[i - 1][0].dtypes[owners[i - 1][1] - 1],
                               owners[i - 1][0].nodatavals[owners[i - 1][1] - 1], labels[i - 1] or f"band {i}")
                      for i in chosen]
@@ -285,11 +293,12 @@ def open_input(
             transform, width, height = reference.window_transform(window), int(window.width), int(window.height)
             _warn_pixel_size(reference, contract, warnings)
         sources = []
+        read_positions = [k for k in range(len(contract.bands)) if k not in ratios]  # model order
         for dataset, path in zip(datasets, paths):
-            positions = [k for k, i in enumerate(chosen) if owners[i - 1][0] is dataset]
+            positions = [read_positions[k] for k, i in enumerate(chosen) if owners[i - 1][0] is dataset]
             if not positions:
                 continue
-            bands_here = [owners[chosen[k] - 1][1] for k in positions]
+            bands_here = [owners[i - 1][1] for i in chosen if owners[i - 1][0] is dataset]
             aligned = _aligned_placement(dataset, crs, transform, width, height)
             if aligned:
                 sources.append(Source(dataset, bands_here, positions, *aligned))
@@ -303,7 +312,23 @@ def open_input(
                 add_alpha=all(v is None for v in dataset.nodatavals),  # masks where the file has no data
             ))
             sources.append(Source(vrt, bands_here, positions))
-        yield InputGrid(sources, crs, transform, width, height, band_info, warnings)
+        for k in ratios:
+            band_info.insert(k, BandInfo("float32", None, f"{contract.bands[k].name} (computed from dB bands)"))
+        yield InputGrid(sources, crs, transform, width, height, band_info, warnings,
+                        [(k, *ratios[k]) for k in sorted(ratios)])
+
+
+def _ratio_bands(contract: ModelContract, labels: list[str | None], mapping: dict[str, int]) -> dict:
+    """Model bands named 'A/B' (e.g. Sentinel-1 VV/VH) that no input provides but whose A and B the
+    model also takes: {band position: (A position, B position)}, computed as A - B of dB values."""
+    positions = {band.name: k for k, band in enumerate(contract.bands)}
+    ratios = {}
+    for k, band in enumerate(contract.bands):
+        numerator, slash, denominator = band.name.partition("/")
+        provided = band.name in mapping or any(label and band.matches(label) for label in labels)
+        if slash and not provided and numerator in positions and denominator in positions:
+            ratios[k] = (positions[numerator], positions[denominator])
+    return ratios
 
 
 def _aligned_placement(dataset, crs, transform: Affine, width: int, height: int) -> tuple[int, int, int] | None:

@@ -383,3 +383,21 @@ def test_a_file_in_another_crs_is_reprojected_onto_the_first_files_grid(tmp_path
     covered = depth != -9999.0
     assert covered[:, :10].all() and not covered[:, -10:].any()  # nodata where the blue file ends
     np.testing.assert_allclose(depth[covered], 2.0, atol=1e-4)  # (700 - 500) / 100 wherever blue exists
+
+
+def test_a_missing_db_ratio_band_is_computed_from_its_parts(tmp_path):
+    from engine.contract import Band
+    from engine.raster_io import open_input
+
+    s1 = contract(bands=(Band("VV"), Band("VH"), Band("VV/VH")), mean=(0.0,) * 3, std=(1.0,) * 3)
+    data = np.stack([np.full((5, 6), -12.0), np.full((5, 6), -19.5)]).astype("float32")
+    path = write_raster(tmp_path / "s1.tif", data, descriptions=["VV", "VH"])
+    with open_input(path, s1) as grid:
+        values, valid = grid.read(0, 0, 5, 6)
+        assert grid.band_info[2].label.startswith("VV/VH")
+    assert valid.all()
+    np.testing.assert_allclose(values[2], 7.5)
+    three = write_raster(tmp_path / "s1_three.tif", np.concatenate([data, np.full((1, 5, 6), 1.0, "float32")]),
+                         descriptions=["VV", "VH", "VV/VH"])
+    with open_input(three, s1) as grid:  # a ratio band the file has is read, not computed
+        np.testing.assert_allclose(grid.read(0, 0, 5, 6)[0][2], 1.0)
