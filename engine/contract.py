@@ -21,7 +21,7 @@ from engine.errors import ModelContractError
 
 CONTRACT_KEY = "rsai_contract"
 CONTRACT_VERSION = 1
-OUTPUT_KINDS = ("regression", "classes")
+OUTPUT_KINDS = ("regression", "classes", "embedding")  # embedding: L2-normalised vectors of provenance["dim"]
 
 
 @dataclass(frozen=True)

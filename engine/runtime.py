@@ -84,10 +84,11 @@ class Model:
                 f"{len(contract.bands)} ({', '.join(contract.band_names)})"
             )
         out_shape = outputs[0].shape
-        if len(out_shape) != 4 or (isinstance(out_shape[1], int) and out_shape[1] != contract.outputs.channels):
+        channels = contract.provenance.get("dim") if contract.outputs.kind == "embedding" else contract.outputs.channels
+        if len(out_shape) != 4 or (isinstance(out_shape[1], int) and out_shape[1] != channels):
             raise ModelContractError(
                 f"{self.path}: model output {out_shape} does not match the contract's "
-                f"{contract.outputs.channels} output channel(s) [batch, channels, height, width]"
+                f"{channels} output channel(s) [batch, channels, height, width]"
             )
 
     def _check_time_series_inputs(self, inputs) -> None:

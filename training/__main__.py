@@ -14,6 +14,7 @@
 
     reBEN scene labels (prepare, federated, augmentation-consistency, ...): training/scene_labels/cli.py
     Crop maps (TSViT on PASTIS-R, simulate-pastis-r, simulate-crop-series): training/crop_maps/cli.py
+    Text search (CLIP-style retrieval, make-caption-fixtures, convert-clip, ...): training/text_search/cli.py
 """
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ from pathlib import Path
 from training.datasets.magicbathynet_format import AREAS, MODALITIES
 from training.crop_maps import cli as crop_maps
 from training.scene_labels import cli as scene_labels
+from training.text_search import cli as text_search
 
-TASK_NAMES = ("bathymetry", "seabed", "hycot", scene_labels.TASK, crop_maps.TASK)
+TASK_NAMES = ("bathymetry", "seabed", "hycot", scene_labels.TASK, crop_maps.TASK, *text_search.TASKS)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -123,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     hycot.add_argument("--hidden-dim", type=int, default=1024, help="hidden width of the latent and decoder MLPs")
     scene_labels.add_fit_arguments(fit)
     crop_maps.add_fit_arguments(fit)
+    text_search.add_fit_arguments(fit)
     _add_device_arguments(fit)
     fit.set_defaults(run=_fit)
 
@@ -156,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     export.set_defaults(run=_export)
     scene_labels.add_commands(commands)
     crop_maps.add_commands(commands)
+    text_search.add_commands(commands)
     return parser
 
 
@@ -230,6 +234,8 @@ def _is_hycot(args: argparse.Namespace) -> bool:
 
 def _fit(args: argparse.Namespace) -> None:
     _set_threads(args)
+    if text_search.is_text_search(args):
+        return text_search.run_fit(args)
     if scene_labels.is_scene_labels(args):
         return scene_labels.run_fit(args)
     if crop_maps.is_crop(args):
@@ -270,7 +276,9 @@ def _fit_hycot(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     _set_threads(args)
-    if scene_labels.is_scene_labels(args):
+    if text_search.is_text_search(args):
+        result = text_search.run_evaluate(args)
+    elif scene_labels.is_scene_labels(args):
         result = scene_labels.run_evaluate(args)
     elif crop_maps.is_crop(args):
         result = crop_maps.run_evaluate(args)
@@ -296,6 +304,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     _set_threads(args)
     metrics = json.loads(args.metrics.read_text()) if args.metrics else None
+    if text_search.is_text_search(args):
+        return text_search.run_export(args, metrics)
     if scene_labels.is_scene_labels(args):
         return scene_labels.run_export(args, metrics)
     if crop_maps.is_crop(args):

@@ -1,0 +1,283 @@
+"""Tests for text-based search in training/: caption fixtures and their readers (GAIA, LEVIR-CC,
+paired multispectral), tokenisers the engine can run without torch, retrieval metrics, the four
+training tasks, WiSE-FT, and ONNX export with contract and parity for every encoder."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnxruntime
+import open_clip
+import pytest
+import torch
+
+from engine.contract import contract_from_metadata
+from training.text_search import cli as text_search_cli
+from training.text_search.captions import change_captions, image_captions
+from training.text_search.encoders import FUSIONS, MINILM_SPACE, BitemporalEncoder, TileImageEncoder
+from training.text_search.export import (
+    convert_clip,
+    evaluate_search,
+    export_minilm_text_encoder,
+    export_search,
+)
+from training.text_search.fit import (
+    FitOptions,
+    fit_align_modality,
+    fit_bitemporal,
+    fit_clip_finetune,
+    fit_locked_text,
+)
+from training.text_search.fixtures import write_caption_fixtures
+from training.text_search.gaia import GaiaCaptions
+from training.text_search.land_cover import LAND_COVER, LandUseContext
+from training.text_search.levir_cc import LevirCCPairs
+from training.text_search.paired import PairedModalities
+from training.text_search.retrieval import ranking_metrics
+from training.text_search.scenes import REAL_SCENES, SIMULATED_LANDSCAPES, simulate_scene
+from training.text_search.tasks import TASKS, build_open_clip, load_search_checkpoint, open_clip_config, wise_ft
+from training.text_search.tokenization import (
+    TOKENIZER_KEY,
+    clip_tokenizer_json,
+    minilm_model_dir,
+    minilm_tokenizer_json,
+    tokenize,
+)
+
+TILE = 16
+SENTENCES = [
+    "A river crossing farmland.",
+    "  Salt   flats and ARID hills, 40% water!",
+    "the city's coast; 12 boats, 3.5 km",
+    "über café naïve – 東京",
+    "word " * 100,
+]
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def fixture_root(tmp_path_factory):
+    """Simulated coastal-city and desert-lake scenes cut into GAIA / paired / LEVIR-CC fixtures."""
+    root = tmp_path_factory.mktemp("captions")
+    scenes = [simulate_scene(landscape, 128, seed) for seed, landscape in enumerate(SIMULATED_LANDSCAPES)]
+    write_caption_fixtures(root, scenes, TILE, train_stride=8, change_pairs_per_scene=24, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def rgb_checkpoint(fixture_root, tmp_path_factory):
+    torch.set_num_threads(1)
+    options = FitOptions(max_steps=150, batch_size=32, embedding_width=16, accelerator="cpu")
+    return fit_locked_text(fixture_root / "gaia", tmp_path_factory.mktemp("rgb"), options)
+
+
+def test_cli_repeats_the_modules_choices():
+    assert text_search_cli.TASKS == tuple(TASKS)
+    assert text_search_cli.FUSIONS == FUSIONS
+    assert text_search_cli.REAL_SCENES == tuple(REAL_SCENES)
+    assert text_search_cli.SIMULATED_LANDSCAPES == tuple(SIMULATED_LANDSCAPES)
+
+
+def test_gaia_reader_reads_shards_and_annotations_alike(fixture_root, tmp_path):
+    from_shards = GaiaCaptions(fixture_root / "gaia", "test")
+    copy = tmp_path / "gaia"
+    shutil.copytree(fixture_root / "gaia", copy)
+    shutil.rmtree(copy / "test")  # no webdataset: the annotation file and images/ are read
+    from_annotations = GaiaCaptions(copy, "test")
+    assert [s.id for s in from_shards.samples] == [s.id for s in from_annotations.samples]
+    item, other = from_shards[3], from_annotations[3]
+    assert item["image"].shape == (3, TILE, TILE) and item["image"].dtype == np.uint8
+    assert np.array_equal(item["image"], other["image"]) and item["captions"] == other["captions"]
+    assert len(item["captions"]) == 5
+    entry = json.loads((fixture_root / "gaia" / "test_data.json").read_text())[0]
+    assert set(entry) == {"id", "image_src", "image_alt", "captions", "credits", "location", "lat", "lon", "tag",
+                          "resolution", "satellite", "sensor", "modalities"}
+
+
+def test_paired_and_change_readers(fixture_root):
+    paired = PairedModalities(fixture_root / "gaia", "train")
+    assert paired.band_names == ("B02", "B03", "B04", "B08", "B11", "B12")
+    item = paired[0]
+    assert item["other"].shape == (6, TILE, TILE)
+    assert np.array_equal(item["rgb"], item["other"][[2, 1, 0]].astype(np.uint8))  # the same ground
+    pairs = LevirCCPairs(fixture_root / "levir_cc", "train")
+    assert len(pairs) > 10
+    changed = [pairs[i] for i in range(len(pairs)) if pairs[i]["changed"]]
+    unchanged = [pairs[i] for i in range(len(pairs)) if not pairs[i]["changed"]]
+    assert changed and unchanged
+    assert all(len(p["captions"]) == 5 and p["before"].shape == p["after"].shape == (3, TILE, TILE) for p in changed)
+    assert all("no change" in " ".join(p["captions"]) for p in unchanged)
+
+
+def test_captions_state_the_measured_content():
+    context = LandUseContext("sea", bare_land=("built-up",))
+    classes = np.full((20, 20), LAND_COVER.index("built-up"), dtype=np.int8)
+    classes[:, 12:] = LAND_COVER.index("water")
+    captions = image_captions(classes, context)
+    assert len(captions) == 5
+    assert "Land cover: city 60%, sea 40%." in captions
+    assert "Sea on the east side of the image, city elsewhere." in captions
+    after = classes.copy()
+    after[:, :6] = LAND_COVER.index("vegetation")
+    sentences = change_captions(classes, after, context)
+    assert sentences[0] == "vegetation grew in the west"
+    assert change_captions(classes, classes, context)[0] == "the scene is the same as before"
+
+
+def test_ranking_metrics_by_hand():
+    scores = torch.tensor([[0.9, 0.8, 0.1], [0.2, 0.9, 0.3]])
+    relevant = torch.tensor([[False, True, True], [False, True, False]])
+    metrics = ranking_metrics(scores, relevant)
+    assert metrics["R@1"] == pytest.approx(50.0) and metrics["R@5"] == pytest.approx(100.0)
+    # query 1: relevant at ranks 2 and 3 -> AP (1/2 + 2/3) / 2; query 2: rank 1 -> AP 1
+    assert metrics["mAP"] == pytest.approx(100 * ((0.5 + 2 / 3) / 2 + 1.0) / 2)
+
+
+def test_clip_tokenizer_json_equals_open_clip_tokenizer():
+    ours = tokenize(clip_tokenizer_json(), SENTENCES)
+    reference = open_clip.get_tokenizer("ViT-B-32")(SENTENCES).numpy()
+    assert np.array_equal(ours["input_ids"], reference)
+    assert ours["attention_mask"].sum(1).tolist() == (reference != 0).sum(1).tolist()
+
+
+def test_minilm_tokenizer_json_equals_transformers_tokenizer():
+    from transformers import AutoTokenizer
+
+    reference = AutoTokenizer.from_pretrained(str(minilm_model_dir()))(
+        SENTENCES, padding=True, truncation=True, max_length=128, return_tensors="np"
+    )
+    ours = tokenize(minilm_tokenizer_json(), SENTENCES)
+    assert np.array_equal(ours["input_ids"], reference["input_ids"])
+    assert np.array_equal(ours["attention_mask"], reference["attention_mask"])
+
+
+@pytest.mark.slow
+def test_minilm_onnx_matches_sentence_transformers(tmp_path):
+    """The exported text encoder, fed by the tokenizer it carries, gives sentence-transformers'
+    own all-MiniLM-L6-v2 embeddings."""
+    from sentence_transformers import SentenceTransformer
+
+    path = tmp_path / "text.onnx"
+    result = export_minilm_text_encoder(path)
+    assert result["max_abs_diff"] < 1e-4
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
+    contract = contract_from_metadata(metadata, str(path))
+    assert contract.task == "text_embedding" and contract.provenance["space"] == MINILM_SPACE
+    assert contract.provenance["dim"] == 384 and contract.provenance["max_length"] == 128
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
+    (embeddings,) = session.run(["output"], tokenize(metadata[TOKENIZER_KEY], SENTENCES))
+    reference = SentenceTransformer(str(minilm_model_dir()), device="cpu").encode(SENTENCES, normalize_embeddings=True)
+    assert embeddings.shape == (len(SENTENCES), 384)
+    assert np.abs(embeddings - reference).max() < 1e-4
+
+
+@pytest.mark.slow
+def test_locked_text_encoder_ranks_matching_tiles_first(rgb_checkpoint, fixture_root):
+    trained = evaluate_search(rgb_checkpoint, fixture_root / "gaia", "test")
+    module, saved = load_search_checkpoint(rgb_checkpoint)
+    untrained = type(module)(**saved["hyper_parameters"])
+    torch.save(saved | {"state_dict": untrained.state_dict()}, rgb_checkpoint.parent / "untrained.pt")
+    baseline = evaluate_search(rgb_checkpoint.parent / "untrained.pt", fixture_root / "gaia", "test")
+    assert trained["text_to_image"]["mAP"] > 1.5 * baseline["text_to_image"]["mAP"]
+    assert trained["image_to_text"]["R@10"] > 85.0
+
+    # a one-class sentence finds a tile that is mostly that class
+    test = GaiaCaptions(fixture_root / "gaia", "test")
+    images = torch.stack([torch.from_numpy(test[i]["image"]).float() for i in range(len(test))])
+    with torch.no_grad():
+        image_embeddings = module.embed_images({"image": images})
+    for query, word in (("The whole area is sea.", "sea"), ("The whole area is city.", "city")):
+        best = int((image_embeddings @ module.embed_texts([query]).T).argmax())
+        assert word in test.samples[best].captions[2].split(",")[0], test.samples[best].captions
+
+
+@pytest.mark.slow
+def test_image_student_and_change_exports_match_torch(rgb_checkpoint, fixture_root, tmp_path):
+    options = FitOptions(max_steps=5, batch_size=16, embedding_width=16, accelerator="cpu")
+    student = fit_align_modality(fixture_root / "gaia", tmp_path / "s2", rgb_checkpoint, 0.1, options)
+    change = fit_bitemporal(fixture_root / "levir_cc", tmp_path / "change", "tff", rgb_checkpoint, options)
+    expected = {
+        rgb_checkpoint: ("image_embedding", ["image"], 3),
+        student: ("image_embedding", ["image"], 6),
+        change: ("change_embedding", ["before", "after"], 3),
+    }
+    for checkpoint, (task, inputs, bands) in expected.items():
+        path = tmp_path / f"{checkpoint.parent.name}.onnx"
+        result = export_search(checkpoint, path)
+        assert result["max_abs_diff"] < 1e-4
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        contract = contract_from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+        assert contract.task == task and contract.outputs.kind == "embedding"
+        assert contract.provenance["space"] == MINILM_SPACE and contract.provenance["dim"] == 384
+        assert [i.name for i in session.get_inputs()] == inputs and len(contract.bands) == bands
+        feeds = {name: np.zeros((2, bands, TILE, TILE), np.float32) for name in inputs}
+        (output,) = session.run(["output"], feeds)
+        assert output.shape == (2, 384, 1, 1)
+        assert np.allclose(np.linalg.norm(output[:, :, 0, 0], axis=1), 1.0, atol=1e-5)
+    assert contract.provenance["fusion"] == "tff"
+
+
+def test_bitemporal_heads_shapes_and_training_steps(fixture_root, tmp_path):
+    before, after = torch.randn(3, 3, TILE, TILE), torch.randn(3, 3, TILE, TILE)
+    for fusion in FUSIONS:
+        encoder = BitemporalEncoder(TileImageEncoder(3, 384, 8), fusion).eval()
+        with torch.no_grad():
+            embedding = encoder(before, after)
+        assert embedding.shape == (3, 384)
+        assert torch.allclose(embedding.norm(dim=1), torch.ones(3), atol=1e-5)
+    options = FitOptions(max_steps=3, batch_size=8, embedding_width=8, accelerator="cpu")
+    checkpoint = fit_bitemporal(fixture_root / "levir_cc", tmp_path / "gff", "gff-concat", None, options)
+    module, saved = load_search_checkpoint(checkpoint, "bitemporal")
+    assert saved["provenance"]["steps"] == 3 and module.hparams.fusion == "gff-concat"
+
+
+def test_wise_ft_endpoints_and_midpoint():
+    zero_shot = {"weight": torch.zeros(3), "count": torch.tensor(7)}
+    fine_tuned = {"weight": torch.tensor([2.0, 4.0, 6.0]), "count": torch.tensor(9)}
+    assert torch.equal(wise_ft(zero_shot, fine_tuned, 0.0)["weight"], zero_shot["weight"])
+    assert torch.equal(wise_ft(zero_shot, fine_tuned, 1.0)["weight"], fine_tuned["weight"])
+    assert torch.equal(wise_ft(zero_shot, fine_tuned, 0.5)["weight"], torch.tensor([1.0, 2.0, 3.0]))
+    assert int(wise_ft(zero_shot, fine_tuned, 0.5)["count"]) == 9
+
+
+@pytest.mark.slow
+def test_clip_finetune_wise_ft_alpha_and_conversion(fixture_root, tmp_path):
+    config_file = tmp_path / "tiny-clip.json"
+    config_file.write_text(json.dumps(TINY_CLIP))
+    name, config = open_clip_config(str(config_file))
+    start = build_open_clip(name, config)
+    torch.save(start.state_dict(), tmp_path / "init.pt")  # stands for a RemoteCLIP / GeoRSCLIP file
+
+    options = FitOptions(max_steps=3, batch_size=8, lr=1e-3, accelerator="cpu")
+    kept = {}
+    for alpha in (0.0, 1.0):
+        checkpoint = fit_clip_finetune(fixture_root / "gaia", tmp_path / f"alpha{alpha}", str(config_file),
+                                       tmp_path / "init.pt", alpha, 0.1, options)
+        kept[alpha] = load_search_checkpoint(checkpoint, "clip-finetune")[0].model.state_dict()
+    weight = "visual.conv1.weight"
+    assert torch.equal(kept[0.0][weight], start.state_dict()[weight])  # alpha 0: the zero-shot model
+    assert not torch.equal(kept[1.0][weight], start.state_dict()[weight])  # alpha 1: the fine-tuned one
+
+    result = convert_clip(tmp_path / "init.pt", str(config_file), tmp_path / "tiny")
+    image = onnxruntime.InferenceSession(result["paths"][0], providers=["CPUExecutionProvider"])
+    text = onnxruntime.InferenceSession(result["paths"][1], providers=["CPUExecutionProvider"])
+    image_contract = contract_from_metadata(image.get_modelmeta().custom_metadata_map, "image")
+    text_contract = contract_from_metadata(text.get_modelmeta().custom_metadata_map, "text")
+    assert image_contract.provenance["space"] == text_contract.provenance["space"] == result["space"]
+    assert image_contract.tile_size == 32 and image_contract.mean[0] == pytest.approx(255 * 0.48145466)
+    tokens = tokenize(text.get_modelmeta().custom_metadata_map[TOKENIZER_KEY], SENTENCES)
+    (embeddings,) = text.run(["output"], tokens)
+    with torch.no_grad():
+        reference = start.eval().encode_text(open_clip.get_tokenizer("ViT-B-32")(SENTENCES), normalize=True).numpy()
+    assert np.abs(embeddings - reference).max() < 1e-4

