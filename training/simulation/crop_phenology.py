@@ -317,7 +317,7 @@ def _sentinel2(rng, days, covers, surface, soil_brightness, conditions):
         surface == "soil", wet_soil, np.stack([SURFACES[name] for name in surface.ravel()], -1).reshape(10, *surface.shape)
     )
     reflectance = (
-        (1 - green - dry - flowers) * background
+        np.clip(1 - green - dry - flowers, 0, 1) * background
         + green * GREEN_VEGETATION[bands]
         + dry * DRY_VEGETATION[bands]
         + flowers * YELLOW_FLOWERS[bands]
@@ -371,7 +371,7 @@ def _sentinel1(rng, days, covers, landscape, roughness_db, conditions, incidence
 
 
 def write_pastis_r_fixture(
-    root: Path, patches: int = 100, size: int = 32, seed: int = 0, year: int = 2019, tiles: int = 4
+    root: Path, patches: int = 120, size: int = 48, seed: int = 0, year: int = 2019, tiles: int = 4
 ) -> list[int]:
     """Write ``patches`` simulated patches in PASTIS-R's layout under ``root/PASTIS-R``.
 
