@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -30,6 +31,7 @@ from training.simulation.hyperspectral import (
 )
 from training.tasks.hycot import HyCoTTask, quantise_latent, random_pixels, scale_reflectance
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 PATCHES = 12
 PATCH_SIZE = 16
 TINY_MODEL = ["--dim", "16", "--depth", "1", "--heads", "2", "--head-dim", "8", "--mlp-dim", "8", "--hidden-dim", "32"]
@@ -202,3 +204,18 @@ def test_fit_evaluate_export_pair(hyspecnet_root, tmp_path, capsys):
         expected = module.decoder(quantise_latent(latent_torch))
     assert restored.shape == (1, 202, PATCH_SIZE, PATCH_SIZE)
     np.testing.assert_allclose(restored, expected.numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("ratio", [4, 8, 16, 32])
+def test_shipped_pairs_have_matching_contracts(ratio):
+    contracts = {}
+    for part in ("encoder", "decoder"):
+        path = REPO_ROOT / "models_onnx" / f"hycot_cr{ratio}_enmap_sim_{part}.onnx"
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        contracts[part] = contract_from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+    encoder, decoder = contracts["encoder"], contracts["decoder"]
+    assert encoder.provenance["pair_id"] == decoder.provenance["pair_id"] and encoder.provenance["cr"] == ratio
+    assert len(encoder.bands) == 202 and len(encoder.outputs.names) == latent_channels(202, ratio)
+    assert decoder.band_names == list(encoder.outputs.names) and decoder.outputs.names == tuple(encoder.band_names)
+    assert "SIMULATED" in encoder.provenance["training_data"]
+    assert encoder.provenance["metrics"]["metrics"]["psnr_db"] > 20 and encoder.tile_size == 64

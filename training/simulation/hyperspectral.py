@@ -11,7 +11,7 @@ learn from scenes simulated the way imaging spectroscopy explains real ones:
   EnMAP bands 127-141 (1295-1519 nm) and 161-167 (1739-1968 nm), are not used: 202 bands remain
   (``KEPT_BANDS``, ``WAVELENGTHS_NM``).
 - Endmembers: reflectance spectra built from their physical features (a continuum times Gaussian
-  absorption bands, plus Beer-Lambert liquid-water absorption for vegetation): green vegetation
+  absorption bands, plus Beer-Lambert liquid-water absorption in leaves and moist soil): green vegetation
   (chlorophyll absorption at 430-450 and 670 nm, red edge near 715 nm, NIR plateau, leaf water at
   970, 1200, 1450, 1940 nm and beyond 2400 nm), dry vegetation (cellulose/lignin at 2100, 2300 nm),
   conifer forest, dry and moist soil (monotonic rise, iron oxide near 900 nm, clay Al-OH at
@@ -232,8 +232,7 @@ def simulate_scene(
     landscape = landscape or str(rng.choice(sorted(LANDSCAPES)))
     shape = (height, width)
     names = tuple(LANDSCAPES[landscape])
-    kept = np.array(KEPT_BANDS) - 1
-    wavelengths = ENMAP_BAND_CENTRES_NM[kept]
+    wavelengths = WAVELENGTHS_NM
 
     sharpness = rng.uniform(1.5, 4.0)
     logits = np.stack([
@@ -241,7 +240,7 @@ def simulate_scene(
     ])
     abundances = np.exp(logits - logits.max(axis=0))
     abundances /= abundances.sum(axis=0)
-    reflectance = np.zeros((len(kept), *shape))
+    reflectance = np.zeros((len(wavelengths), *shape))
     for name, abundance in zip(names, abundances):
         variability = np.exp(0.08 * smooth_field(rng, shape, rng.uniform(1.0, 6.0)))
         reflectance += endmember_spectrum(name, wavelengths)[:, None, None] * (abundance * variability)[None]
@@ -251,7 +250,7 @@ def simulate_scene(
     reflectance += rng.standard_normal(reflectance.shape) * sensor_noise_std(reflectance, wavelengths)
     scaled = np.clip(np.rint(reflectance * REFLECTANCE_SCALE), NODATA + 1, np.iinfo(np.int16).max)
     full = np.full((len(ENMAP_BAND_CENTRES_NM), *shape), NODATA, dtype=np.int16)
-    full[kept] = scaled.astype(np.int16)
+    full[np.array(KEPT_BANDS) - 1] = scaled.astype(np.int16)
     return SimulatedScene(
         full, abundances.astype(np.float32), names, landscape, from_origin(*upper_left, GSD_M, GSD_M), crs
     )
