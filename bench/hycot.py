@@ -43,7 +43,8 @@ def training_pixels(folder: Path, patches: int, per_patch: int = 400) -> np.ndar
     rng = np.random.default_rng(0)
     pixels = []
     for name in names:
-        with rasterio.open(next((root / "patches").rglob(Path(name).name))) as patch:
+        image = root / "patches" / name.replace("-DATA.npy", "-SPECTRAL_IMAGE.TIF")  # the split lists DATA.npy
+        with rasterio.open(image) as patch:
             cube = patch.read(list(KEPT_BANDS)).reshape(len(KEPT_BANDS), -1).T
         pixels.append(cube[rng.choice(len(cube), per_patch, replace=False)])
     return np.concatenate(pixels)
