@@ -174,3 +174,14 @@ def test_fit_evaluate_export_run(task, model_options, magicbathynet_root, tmp_pa
         assert contract.outputs.names == ("seagrass", "rock", "macroalgae", "sand")
         assert contract.outputs.colors == ("#008000", "#0000ff", "#ff0000", "#ff8000")
         np.testing.assert_allclose(output.sum(axis=1), 1.0, atol=1e-5)
+
+    # the exported file runs unchanged through the engine, on a fixture image in MagicBathyNet's layout
+    from engine.tasks import run_task
+
+    image_file = next(magicbathynet_root.rglob("img_*.tif"))
+    engine_task = {"bathymetry": "estimate_bathymetry", "seabed": "classify_seabed"}[task]
+    result = run_task(engine_task, {"input": str(image_file), "output": str(tmp_path / "engine.tif"),
+                                    "model": str(model_path), "device": "cpu"}, lambda f, m: None, lambda: False)
+    assert result["kind"] == contract.outputs.kind
+    with rasterio.open(tmp_path / "engine.tif") as out, rasterio.open(image_file) as src:
+        assert out.transform == src.transform and out.crs == src.crs and out.shape == src.shape
