@@ -49,7 +49,7 @@ def test_round_trip_restores_grid_dtype_nodata_and_values(tmp_path):
     compressed = run("compress_hyperspectral", input=image, output=str(tmp_path / "c.tif"), model=encoder,
                      quality=True)
     assert compressed["latent_bands"] == 6 and compressed["bits_per_pixel_per_channel"] == 4.0
-    assert compressed["size_ratio"] > 3.0  # 16-bit input -> 6 of 24 bands at 16 bits (+ deflate)
+    assert compressed["size_ratio"] > 0.9 * 4  # 16-bit input -> 6 of 24 bands at 16 bits (+ file overhead)
     assert compressed["psnr_db"] > 60 and compressed["spectral_angle_deg"] < 0.1
     with rasterio.open(tmp_path / "c.tif") as latent, rasterio.open(image) as src:
         assert latent.count == 6 and latent.dtypes[0] == "uint16" and latent.nodata == 0
