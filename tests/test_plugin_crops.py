@@ -42,3 +42,16 @@ def test_qgis_process_maps_crops_from_a_dated_stack_with_dates_given(qgis_proces
     with rasterio.open(tmp_path / "crops.tif") as out:
         classes = out.read(1)
     assert set(np.unique(classes)) <= {0, 1, 2}
+
+
+def test_qgis_process_maps_crops_from_per_date_layers(qgis_process, model, tmp_path):  # noqa: F811
+    _, s2 = s2_series(tmp_path)
+    s1 = s1_series(tmp_path, count=4)
+    output = tmp_path / "crops.tif"
+    run = qgis_process("run", "rsai:map_crops", "--", *(f"S2={p}" for p in s2), *(f"S1={p}" for p in s1),
+                       f"MODEL={model}", f"OUTPUT={output}")
+    assert run.returncode == 0, run.log
+    assert run.output["results"]["DEVICE_USED"] == "CPUExecutionProvider"
+    with rasterio.open(output) as out, rasterio.open(s2[0]) as first:
+        assert out.transform == first.transform and out.crs == first.crs
+        assert set(np.unique(out.read(1))) <= {0, 1, 2}
