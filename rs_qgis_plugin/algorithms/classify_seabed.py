@@ -1,12 +1,8 @@
 """Processing algorithm: seabed classes (sand, seagrass, ...) from multispectral imagery."""
-from qgis.core import QgsProcessingParameterRasterDestination
-
 from rs_qgis_plugin.algorithms.raster_model_algorithm import RasterModelAlgorithm
 
 
 class ClassifySeabed(RasterModelAlgorithm):
-    PROBABILITIES = "PROBABILITIES"
-
     task = "classify_seabed"
     default_model = "seabed_s2_sim.onnx"
     output_description = "Seabed classes"
@@ -28,18 +24,11 @@ class ClassifySeabed(RasterModelAlgorithm):
     )
 
     def add_task_parameters(self):
-        self.add_parameter(
-            QgsProcessingParameterRasterDestination(
-                self.PROBABILITIES, "Class probabilities", optional=True, createByDefault=False
-            ),
+        self.add_probabilities_parameter(
             "Optional GeoTIFF with one band per class holding the model's probability (0-1) of "
             "that class, in the order of the class values: useful to judge where the map is "
-            "uncertain.",
+            "uncertain."
         )
-
-    def task_request(self, parameters, context):
-        probabilities = self.parameterAsOutputLayer(parameters, self.PROBABILITIES, context)
-        return {"probabilities": probabilities} if probabilities else {}
 
     def task_results(self, result):
         return {self.PROBABILITIES: result["outputs"].get("probabilities")}

@@ -1,20 +1,15 @@
 """Processing algorithm: crop classes from Sentinel-2 (and Sentinel-1) time series with TSViT."""
 from qgis.core import (
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
-    QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterExtent,
-    QgsProcessingParameterFile,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterString,
 )
 
-from rs_qgis_plugin.algorithms.raster_model_algorithm import DEVICES
+from rs_qgis_plugin.algorithms.model_algorithm import ModelAlgorithm
 from rs_qgis_plugin.output_styles import style_for
 from rs_qgis_plugin.raster_input import readable_file
 from rs_qgis_plugin.worker_client import EngineWorker
@@ -25,82 +20,64 @@ def parse_dates(text: str) -> list[str] | None:
     return dates or None
 
 
-class MapCrops(QgsProcessingAlgorithm):
-    S2, S1, DATES_S2, DATES_S1 = "S2", "S1", "DATES_S2", "DATES_S1"
-    MODEL, EXTENT, RESAMPLE, DEVICE = "MODEL", "EXTENT", "RESAMPLE", "DEVICE"
-    OUTPUT, PROBABILITIES = "OUTPUT", "PROBABILITIES"
-    DEVICE_USED, TILES, SECONDS = "DEVICE_USED", "TILES", "SECONDS"
+class MapCrops(ModelAlgorithm):
+    S2, S1, DATES_S2, DATES_S1, RESAMPLE, TILES = "S2", "S1", "DATES_S2", "DATES_S1", "RESAMPLE", "TILES"
     task = "map_crops"
-
-    def name(self):
-        return self.task
-
-    def displayName(self):  # noqa: N802 (QGIS API)
-        return "Map crops from time series (TSViT)"
-
-    def group(self):
-        return "Land cover"
-
-    def groupId(self):  # noqa: N802 (QGIS API)
-        return "land_cover"
-
-    def createInstance(self):  # noqa: N802 (QGIS API)
-        return type(self)()
-
-    def shortHelpString(self):  # noqa: N802 (QGIS API)
-        return (
-            "Maps crop classes per pixel from a Sentinel-2 image time series, optionally with a "
-            "Sentinel-1 series, with a multi-temporal vision transformer (TSViT, Tarasiou et al. "
-            "2023; multi-modal fusions after the IGARSS 2024 paper). Each series is one layer per "
-            "date or one stack whose band descriptions hold the date ('2023-04-15 B02'). Dates come "
-            "from file names (S2_20230415.tif), band descriptions, file tags, or the dates "
-            "parameters; the two series may have different dates and counts. Clouds and nodata are "
-            "masked per pixel and date.\n\nThe shipped model was trained on simulated phenology "
-            "(see its model card in models_onnx/)."
-        )
+    display_name = "Map crops from time series (TSViT)"
+    group_name, group_id = "Land cover", "land_cover"
+    help_text = (
+        "Maps crop classes per pixel from a Sentinel-2 image time series, optionally with a "
+        "Sentinel-1 series, with a multi-temporal vision transformer (TSViT, Tarasiou et al. "
+        "2023; multi-modal fusions after the IGARSS 2024 paper). Each series is one layer per "
+        "date or one stack whose band descriptions hold the date ('2023-04-15 B02'). Dates come "
+        "from file names (S2_20230415.tif), band descriptions, file tags, or the dates "
+        "parameters; the two series may have different dates and counts. Clouds and nodata are "
+        "masked per pixel and date.\n\nThe shipped model was trained on simulated phenology "
+        "(see its model card in models_onnx/)."
+    )
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
-        def add(parameter, help_text):
-            parameter.setHelp(help_text)
-            self.addParameter(parameter)
-
-        add(QgsProcessingParameterMultipleLayers(self.S2, "Sentinel-2 time series", QgsProcessing.TypeRaster),
+        self.add_parameter(
+            QgsProcessingParameterMultipleLayers(self.S2, "Sentinel-2 time series", QgsProcessing.TypeRaster),
             "One layer per date, or a stack with dated band descriptions. Bands as the model lists "
             "them (reflectance x 10000). The first date's grid is the output grid.")
-        add(QgsProcessingParameterMultipleLayers(self.S1, "Sentinel-1 time series", QgsProcessing.TypeRaster,
+        self.add_parameter(
+            QgsProcessingParameterMultipleLayers(self.S1, "Sentinel-1 time series", QgsProcessing.TypeRaster,
                                                  optional=True),
             "For models that use Sentinel-1: one layer per date or a dated stack; reprojected and "
-            "resampled onto the Sentinel-2 grid.")
-        add(QgsProcessingParameterString(self.DATES_S2, "Sentinel-2 dates", optional=True),
+            "resampled onto the Sentinel-2 grid. A missing VV/VH band is computed from VV and VH (dB).")
+        self.add_parameter(
+            QgsProcessingParameterString(self.DATES_S2, "Sentinel-2 dates", optional=True),
             "Acquisition dates, YYYY-MM-DD separated by commas, one per Sentinel-2 layer in order. "
             "Only needed when file names, band descriptions and tags carry no date.")
-        add(QgsProcessingParameterString(self.DATES_S1, "Sentinel-1 dates", optional=True),
-            "As for Sentinel-2, one per Sentinel-1 layer.")
-        add(QgsProcessingParameterFile(self.MODEL, "Model (ONNX)", extension="onnx", optional=True),
+        self.add_parameter(QgsProcessingParameterString(self.DATES_S1, "Sentinel-1 dates", optional=True),
+                           "As for Sentinel-2, one per Sentinel-1 layer.")
+        self.add_model_parameter(
             "A time-series model exported by the toolbox. Empty: models_onnx/crop_tsvit_s1s2_sim.onnx.")
-        add(QgsProcessingParameterExtent(self.EXTENT, "Extent", optional=True),
-            "Area to map. Empty: the first Sentinel-2 layer's extent.")
-        add(QgsProcessingParameterBoolean(self.RESAMPLE, "Resample to the model's resolution", False),
+        self.add_extent_parameter("Area to map. Empty: the first Sentinel-2 layer's extent.")
+        self.add_parameter(
+            QgsProcessingParameterBoolean(self.RESAMPLE, "Resample to the model's resolution", False),
             "Resample to the ground sampling distance the model was trained at (10 m for the shipped model).")
-        add(QgsProcessingParameterEnum(self.DEVICE, "Device", options=[label for _, label in DEVICES],
-                                       defaultValue=0),
-            "Where the model runs; the log says which device really ran.")
-        add(QgsProcessingParameterRasterDestination(self.OUTPUT, "Crop classes"),
+        self.add_device_parameter()
+        self.add_parameter(
+            QgsProcessingParameterRasterDestination(self.OUTPUT, "Crop classes"),
             "GeoTIFF of class values 0, 1, ... on the first Sentinel-2 date's grid, loaded with the "
             "model's class names and colours; pixels with no valid date are nodata.")
-        add(QgsProcessingParameterRasterDestination(self.PROBABILITIES, "Class probabilities", optional=True,
-                                                    createByDefault=False),
-            "Optional GeoTIFF with one band per class probability (0-1).")
-        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device that ran the model"))
+        self.add_probabilities_parameter("Optional GeoTIFF with one band per class probability (0-1).")
+        self.add_run_outputs()
         self.addOutput(QgsProcessingOutputNumber(self.TILES, "Tiles processed"))
-        self.addOutput(QgsProcessingOutputNumber(self.SECONDS, "Seconds the engine took"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         s2 = self.parameterAsLayerList(parameters, self.S2, context)
         if not s2:
             raise QgsProcessingException("Give the Sentinel-2 time series (at least one layer).")
         s1 = self.parameterAsLayerList(parameters, self.S1, context)
-        request = self.engine_request(parameters, context, s2[0])
+        request = {**self.common_request(parameters, context, s2[0].crs()),
+                   "resample": self.parameterAsBoolean(parameters, self.RESAMPLE, context)}
+        for key, name in (("dates_s2", self.DATES_S2), ("dates_s1", self.DATES_S1)):
+            dates = parse_dates(self.parameterAsString(parameters, name, context))
+            if dates:
+                request[key] = dates
         with EngineWorker() as worker:
             for key, layers in (("s2", s2), ("s1", s1)):
                 if layers:
@@ -111,24 +88,3 @@ class MapCrops(QgsProcessingAlgorithm):
             context.layerToLoadOnCompletionDetails(request["output"]).setPostProcessor(style_for(result))
         return {self.OUTPUT: request["output"], self.PROBABILITIES: result["outputs"].get("probabilities"),
                 self.DEVICE_USED: result["device"], self.TILES: result["tiles"], self.SECONDS: result["seconds"]}
-
-    def engine_request(self, parameters, context, first_layer) -> dict:
-        request = {
-            "output": self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
-            "resample": self.parameterAsBoolean(parameters, self.RESAMPLE, context),
-            "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)][0],
-        }
-        for key, name in (("dates_s2", self.DATES_S2), ("dates_s1", self.DATES_S1)):
-            dates = parse_dates(self.parameterAsString(parameters, name, context))
-            if dates:
-                request[key] = dates
-        model = self.parameterAsFile(parameters, self.MODEL, context)
-        if model:
-            request["model"] = model
-        probabilities = self.parameterAsOutputLayer(parameters, self.PROBABILITIES, context)
-        if probabilities:
-            request["probabilities"] = probabilities
-        extent = self.parameterAsExtent(parameters, self.EXTENT, context, first_layer.crs())
-        if not extent.isNull():
-            request["extent"] = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]
-        return request

@@ -4,100 +4,47 @@ A subclass names its engine task and default model, describes itself and adds an
 its own; the engine worker does the work.
 """
 from qgis.core import (
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingOutputNumber,
-    QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterEnum,
-    QgsProcessingParameterExtent,
-    QgsProcessingParameterFile,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
 )
 
+from rs_qgis_plugin.algorithms.model_algorithm import ModelAlgorithm
 from rs_qgis_plugin.output_styles import style_for
 from rs_qgis_plugin.raster_input import layer_file, readable_file
 from rs_qgis_plugin.worker_client import EngineWorker
 
-DEVICES = (
-    ("auto", "Automatic (CUDA GPU when available, else CPU)"),
-    ("cpu", "CPU"),
-    ("cuda", "CUDA GPU"),
-)
 
-
-class RasterModelAlgorithm(QgsProcessingAlgorithm):
-    INPUT = "INPUT"
-    MODEL = "MODEL"
-    BANDS = "BANDS"
-    EXTENT = "EXTENT"
-    RESAMPLE = "RESAMPLE"
-    DEVICE = "DEVICE"
-    OUTPUT = "OUTPUT"
-    DEVICE_USED = "DEVICE_USED"
-    TILES = "TILES"
-    SECONDS = "SECONDS"
-
-    task = ""  # the engine task, also the algorithm id
+class RasterModelAlgorithm(ModelAlgorithm):
+    INPUT, BANDS, RESAMPLE, TILES = "INPUT", "BANDS", "RESAMPLE", "TILES"
     default_model = ""  # file in models_onnx/ the engine uses when MODEL is empty
     input_help = (
         "Multispectral image to run the model on. Files are read directly; other layers "
         "(WMS/XYZ, virtual rasters) are first rendered over EXTENT at the model's resolution."
     )
-    area_parameters = (BANDS, EXTENT, RESAMPLE)  # which of these the engine task takes
+    area_parameters = ("BANDS", "EXTENT", "RESAMPLE")  # which of these the engine task takes
     styled = True  # load the output with the class palette or colour ramp of the result
     output_description = ""
     output_help = ""
 
-    display_name = ""
-    group_name, group_id = "", ""
-    help_text = ""
-
-    def name(self):
-        return self.task
-
-    def displayName(self):  # noqa: N802 (QGIS API)
-        return self.display_name
-
-    def group(self):
-        return self.group_name
-
-    def groupId(self):  # noqa: N802 (QGIS API)
-        return self.group_id
-
-    def shortHelpString(self):  # noqa: N802 (QGIS API)
-        return self.help_text
-
-    def createInstance(self):  # noqa: N802 (QGIS API)
-        return type(self)()
-
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.add_parameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"), self.input_help)
-        self.add_parameter(
-            QgsProcessingParameterFile(
-                self.MODEL, "Model (ONNX)", extension="onnx", optional=True
-            ),
+        self.add_model_parameter(
             f"ONNX model exported by the toolbox (its contract travels in the model's metadata) or "
-            f"a Deepness-format model. Empty: the shipped model models_onnx/{self.default_model}.",
+            f"a Deepness-format model. Empty: the shipped model models_onnx/{self.default_model}."
         )
         self.add_area_parameters()
-        self.add_parameter(
-            QgsProcessingParameterEnum(
-                self.DEVICE, "Device", options=[label for _, label in DEVICES], defaultValue=0
-            ),
-            "Where the model runs. Automatic uses a CUDA GPU when the engine's onnxruntime has one "
-            "and falls back to the CPU; the log says which device really ran.",
-        )
+        self.add_device_parameter()
         self.add_parameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, self.output_description),
             self.output_help,
         )
         self.add_task_parameters()
-        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device that ran the model"))
+        self.add_run_outputs()
         self.addOutput(QgsProcessingOutputNumber(self.TILES, "Tiles processed"))
-        self.addOutput(QgsProcessingOutputNumber(self.SECONDS, "Seconds the engine took"))
 
     def add_area_parameters(self) -> None:
         """Band mapping, extent and resampling, for the tasks that take them."""
@@ -112,10 +59,9 @@ class RasterModelAlgorithm(QgsProcessingAlgorithm):
                 "The engine says which bands it needs.",
             )
         if self.EXTENT in self.area_parameters:
-            self.add_parameter(
-                QgsProcessingParameterExtent(self.EXTENT, "Extent", optional=True),
+            self.add_extent_parameter(
                 "Area to process, in any CRS (it is converted to the raster's CRS). Empty: the "
-                "whole raster. Required in practice for web layers, which have no finite extent.",
+                "whole raster. Required in practice for web layers, which have no finite extent."
             )
         if self.RESAMPLE in self.area_parameters:
             self.add_parameter(
@@ -124,10 +70,6 @@ class RasterModelAlgorithm(QgsProcessingAlgorithm):
                 "imagery finer or coarser than that. Off: the model runs on the raster's own pixels "
                 "and the output has the input's grid.",
             )
-
-    def add_parameter(self, parameter, help_text: str) -> None:
-        parameter.setHelp(help_text)
-        self.addParameter(parameter)
 
     def add_task_parameters(self) -> None:
         """Parameters of one task only; none by default."""
@@ -155,23 +97,12 @@ class RasterModelAlgorithm(QgsProcessingAlgorithm):
         """The engine's params; ``input`` is None for a layer that must be rendered first."""
         if layer is None:
             raise QgsProcessingException(self.invalidRasterError(parameters, self.INPUT))
-        request = {
-            "input": layer_file(layer),
-            "output": self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
-            "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)][0],
-        }
+        request = {"input": layer_file(layer), **self.common_request(parameters, context, layer.crs())}
         if self.RESAMPLE in self.area_parameters:
             request["resample"] = self.parameterAsBoolean(parameters, self.RESAMPLE, context)
-        model = self.parameterAsFile(parameters, self.MODEL, context)
-        if model:
-            request["model"] = model
         bands = self.parameterAsString(parameters, self.BANDS, context).strip()
         if bands:
             request["bands"] = bands
-        extent = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
-        if self.EXTENT in self.area_parameters and not extent.isNull():
-            request["extent"] = [extent.xMinimum(), extent.yMinimum(),
-                                 extent.xMaximum(), extent.yMaximum()]
         return {**request, **self.task_request(parameters, context)}
 
     def render_input(self, layer, request, context, feedback, worker) -> dict:

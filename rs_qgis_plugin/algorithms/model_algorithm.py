@@ -1,0 +1,91 @@
+"""What every algorithm of the provider shares: identity from class attributes, parameters with
+help, the device choice, and the engine request entries common to all tasks."""
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterRasterDestination,
+)
+
+DEVICES = (
+    ("auto", "Automatic (CUDA GPU when available, else CPU)"),
+    ("cpu", "CPU"),
+    ("cuda", "CUDA GPU"),
+)
+
+
+class ModelAlgorithm(QgsProcessingAlgorithm):
+    MODEL, EXTENT, DEVICE = "MODEL", "EXTENT", "DEVICE"
+    OUTPUT, PROBABILITIES = "OUTPUT", "PROBABILITIES"
+    DEVICE_USED, SECONDS = "DEVICE_USED", "SECONDS"
+
+    task = ""  # the engine task, also the algorithm id
+    display_name = ""
+    group_name, group_id = "", ""
+    help_text = ""
+
+    def name(self):
+        return self.task
+
+    def displayName(self):  # noqa: N802 (QGIS API)
+        return self.display_name
+
+    def group(self):
+        return self.group_name
+
+    def groupId(self):  # noqa: N802 (QGIS API)
+        return self.group_id
+
+    def shortHelpString(self):  # noqa: N802 (QGIS API)
+        return self.help_text
+
+    def createInstance(self):  # noqa: N802 (QGIS API)
+        return type(self)()
+
+    def add_parameter(self, parameter, help_text: str) -> None:
+        parameter.setHelp(help_text)
+        self.addParameter(parameter)
+
+    def add_model_parameter(self, help_text: str) -> None:
+        self.add_parameter(QgsProcessingParameterFile(self.MODEL, "Model (ONNX)", extension="onnx", optional=True),
+                           help_text)
+
+    def add_extent_parameter(self, help_text: str) -> None:
+        self.add_parameter(QgsProcessingParameterExtent(self.EXTENT, "Extent", optional=True), help_text)
+
+    def add_device_parameter(self) -> None:
+        self.add_parameter(
+            QgsProcessingParameterEnum(self.DEVICE, "Device", options=[label for _, label in DEVICES], defaultValue=0),
+            "Where the model runs. Automatic uses a CUDA GPU when the engine's onnxruntime has one and "
+            "falls back to the CPU; the log says which device really ran.",
+        )
+
+    def add_probabilities_parameter(self, help_text: str) -> None:
+        self.add_parameter(QgsProcessingParameterRasterDestination(
+            self.PROBABILITIES, "Class probabilities", optional=True, createByDefault=False), help_text)
+
+    def add_run_outputs(self) -> None:
+        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device that ran the model"))
+        self.addOutput(QgsProcessingOutputNumber(self.SECONDS, "Seconds the engine took"))
+
+    def common_request(self, parameters, context, extent_crs) -> dict:
+        """output, device, and model / probabilities / extent (in ``extent_crs``) when given."""
+        request = {
+            "output": self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
+            "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)][0],
+        }
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        if model:
+            request["model"] = model
+        if self.parameterDefinition(self.PROBABILITIES) is not None:
+            probabilities = self.parameterAsOutputLayer(parameters, self.PROBABILITIES, context)
+            if probabilities:
+                request["probabilities"] = probabilities
+        if self.parameterDefinition(self.EXTENT) is not None:
+            extent = self.parameterAsExtent(parameters, self.EXTENT, context, extent_crs)
+            if not extent.isNull():
+                request["extent"] = [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()]
+        return request
