@@ -51,7 +51,8 @@ def dated_inputs(paths: list[str], dates: list[str] | None, modality: Modality) 
     """The dates of a modality's rasters, sorted; a clear error when a date cannot be found."""
     if dates:
         if len(dates) != len(paths):
-            raise EngineError(f"{modality.name}: {len(dates)} dates given for {len(paths)} rasters; give one per raster")
+            raise EngineError(
+                f"{modality.name}: {len(dates)} dates given for {len(paths)} rasters; give one per raster")
         parsed = [date_in(d) for d in dates]
         if None in parsed:
             raise EngineError(f"{modality.name}: cannot read the date {dates[parsed.index(None)]!r}; use YYYY-MM-DD")

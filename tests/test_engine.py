@@ -16,7 +16,7 @@ from engine.errors import Cancelled, EngineError, ModelContractError
 from engine.pipeline import blend_ramp, tile_origins
 from engine.raster_io import PARTIAL_MARKER
 from engine.tasks import run_task
-from raster_fixtures import UTM36N, contract, scene, write_model, write_raster
+from raster_fixtures import contract, scene, write_model, write_raster
 
 REPO = Path(__file__).resolve().parents[1]
 IDENTITY_DEPTH = ([[1.0, 0.0, 0.0]], [0.0])  # output = normalised first band

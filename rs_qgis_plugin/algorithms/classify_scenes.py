@@ -62,7 +62,8 @@ class ClassifyScenes(ModelAlgorithm):
             QgsProcessingParameterVectorDestination(self.OUTPUT, "Scene labels", QgsProcessing.TypeVectorPolygon),
             "GeoPackage with one polygon per patch: labels, top label and probability, and one "
             "probability field per class (p_<class>).")
-        self.add_probabilities_parameter("Optional GeoTIFF with one pixel per patch and one band per class probability.")
+        self.add_probabilities_parameter(
+            "Optional GeoTIFF with one pixel per patch and one band per class probability.")
         self.add_run_outputs()
         self.addOutput(QgsProcessingOutputNumber(self.PATCHES, "Patches classified"))
 
