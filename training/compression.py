@@ -33,7 +33,6 @@ from pathlib import Path
 
 import lightning
 import torch
-from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 from torchgeo.datasets import HySpecNet11k
 
@@ -42,6 +41,7 @@ from training.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from training.export import parity_check, write_onnx
 from training.simulation.hyperspectral import GSD_M, VNIR_BANDS, band_label, band_name, read_simulation_record
 from training.tasks.hycot import LATENT_BITS, LATENT_LEVELS, REFLECTANCE_SCALE, HyCoTTask, scale_reflectance
+from training.trainer import fit_trainer, metrics_on
 
 TASK = "hycot"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -80,18 +80,7 @@ def fit_hycot(
     out.mkdir(parents=True, exist_ok=True)
     training_set = HySpecNet11k(data, split="train", strategy=strategy, transforms=scale_reflectance)
     module = HyCoTTask(len(training_set.bands), compression_ratio, pixels_per_patch, lr, **(model_options or {}))
-    trainer = lightning.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_steps=max_steps or -1,
-        max_epochs=epochs or -1,
-        logger=CSVLogger(out, name="", version=""),
-        log_every_n_steps=10,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic="warn",
-    )
+    trainer = fit_trainer(out, accelerator, max_steps or -1, epochs or -1, deterministic="warn")
     started = time.monotonic()
     loader = DataLoader(training_set, batch_size=batch_size, shuffle=True, drop_last=len(training_set) > batch_size)
     trainer.fit(module, loader)
@@ -144,10 +133,7 @@ def evaluate_hycot(
     module, saved = load_hycot_checkpoint(checkpoint)
     strategy = strategy or saved["data"]["strategy"]
     dataset = HySpecNet11k(data, split=split, strategy=strategy, transforms=scale_reflectance)
-    trainer = lightning.Trainer(
-        accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
-    )
-    metrics = trainer.test(module, DataLoader(dataset, batch_size=batch_size), verbose=False)[0]
+    metrics = metrics_on(module, dataset, batch_size, accelerator)
     return {
         "task": TASK,
         "checkpoint": str(checkpoint),

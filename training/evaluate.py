@@ -4,12 +4,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning
-from torch.utils.data import DataLoader
 
 from training.checkpoint import load_checkpoint
 from training.datasets.magicbathynet import MagicBathyNet
 from training.simulation.shallow_water import simulation_records
+from training.trainer import metrics_on
 
 
 def evaluate(
@@ -26,14 +25,7 @@ def evaluate(
     module, saved = load_checkpoint(checkpoint, expected_task)
     areas = list(areas or saved["data"]["areas"])
     dataset = MagicBathyNet(data, areas, saved["data"]["modality"], saved["task"], split)
-    trainer = lightning.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    metrics = trainer.test(module, DataLoader(dataset, batch_size=batch_size), verbose=False)[0]
+    metrics = metrics_on(module, dataset, batch_size, accelerator)
     return {
         "task": saved["task"],
         "checkpoint": str(checkpoint),

@@ -14,7 +14,6 @@ from pathlib import Path
 import lightning
 import rasterio
 import torch
-from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from training.checkpoint import save_checkpoint
@@ -23,6 +22,7 @@ from training.datasets.magicbathynet_format import DEPTH_SCALE_M, MODALITY_BANDS
 from training.simulation.shallow_water import simulation_records
 from training.tasks import TASKS
 from training.transforms import random_dihedral
+from training.trainer import fit_trainer
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -70,18 +70,7 @@ def fit(
         }
     module = TASKS[task](band_mean=mean, band_std=std, **options)
 
-    trainer = lightning.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_steps=max_steps or -1,
-        max_epochs=epochs or -1,
-        logger=CSVLogger(out, name="", version=""),
-        log_every_n_steps=10,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic="warn",
-    )
+    trainer = fit_trainer(out, accelerator, max_steps or -1, epochs or -1, deterministic="warn")
     started = time.monotonic()
     loader = DataLoader(
         training_set, batch_size=batch_size, shuffle=True, drop_last=len(training_set) > batch_size

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning
-from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from training.checkpoint import save_checkpoint
@@ -28,6 +27,7 @@ from training.crop_maps.data import (
 from training.datasets.pastis_r import collate_series
 from training.models.tsvit import TSViTConfig
 from training.tasks.crop import CropMappingTask
+from training.trainer import fit_trainer
 
 TASK = "crop"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -86,18 +86,7 @@ def fit_crop(
         warmup_steps=round(WARMUP_SHARE * total_steps) if warmup_steps is None else warmup_steps,
         total_steps=total_steps,
     )
-    trainer = lightning.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_steps=total_steps,
-        max_epochs=-1,
-        logger=CSVLogger(out, name="", version=""),
-        log_every_n_steps=10,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
+    trainer = fit_trainer(out, accelerator, total_steps, limit_val_batches=0)
     loader = DataLoader(
         training_set, batch_size=batch_size, shuffle=True, drop_last=len(training_set) > batch_size,
         collate_fn=collate_series, num_workers=num_workers, persistent_workers=num_workers > 0,

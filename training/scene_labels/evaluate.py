@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning
-from torch.utils.data import DataLoader
 
 from training.checkpoint import load_checkpoint
 from training.scene_labels.data import classes_in_split, scene_label_dataset
 from training.scene_labels.fit import TASK
+from training.trainer import metrics_on
 
 
 def evaluate_scene_labels(
@@ -20,10 +19,7 @@ def evaluate_scene_labels(
     dataset = scene_label_dataset(data, split, saved["data"]["modalities"])
     if not len(dataset):
         raise ValueError(f"{data} has no patches in the {split!r} split")
-    trainer = lightning.Trainer(
-        accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
-    )
-    metrics = trainer.test(module, DataLoader(dataset, batch_size=batch_size), verbose=False)[0]
+    metrics = metrics_on(module, dataset, batch_size, accelerator)
     return {
         "task": TASK,
         "checkpoint": str(checkpoint),

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import lightning
 from lightning.pytorch.callbacks import Callback, EarlyStopping
-from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from training.checkpoint import save_checkpoint
@@ -20,6 +19,7 @@ from training.datasets.ben_labels import CLASS_COLOURS, CLASS_NAMES
 from training.datasets.reben_format import BAND_MEAN, BAND_STD, MODALITY_BANDS
 from training.scene_labels.data import describe_data, scene_label_dataset
 from training.tasks.scene_labels import SceneLabelsTask
+from training.trainer import fit_trainer
 
 TASK = "scene-labels"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -98,21 +98,13 @@ def fit_scene_labels(
     callbacks = [best]
     if patience:
         callbacks.append(EarlyStopping(MONITOR, mode="max", patience=patience))
-    trainer = lightning.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_steps=total_steps,
-        max_epochs=-1,
+    trainer = fit_trainer(
+        out, accelerator, total_steps,
         val_check_interval=min(validate_every or steps_per_epoch, total_steps),
         check_val_every_n_epoch=None if validate_every else 1,
         limit_val_batches=1.0 if len(validation_set) else 0,
         num_sanity_val_steps=0,
         callbacks=callbacks,
-        logger=CSVLogger(out, name="", version=""),
-        log_every_n_steps=10,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
     )
     loader_options = {"batch_size": batch_size, "num_workers": num_workers, "persistent_workers": num_workers > 0}
     started = time.monotonic()

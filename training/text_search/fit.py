@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning
-from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from training.text_search.captions import SHORT_NOUNS
@@ -35,6 +34,7 @@ from training.text_search.tasks import (
     save_search_checkpoint,
 )
 from training.text_search.tokenization import clip_tokenizer_json, tokenize
+from training.trainer import fit_trainer
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RGB_BANDS = ["red", "green", "blue"]
@@ -149,11 +149,8 @@ def _train(module, dataset, out: Path, task: str, data: dict, options: FitOption
         raise ValueError("give max_steps or epochs")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    trainer = lightning.Trainer(
-        accelerator=options.accelerator, devices=1, max_steps=options.max_steps or -1,
-        max_epochs=options.epochs if not options.max_steps else -1, logger=CSVLogger(out, name="", version=""),
-        log_every_n_steps=10, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )
+    trainer = fit_trainer(out, options.accelerator, options.max_steps or -1,
+                          options.epochs if not options.max_steps else -1)
     started = time.monotonic()
     loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=True, drop_last=len(dataset) > options.batch_size)
     trainer.fit(module, loader)
