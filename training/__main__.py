@@ -24,9 +24,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from training.datasets.magicbathynet_format import AREAS, MODALITIES
 from training.crop_maps import cli as crop_maps
+from training.datasets.magicbathynet_format import AREAS, MODALITIES
 from training.scene_labels import cli as scene_labels
+from training.task_selection import asks_for
 from training.text_search import cli as text_search
 
 TASK_NAMES = ("bathymetry", "seabed", "hycot", scene_labels.TASK, crop_maps.TASK, *text_search.TASKS)
@@ -224,12 +225,7 @@ def _simulate_hyperspectral_scene(args: argparse.Namespace) -> None:
 
 def _is_hycot(args: argparse.Namespace) -> bool:
     """--task hycot, or no --task (evaluate, export) and a HyCoT checkpoint."""
-    if args.task is not None:
-        return args.task == "hycot"
-    import torch
-
-    saved = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    return isinstance(saved, dict) and saved.get("task") == "hycot"
+    return asks_for(args, {"hycot"})
 
 
 def _fit(args: argparse.Namespace) -> None:

@@ -16,6 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from training.task_selection import asks_for
+
 TASK = "crop"
 # Repeated from training.models.tsvit_fusion.FUSIONS (which imports torch) so that the CLI starts
 # fast; a test keeps them equal.
@@ -69,12 +71,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def is_crop(args: argparse.Namespace) -> bool:
     """--task crop, or no --task (evaluate, export) and a crop checkpoint."""
-    if args.task is not None:
-        return args.task == TASK
-    import torch
-
-    saved = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    return isinstance(saved, dict) and saved.get("task") == TASK
+    return asks_for(args, {TASK})
 
 
 def run_fit(args: argparse.Namespace) -> None:

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from training.datasets.reben_format import MODALITY_BANDS
+from training.task_selection import asks_for
 
 TASK = "scene-labels"
 # Repeated from training.models.scene_backbones.MODELS and training.tasks.scene_labels.AUGMENTATIONS
@@ -120,12 +121,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def is_scene_labels(args: argparse.Namespace) -> bool:
     """--task scene-labels, or no --task (evaluate, export) and a scene-label checkpoint."""
-    if args.task is not None:
-        return args.task == TASK
-    import torch
-
-    saved = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    return isinstance(saved, dict) and saved.get("task") == TASK
+    return asks_for(args, {TASK})
 
 
 def run_fit(args: argparse.Namespace) -> None:

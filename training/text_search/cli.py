@@ -22,6 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from training.task_selection import asks_for
+
 TASKS = ("locked-text", "clip-finetune", "align-modality", "bitemporal")
 # Repeated from training.text_search.encoders.FUSIONS and scenes (which import torch / rasterio) so
 # that the CLI starts fast; a test keeps them equal.
@@ -90,12 +92,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def is_text_search(args: argparse.Namespace) -> bool:
     """--task of this family, or no --task (evaluate, export) and a checkpoint of one."""
-    if args.task is not None:
-        return args.task in TASKS
-    import torch
-
-    saved = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
-    return isinstance(saved, dict) and saved.get("task") in TASKS
+    return asks_for(args, TASKS)
 
 
 def run_fit(args: argparse.Namespace) -> None:
