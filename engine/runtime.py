@@ -17,6 +17,11 @@ from engine.errors import EngineError, ModelContractError
 DEVICES = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+# Tasks whose graphs take named inputs rather than one float image batch (training/text_search/export.py)
+NAMED_INPUTS = {
+    "text_embedding": {"input_ids": ("tensor(int64)", 2), "attention_mask": ("tensor(int64)", 2)},
+    "change_embedding": {"before": ("tensor(float)", 4), "after": ("tensor(float)", 4)},
+}
 
 
 class Model:
@@ -34,7 +39,7 @@ class Model:
             self.session.get_modelmeta().custom_metadata_map, Path(self.path).name
         )
         self._check_graph()
-        self._input_name = self.session.get_inputs()[0].name
+        self.input_names = [i.name for i in self.session.get_inputs()]
 
     def _create_session(self, device: str) -> ort.InferenceSession:
         want_cuda = device in ("auto", "cuda") and CUDA in ort.get_available_providers()
@@ -64,8 +69,16 @@ class Model:
     def _check_graph(self) -> None:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         contract: ModelContract = self.contract
-        if contract.modalities:
-            self._check_time_series_inputs(inputs)
+        if contract.modalities:  # per modality m: m [N, T, C, H, W], m_doy [N, T], m_mask [N, T, H, W]
+            self._check_named_inputs(inputs, {
+                name: kind for m in contract.modalities for name, kind in (
+                    (m.name, ("tensor(float)", 5)), (f"{m.name}_doy", ("tensor(int64)", 2)),
+                    (f"{m.name}_mask", ("tensor(float)", 4)))
+            }, f"the contract's modality list ({', '.join(m.name for m in contract.modalities)})")
+            return
+        if contract.task in NAMED_INPUTS:
+            self._check_named_inputs(inputs, NAMED_INPUTS[contract.task], f"a {contract.task!r} model")
+            self._check_output(outputs, 2 if contract.task == "text_embedding" else 4)
             return
         if len(inputs) != 1 or len(outputs) < 1:
             raise ModelContractError(
@@ -83,30 +96,43 @@ class Model:
                 f"{self.path}: the graph takes {shape[1]} bands but the contract lists "
                 f"{len(contract.bands)} ({', '.join(contract.band_names)})"
             )
+        self._check_output(outputs, 4)
+
+    def _check_output(self, outputs, rank: int) -> None:
+        contract = self.contract
         out_shape = outputs[0].shape
         channels = contract.provenance.get("dim") if contract.outputs.kind == "embedding" else contract.outputs.channels
-        if len(out_shape) != 4 or (isinstance(out_shape[1], int) and out_shape[1] != channels):
+        if len(out_shape) != rank or (isinstance(out_shape[1], int) and out_shape[1] != channels):
+            layout = "[batch, channels]" if rank == 2 else "[batch, channels, height, width]"
             raise ModelContractError(
                 f"{self.path}: model output {out_shape} does not match the contract's "
-                f"{channels} output channel(s) [batch, channels, height, width]"
+                f"{channels} output channel(s) {layout}"
             )
 
-    def _check_time_series_inputs(self, inputs) -> None:
-        """Per modality m: m [N, T, C, H, W] float, m_doy [N, T] int64, m_mask [N, T, H, W] float."""
+    def _check_named_inputs(self, inputs, expected: dict[str, tuple[str, int]], needed_by: str) -> None:
         found = {i.name: i for i in inputs}
-        for modality in self.contract.modalities:
-            expected = {modality.name: ("tensor(float)", 5), f"{modality.name}_doy": ("tensor(int64)", 2),
-                        f"{modality.name}_mask": ("tensor(float)", 4)}
-            for name, (kind, rank) in expected.items():
-                if name not in found or found[name].type != kind or len(found[name].shape) != rank:
-                    raise ModelContractError(
-                        f"{self.path}: the contract's modality {modality.name!r} needs an input {name!r} of "
-                        f"{kind} with {rank} dimensions; the graph has "
-                        + ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
-                    )
+        for name, (kind, rank) in expected.items():
+            if name not in found or found[name].type != kind or len(found[name].shape) != rank:
+                raise ModelContractError(
+                    f"{self.path}: {needed_by} needs an input {name!r} of {kind} with {rank} dimensions; "
+                    "the graph has " + ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+                )
 
     def run(self, batch: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
         """Run a normalised float32 batch [N, bands, H, W] (or the named inputs of a multi-input
         model) -> [N, channels, H, W]."""
-        feeds = batch if isinstance(batch, dict) else {self._input_name: batch}
+        feeds = batch if isinstance(batch, dict) else {self.input_names[0]: batch}
         return self.session.run(None, feeds)[0]
+
+
+_SHARED: dict[tuple, tuple[int | None, Model]] = {}
+
+
+def shared_model(path: str | Path, device: str = "auto") -> Model:
+    """A Model kept for the life of the process (a worker serving the search dock answers each query
+    without loading the encoders again); reloaded when the file changes."""
+    key = (str(Path(path).resolve()), device)
+    stamp = Path(path).stat().st_mtime_ns if Path(path).is_file() else None
+    if key not in _SHARED or _SHARED[key][0] != stamp:
+        _SHARED[key] = (stamp, Model(path, device))
+    return _SHARED[key][1]

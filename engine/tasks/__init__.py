@@ -14,11 +14,17 @@ from engine.tasks.bathymetry import EstimateBathymetry
 from engine.tasks.crop_map import MapCrops
 from engine.tasks.hycot import CompressHyperspectral, DecompressHyperspectral
 from engine.tasks.scene_labels import ClassifyScenes
+from engine.tasks.search_changes import SearchChanges
+from engine.tasks.search_index import BuildSearchIndex
+from engine.tasks.search_similar import SearchSimilar
+from engine.tasks.search_text import SearchText
 from engine.tasks.seabed import ClassifySeabed
 
 RASTER_TASKS = {task.name: task for task in (
     EstimateBathymetry(), ClassifySeabed(), CompressHyperspectral(), DecompressHyperspectral(),
     ClassifyScenes(), MapCrops())}
+SEARCH_TASKS = {task.name: task for task in (BuildSearchIndex(), SearchText(), SearchSimilar(), SearchChanges())}
+TASKS = RASTER_TASKS | SEARCH_TASKS
 
 
 def describe_model(params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
@@ -33,7 +39,7 @@ DESCRIBE_PARAMS = {"model": (str, False), "task": (str, False)}
 
 def validate(task: str, params: dict) -> dict:
     """Check a request against the task's declared parameters; return the params to run with."""
-    declared = DESCRIBE_PARAMS if task == "describe_model" else getattr(RASTER_TASKS.get(task), "params", None)
+    declared = DESCRIBE_PARAMS if task == "describe_model" else getattr(TASKS.get(task), "params", None)
     if declared is None:
         raise EngineError(f"unknown task {task!r}; known tasks: {', '.join(task_names())}")
     if not isinstance(params, dict):
@@ -58,8 +64,8 @@ def run_task(task: str, params: dict, progress: Progress, cancelled: IsCancelled
     params = validate(task, params)
     if task == "describe_model":
         return describe_model(params, progress, cancelled)
-    return RASTER_TASKS[task].run(params, progress, cancelled)
+    return TASKS[task].run(params, progress, cancelled)
 
 
 def task_names() -> list[str]:
-    return [*RASTER_TASKS, "describe_model"]
+    return [*TASKS, "describe_model"]

@@ -1,0 +1,55 @@
+"""Search changes: given two rasters of one area at two dates, rank tile pairs by how well a change
+sentence ("new buildings on former farmland") describes what happened between them.
+
+Text-to-image-time-series retrieval (text-ITSR, papers.md section 10): a bitemporal encoder embeds
+each (before, after) tile pair into the text space, with either fusion of the paper: global feature
+fusion (``gff``: the two dates' pooled features combined) or transformer feature fusion (``tff``:
+a transformer over both dates' feature tokens). The pair's embeddings are stored in the index like
+a layer's (same cache rules), so a second query on the same pair runs no image model. The after
+raster is read on the before raster's grid (reprojected when needed).
+"""
+from __future__ import annotations
+
+import time
+
+from engine.embedding_index import EmbeddingIndex, load_store
+from engine.errors import EngineError
+from engine.pipeline import IsCancelled, Progress
+from engine.tasks.raster_task import MODELS_DIR, as_list
+from engine.tasks.search_index import BuildSearchIndex, embedding_model, index_entry, layer_name, put_entry
+from engine.tasks.search_results import SEARCH_PARAMS, run_search, text_query
+
+FUSION_MODELS = {"gff": "search_change_rgb_gff.onnx", "tff": "search_change_rgb_tff.onnx"}
+TILING_PARAMS = ("bands", "extent", "tile_size", "overlap", "min_valid")
+
+
+class SearchChanges:
+    name = "search_changes"
+    params = {**SEARCH_PARAMS, "query": (str, True), "text_model": (str, False),
+              "before": ((str, list), True), "after": ((str, list), True), "name": (str, False),
+              "fusion": (str, False), "model": (str, False),
+              **{key: BuildSearchIndex.params[key] for key in TILING_PARAMS}}
+
+    def run(self, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
+        started = time.perf_counter()
+        fusion = params.get("fusion", "tff")
+        if fusion not in FUSION_MODELS:
+            raise EngineError(f"fusion must be one of {sorted(FUSION_MODELS)} (global or transformer feature "
+                              f"fusion); got {fusion!r}")
+        model = embedding_model(params.get("model") or str(MODELS_DIR / FUSION_MODELS[fusion]),
+                                params.get("device", "auto"), "change_embedding")
+        before, after = as_list(params["before"]), as_list(params["after"])
+        name = params.get("name") or f"{layer_name(before)} -> {layer_name(after)}"
+        index = EmbeddingIndex(params["index"])
+        manifest = index.open_for(model.contract.provenance["space"], int(model.contract.provenance["dim"]))
+        entry, reused, warnings = index_entry(index, manifest, name, "change", {"before": before, "after": after},
+                                              model, params, progress, cancelled)
+        if not reused:
+            put_entry(manifest, entry)
+            index.save(manifest)
+        store = load_store(index.folder)
+        query, text_model = text_query(params, store, params["query"])
+        result = run_search(params, store, query, params["query"], [store.manifest.entry(name)])
+        return {**result, "pair": {"name": name, "tiles": entry.tiles, "reused": reused},
+                "model": model.contract.name, "text_model": text_model, "device": model.provider,
+                "warnings": warnings + result["warnings"], "seconds": round(time.perf_counter() - started, 3)}
