@@ -5,6 +5,10 @@
     python -m engine run compress_hyperspectral --input cube.tif --output cube_cr8.tif --ratio 8 --quality
     python -m engine run decompress_hyperspectral --input cube_cr8.tif --output restored.tif
     python -m engine run classify_scenes --input s2_stack.tif s1_VV.tif s1_VH.tif --output patches.gpkg
+    python -m engine index --input scene.tif other.tif --index search_index/
+    python -m engine search --index search_index/ --query "the sea" --output hits.gpkg [--heatmap h.tif]
+    python -m engine similar --index search_index/ --layer scene --tile 17 --output hits.gpkg
+    python -m engine changes --before 2019.tif --after 2024.tif --index search_index/ --query "new buildings"
     python -m engine describe [--model model.onnx] [--task classify_seabed]
 
 Progress goes to stderr; the result is printed as JSON on stdout. Exit status 2 on bad input.
@@ -41,20 +45,71 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ratio", type=int, help="compress_hyperspectral: compression ratio (4, 8, 16, 32)")
     run.add_argument("--quality", action="store_true",
                      help="compress_hyperspectral: also report PSNR and spectral angle against the input")
+    _add_search_commands(commands)
     describe = commands.add_parser("describe", help="print a model's contract")
     describe.add_argument("--model")
     describe.add_argument("--task", choices=sorted(RASTER_TASKS))
     return parser
 
 
+def _add_search_commands(commands) -> None:
+    index = commands.add_parser("index", help="build_search_index: embed raster layers into a search index")
+    index.add_argument("--input", required=True, nargs="+", help="raster layers, one file each")
+    index.add_argument("--names", nargs="+", help="a display name per layer (default: file names)")
+    _add_tiling_arguments(index)
+    index.add_argument("--model", help="image encoder (default: models_onnx/search_image_rgb.onnx)")
+    searches = {
+        "search": ("search_text", "rank indexed tiles by a sentence"),
+        "similar": ("search_similar", "rank indexed tiles by their likeness to one indexed tile"),
+        "changes": ("search_changes", "rank tile pairs of two dates by a change sentence"),
+    }
+    for command, (task, text) in searches.items():
+        search = commands.add_parser(command, help=f"{task}: {text}")
+        search.add_argument("--output", help="GeoPackage of the result tiles")
+        search.add_argument("--heatmap", help="GeoTIFF of every tile's score on the best result's layer")
+        search.add_argument("--top-k", dest="top_k", type=int, help="results (default 20)")
+        search.add_argument("--probes", type=int, help="inverted lists scanned in large indexes (default 24)")
+        search.add_argument("--exact", action="store_true", help="scan every tile, even in large indexes")
+        if command != "similar":
+            search.add_argument("--query", required=True, help="what to look for, in words")
+            search.add_argument("--text-model", dest="text_model", help="text encoder (default: the shipped one)")
+    for command in (index, *(commands.choices[name] for name in searches)):
+        command.add_argument("--index", required=True, help="index folder")
+        command.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    similar = commands.choices["similar"]
+    similar.add_argument("--layer", required=True, help="name of the indexed layer the query tile is in")
+    similar.add_argument("--tile", type=int, help="tile number (a search result's 'tile')")
+    similar.add_argument("--point", type=float, nargs=2, metavar=("X", "Y"), help="a point inside the query tile")
+    similar.add_argument("--point-crs", dest="point_crs", help="CRS of --point (default: the layer's)")
+    changes = commands.choices["changes"]
+    changes.add_argument("--before", required=True, nargs="+", help="raster(s) of the first date")
+    changes.add_argument("--after", required=True, nargs="+", help="raster(s) of the second date")
+    changes.add_argument("--fusion", choices=("gff", "tff"), help="global or transformer feature fusion (default tff)")
+    changes.add_argument("--model", help="change encoder (default: the shipped one of --fusion)")
+    changes.add_argument("--name", help="name of the pair in the index")
+    _add_tiling_arguments(changes)
+
+
+def _add_tiling_arguments(parser) -> None:
+    parser.add_argument("--bands", help="band mapping NAME=INDEX,... when band names do not match")
+    parser.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"))
+    parser.add_argument("--tile-size", dest="tile_size", type=int, help="tile side in px (default: the model's)")
+    parser.add_argument("--overlap", type=int, help="overlap of neighbouring tiles in px (default: the model's)")
+    parser.add_argument("--min-valid", dest="min_valid", type=float, help="least valid fraction of an indexed tile")
+
+
 def _print_progress(fraction: float, message: str) -> None:
     print(f"\r{fraction:6.1%} {message}", end="", file=sys.stderr, flush=True)
+
+
+COMMAND_TASKS = {"describe": "describe_model", "index": "build_search_index", "search": "search_text",
+                 "similar": "search_similar", "changes": "search_changes"}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(_parser().parse_args(argv))
     command = args.pop("command")
-    task = "describe_model" if command == "describe" else args.pop("task")
+    task = COMMAND_TASKS.get(command) or args.pop("task")
     params = {key: value for key, value in args.items() if value not in (None, False)}
     if command == "run" and len(params["input"]) == 1:
         params["input"] = params["input"][0]

@@ -142,15 +142,16 @@ def write_hits(path: str, records: list[dict], crs_wkt: str, label: str) -> None
 
 
 def write_heatmap(path: str, store: LoadedStore, entry: Entry, query: np.ndarray) -> None:
-    """One cell per tile stride on ``entry``'s grid: the score of the tile whose top-left pixel lies
-    in it (cells without an indexed tile are nodata)."""
+    """One cell per tile stride on ``entry``'s grid holding its tile's score: tile origins are
+    multiples of the stride except the last row and column, which end at the layer's edge and take
+    the next cell (cells without an indexed tile are nodata)."""
     scores = np.asarray(store.index.entry_embeddings(entry), np.float32) @ query
     tiles = store.tiles(entry)
     width, height = (math.ceil(size / entry.stride) for size in entry.grid_size)
     values = np.full((1, height, width), HEATMAP_NODATA, np.float32)
-    cells = tiles // entry.stride
+    cells = -(-tiles // entry.stride)  # ceil: a shifted last tile keeps a cell of its own
     np.maximum.at(values[0], (cells[:, 0], cells[:, 1]), scores)
-    grid = OutputGrid(entry.crs_wkt, Affine(*entry.transform) * Affine.scale(entry.stride), width, height)
+    grid = OutputGrid(entry.crs_wkt, Affine(*entry.transform) @ Affine.scale(entry.stride), width, height)
     spec = OutputSpec(path, 1, "float32", HEATMAP_NODATA, band_names=("similarity",),
                       tags={"layer": entry.name, "model": entry.model_name})
     with atomic_outputs(grid, [spec]) as (dataset,):

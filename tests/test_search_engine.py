@@ -1,0 +1,259 @@
+"""Text search in the engine: index build and cache, exact and inverted-file ranking, outputs, errors.
+
+Real GeoTIFFs (the Landsat 7 sample scene and layers cut from it), the shipped encoders, real
+onnxruntime. The truth for the ranking checks is measured from the scene's own bands (water by
+MNDWI, vegetation by NDVI) or constructed (a layer whose tiles are copies of another's).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from engine import embedding_index
+from engine.embedding_index import EmbeddingIndex, Entry, load_store
+from engine.errors import Cancelled, EngineError, ModelContractError
+from engine.tasks import run_task
+from engine.tasks.raster_task import MODELS_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "sample_data" / "olinda_landsat7.tif"
+TILE, GSD = 32, 30.0
+
+
+def run(task, cancelled=None, **params):
+    return run_task(task, params, lambda fraction, message: None, cancelled or (lambda: False))
+
+
+def write_layer(path: Path, data: np.ndarray, origin=(290000.0, 9120000.0), crs="EPSG:31985") -> str:
+    """uint8 [6, h, w] at the models' 30 m, bands described as the sample's."""
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=6,
+                       dtype="uint8", crs=crs, transform=from_origin(*origin, GSD, GSD)) as raster:
+        raster.write(data)
+        for band, name in enumerate(("blue", "green", "red", "nir", "swir1", "swir2"), start=1):
+            raster.set_band_description(band, name)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiles_of_sample():
+    """The sample's first 320 x 320 px as a 10 x 10 grid of 32 px tiles [100, 6, 32, 32]."""
+    with rasterio.open(SAMPLE) as raster:
+        data = raster.read(window=((0, 320), (0, 320)))
+    return data.reshape(6, 10, TILE, 10, TILE).transpose(1, 3, 0, 2, 4).reshape(100, 6, TILE, TILE)
+
+
+def mosaic(tiles: np.ndarray, order) -> np.ndarray:
+    grid = tiles[np.asarray(order)].reshape(10, 10, 6, TILE, TILE)
+    return grid.transpose(2, 0, 3, 1, 4).reshape(6, 10 * TILE, 10 * TILE)
+
+
+@pytest.fixture(scope="module")
+def sample_index(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("search") / "index"
+    result = run("build_search_index", input=str(SAMPLE), index=str(folder), device="cpu")
+    return folder, result
+
+
+def tile_shares(folder: Path) -> dict[int, tuple[float, float]]:
+    """Per indexed tile of the sample: (water share by MNDWI > 0, vegetation share by NDVI > 0.15,
+    the thresholds the training captions used for this scene), measured on the tile's own footprint
+    in the original raster."""
+    store = load_store(folder)
+    entry = store.manifest.entries[0]
+    with rasterio.open(SAMPLE) as raster:
+        blue, green, red, nir, swir1, _ = raster.read().astype(np.float64)
+        inverse = ~raster.transform
+    mndwi = (green - swir1) / np.maximum(green + swir1, 1)
+    ndvi = (nir - red) / np.maximum(nir + red, 1)
+    shares = {}
+    for tile in range(entry.tiles):
+        ring = entry.tile_ring(*store.tiles(entry)[tile])
+        (c0, r0), (c1, r1) = (inverse @ ring[0]), (inverse @ ring[2])
+        window = (slice(max(0, round(r0)), round(r1)), slice(max(0, round(c0)), round(c1)))
+        shares[tile] = (float((mndwi[window] > 0).mean()), float((ndvi[window] > 0.15).mean()))
+    return shares
+
+
+def test_index_of_the_sample_covers_it_with_model_tiles(sample_index):
+    folder, result = sample_index
+    assert result["built"] == 1 and result["reused"] == 0 and result["model"] == "search_image_rgb"
+    store = load_store(folder)
+    entry = store.manifest.entries[0]
+    with rasterio.open(SAMPLE) as raster:
+        bounds = raster.bounds
+    # 349 x 352 px of 28.5 m = 331.6 x 334.4 px of 30 m (grid rounded to whole pixels): 11 x 11 tiles,
+    # the last ones ending at the edge
+    assert entry.grid_size == [332, 334] and entry.tiles == 121 == result["tiles"]
+    assert entry.tile_size == TILE and entry.stride == TILE and store.manifest.space == "all-MiniLM-L6-v2"
+    rings = np.array([entry.tile_ring(*rc) for rc in store.tiles(entry)])
+    assert rings[..., 0].min() == pytest.approx(bounds.left) and rings[..., 1].max() == pytest.approx(bounds.top)
+    assert rings[..., 0].max() <= bounds.right + GSD and rings[..., 1].min() >= bounds.bottom - GSD
+    vectors = np.asarray(EmbeddingIndex(folder).entry_embeddings(entry), np.float32)
+    assert vectors.shape == (121, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=2e-3)
+
+
+def test_the_sea_and_forest_are_found_where_the_bands_say_they_are(sample_index):
+    folder, _ = sample_index
+    shares = tile_shares(folder)
+    sea = run("search_text", index=str(folder), query="the sea", top_k=5, device="cpu")
+    forest = run("search_text", index=str(folder), query="dense green vegetation, forest", top_k=5, device="cpu")
+    water_share = np.mean([s[0] for s in shares.values()])
+    assert water_share < 0.4  # the sea is a minority of the scene: ranking it first is not luck
+    assert [shares[r["tile"]][0] for r in sea["results"]] == pytest.approx([1.0] * 5, abs=0.25)
+    upper_quartile = np.quantile([s[1] for s in shares.values()], 0.75)
+    assert all(shares[r["tile"]][1] >= upper_quartile for r in forest["results"])
+    scores = [r["score"] for r in sea["results"]]
+    assert scores == sorted(scores, reverse=True) and [r["rank"] for r in sea["results"]] == [1, 2, 3, 4, 5]
+
+
+def test_reindexing_reuses_unchanged_layers_and_rebuilds_changed_ones(tiles_of_sample, tmp_path):
+    first = write_layer(tmp_path / "a.tif", mosaic(tiles_of_sample, range(100)))
+    second = write_layer(tmp_path / "b.tif", mosaic(tiles_of_sample, range(99, -1, -1)), origin=(300000.0, 9120000.0))
+    folder = tmp_path / "index"
+    built = run("build_search_index", input=[first, second], index=str(folder), device="cpu")
+    assert [(layer["name"], layer["reused"], layer["tiles"]) for layer in built["layers"]] == [
+        ("a", False, 100), ("b", False, 100)]
+    again = run("build_search_index", input=[first, second], index=str(folder), device="cpu")
+    assert [layer["reused"] for layer in again["layers"]] == [True, True] and again["embedded_tiles_per_s"] is None
+    manifest = json.loads((folder / "manifest.json").read_text())
+    old_id = manifest["entries"][1]["id"]
+
+    write_layer(tmp_path / "b.tif", mosaic(tiles_of_sample, range(100)), origin=(300000.0, 9120000.0))
+    os.utime(second, ns=(1, 1_700_000_000_000_000_000))  # a new content and a new time
+    changed = run("build_search_index", input=[first, second], index=str(folder), device="cpu")
+    assert [layer["reused"] for layer in changed["layers"]] == [True, False]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert [e["name"] for e in manifest["entries"]] == ["a", "b"] and manifest["entries"][1]["id"] != old_id
+    assert not list(folder.glob(f"{old_id}.*")), "the replaced entry's files are deleted"
+
+    other_tiling = run("build_search_index", input=[first], index=str(folder), overlap=16, device="cpu")
+    assert other_tiling["layers"][0]["reused"] is False and other_tiling["layers"][0]["tiles"] == 19 * 19
+
+
+def test_a_copied_tile_is_found_first_in_another_layer_and_crs(tiles_of_sample, tmp_path):
+    """Layer b holds the tiles of layer a shuffled, in another CRS (WGS 84 / UTM 25S): the tile
+    most like a's tile t is b's copy of it, whatever t is, and its polygon is where the copy is."""
+    order = np.random.default_rng(3).permutation(100)
+    first = write_layer(tmp_path / "a.tif", mosaic(tiles_of_sample, range(100)))
+    second = write_layer(tmp_path / "b.tif", mosaic(tiles_of_sample, order), origin=(310000.0, 9110000.0),
+                         crs="EPSG:32725")
+    folder = tmp_path / "index"
+    run("build_search_index", input=[first, second], index=str(folder), device="cpu")
+    for tile in (0, 37, 99):
+        result = run("search_similar", index=str(folder), layer="a", tile=tile, top_k=3)
+        best = result["results"][0]
+        position = int(np.nonzero(order == tile)[0][0])
+        assert (best["layer"], best["tile"]) == ("b", position) and best["score"] > 0.995
+        assert (best["tile_row"], best["tile_col"]) == (TILE * (position // 10), TILE * (position % 10))
+        left, top = 310000.0 + GSD * best["tile_col"], 9110000.0 - GSD * best["tile_row"]
+        # WGS 84 and SIRGAS 2000 differ by well under a metre here
+        assert best["bounds"] == pytest.approx([left, top - TILE * GSD, left + TILE * GSD, top], abs=2.0)
+        assert all((r["layer"], r["tile"]) != ("a", tile) for r in result["results"])
+    by_point = run("search_similar", index=str(folder), layer="a", point=[290000.0 + 40 * GSD, 9120000.0 - 70 * GSD])
+    assert by_point["query_tile"] == {"layer": "a", "tile": 2 * 10 + 1}
+
+
+def test_search_outputs_a_geopackage_and_a_heatmap(sample_index, tmp_path):
+    folder, _ = sample_index
+    output, heatmap = tmp_path / "hits.gpkg", tmp_path / "heat.tif"
+    result = run("search_text", index=str(folder), query="a city", top_k=7, output=str(output),
+                 heatmap=str(heatmap), device="cpu")
+    with sqlite3.connect(output) as db:
+        rows = db.execute("SELECT rank, score, layer, tile, query FROM search_results ORDER BY rank").fetchall()
+        srs = db.execute("SELECT organization_coordsys_id FROM gpkg_spatial_ref_sys s JOIN gpkg_geometry_columns g "
+                         "ON s.srs_id = g.srs_id").fetchone()
+    assert [r[0] for r in rows] == list(range(1, 8)) and srs == (31985,)
+    assert [r[1] for r in rows] == pytest.approx([r["score"] for r in result["results"]], abs=1e-5)
+    assert {r[2] for r in rows} == {"olinda_landsat7"} and {r[4] for r in rows} == {"a city"}
+    store = load_store(folder)
+    entry = store.manifest.entries[0]
+    with rasterio.open(heatmap) as raster:
+        values = raster.read(1)
+        assert raster.crs.to_epsg() == 31985 and (raster.width, raster.height) == (11, 11)
+        assert raster.transform.a == pytest.approx(TILE * GSD) and raster.transform.c == pytest.approx(entry.transform[2])
+    best = result["results"][0]
+    assert values[-(-best["tile_row"] // TILE), -(-best["tile_col"] // TILE)] == pytest.approx(best["score"], abs=1e-3)
+    assert values.max() == pytest.approx(best["score"], abs=1e-3) and (values > -2).sum() == 121
+
+
+def test_inverted_file_lists_find_what_an_exact_scan_finds(tmp_path, monkeypatch):
+    """Clustered unit vectors (like tile embeddings: many near-duplicates of a few kinds of land)."""
+    monkeypatch.setattr(embedding_index, "IVF_MIN_TILES", 1000)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(40, 384))
+    vectors = centres[rng.integers(0, 40, 6000)] + 0.6 * rng.normal(size=(6000, 384))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = EmbeddingIndex(tmp_path / "index")
+    manifest = index.open_for("test-space", 384)
+    for number, part in enumerate(np.split(vectors, 2)):
+        entry = Entry(f"id{number}", f"layer{number}", "image", {"image": [f"{number}.tif"]}, "m.onnx", "m", "EPSG:4326",
+                      [1.0, 0, 0, 0, -1.0, 0], 8, 8, [800, 240], len(part))
+        rows, cols = np.divmod(np.arange(len(part)) * 8, 800)
+        index.write_entry(entry, part, np.stack([rows * 8, cols], axis=1))
+        manifest.entries.append(entry)
+    index.save(manifest)
+    store = load_store(index.folder)
+    assert len(store.centroids) == 77 and store.offsets[-1] == 6000  # about sqrt(6000) lists
+    names = {"layer0", "layer1"}
+    recalls = []
+    for query in vectors[rng.choice(6000, 20, replace=False)] + 0.3 * rng.normal(size=(20, 384)):
+        query /= np.linalg.norm(query)
+        truth = np.argsort(-(vectors @ query))[:10]
+        exact = store.search(query, 10, names, exact=True)
+        exact_rows = [3000 * int(h.entry.name[-1]) + h.tile for h in exact]
+        assert exact_rows[0] == truth[0] and len(set(exact_rows) & set(truth)) >= 9  # float16 storage
+        approximate = store.search(query, 10, names)
+        found = {3000 * int(h.entry.name[-1]) + h.tile for h in approximate}
+        recalls.append(len(found & set(truth)) / 10)
+    assert np.mean(recalls) >= 0.9
+    only_one = store.search(vectors[0], 5, {"layer1"}, exact=True)
+    assert {h.entry.name for h in only_one} == {"layer1"}
+
+
+def test_cancelled_build_leaves_the_index_as_it_was(tiles_of_sample, tmp_path):
+    first = write_layer(tmp_path / "a.tif", mosaic(tiles_of_sample, range(100)))
+    second = write_layer(tmp_path / "b.tif", mosaic(tiles_of_sample, range(99, -1, -1)))
+    folder = tmp_path / "index"
+    run("build_search_index", input=[first], index=str(folder), device="cpu")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    calls = iter(range(1000))
+    with pytest.raises(Cancelled):
+        run("build_search_index", input=[first, second], index=str(folder), device="cpu",
+            cancelled=lambda: next(calls) >= 3)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_bad_requests_name_the_problem_and_the_fix(sample_index, tmp_path):
+    folder, _ = sample_index
+    with pytest.raises(EngineError, match="not a search index .* build one first"):
+        run("search_text", index=str(tmp_path / "missing"), query="the sea")
+    with pytest.raises(EngineError, match="query is empty"):
+        run("search_text", index=str(folder), query="   ")
+    with pytest.raises(EngineError, match="top_k must be at least 1"):
+        run("search_text", index=str(folder), query="the sea", top_k=0)
+    with pytest.raises(ModelContractError, match="'image_embedding' model; this needs a 'text_embedding'"):
+        run("search_text", index=str(folder), query="the sea", text_model=str(MODELS_DIR / "search_image_rgb.onnx"))
+    with pytest.raises(ModelContractError, match="needs a 'image_embedding' model"):
+        run("build_search_index", input=str(SAMPLE), index=str(tmp_path / "i"),
+            model=str(MODELS_DIR / "bathymetry_s2_sim.onnx"))
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("mine")
+    with pytest.raises(EngineError, match="not empty and holds no search index"):
+        run("build_search_index", input=str(SAMPLE), index=str(tmp_path / "full"))
+    assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
+    with pytest.raises(EngineError, match="no layer named 'nope'; it has: olinda_landsat7"):
+        run("search_similar", index=str(folder), layer="nope", tile=1)
+    with pytest.raises(EngineError, match="either tile .* or point"):
+        run("search_similar", index=str(folder), layer="olinda_landsat7")
+    with pytest.raises(EngineError, match="no indexed tile of 'olinda_landsat7' holds the point"):
+        run("search_similar", index=str(folder), layer="olinda_landsat7", point=[0.0, 0.0])
+    with pytest.raises(EngineError, match="one distinct name per layer"):
+        run("build_search_index", input=[str(SAMPLE), str(SAMPLE)], index=str(tmp_path / "j"))
+    assert not (tmp_path / "j").exists() and not (tmp_path / "i").exists()
