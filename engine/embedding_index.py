@@ -167,6 +167,12 @@ class EmbeddingIndex:
         self._replace(f"{entry.id}.embeddings.npy", lambda path: _save(path, embeddings.astype(np.float16)))
         self._replace(f"{entry.id}.tiles.npy", lambda path: _save(path, tiles.astype(np.int32)))
 
+    def discard(self, entry_ids: list[str]) -> None:
+        """Delete the files of entries written by a build that did not finish (never in the manifest)."""
+        for entry_id in entry_ids:
+            for part in ("embeddings", "tiles"):
+                (self.folder / f"{entry_id}.{part}.npy").unlink(missing_ok=True)
+
     def entry_embeddings(self, entry: Entry) -> np.ndarray:
         return np.load(self.folder / f"{entry.id}.embeddings.npy", mmap_mode="r")
 

@@ -218,15 +218,16 @@ def test_inverted_file_lists_find_what_an_exact_scan_finds(tmp_path, monkeypatch
 
 
 def test_cancelled_build_leaves_the_index_as_it_was(tiles_of_sample, tmp_path):
-    first = write_layer(tmp_path / "a.tif", mosaic(tiles_of_sample, range(100)))
-    second = write_layer(tmp_path / "b.tif", mosaic(tiles_of_sample, range(99, -1, -1)))
+    first, second, third = (write_layer(tmp_path / f"{name}.tif", mosaic(tiles_of_sample, np.roll(range(100), shift)))
+                            for name, shift in (("a", 0), ("b", 10), ("c", 20)))
     folder = tmp_path / "index"
     run("build_search_index", input=[first], index=str(folder), device="cpu")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    calls = iter(range(1000))
+    calls = iter(range(1000))  # one call per row of 10 tiles: b is embedded whole, c is cancelled
     with pytest.raises(Cancelled):
-        run("build_search_index", input=[first, second], index=str(folder), device="cpu",
-            cancelled=lambda: next(calls) >= 3)
+        run("build_search_index", input=[first, second, third], index=str(folder), device="cpu",
+            cancelled=lambda: next(calls) >= 13)
+    assert next(calls) == 14
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 

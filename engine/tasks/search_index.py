@@ -148,18 +148,22 @@ class BuildSearchIndex:
         index = EmbeddingIndex(params["index"])
         manifest = index.open_for(contract.provenance["space"], int(contract.provenance["dim"]))
         report, warnings = [], []
-        for number, (name, paths) in enumerate(zip(names, layers)):
-            def layer_progress(fraction: float, message: str, number=number) -> None:
-                progress((number + fraction) / len(layers), message)
+        try:
+            for number, (name, paths) in enumerate(zip(names, layers)):
+                def layer_progress(fraction: float, message: str, number=number) -> None:
+                    progress((number + fraction) / len(layers), message)
 
-            layer_started = time.perf_counter()
-            entry, reused, layer_warnings = index_entry(index, manifest, name, "image", {"image": paths}, model,
-                                                        params, layer_progress, cancelled)
-            put_entry(manifest, entry)
-            warnings += layer_warnings
-            report.append({"name": name, "tiles": entry.tiles, "reused": reused,
-                           "seconds": round(time.perf_counter() - layer_started, 3)})
-        index.save(manifest)
+                layer_started = time.perf_counter()
+                entry, reused, layer_warnings = index_entry(index, manifest, name, "image", {"image": paths}, model,
+                                                            params, layer_progress, cancelled)
+                put_entry(manifest, entry)
+                warnings += layer_warnings
+                report.append({"name": name, "tiles": entry.tiles, "reused": reused, "id": entry.id,
+                               "seconds": round(time.perf_counter() - layer_started, 3)})
+            index.save(manifest)
+        except BaseException:
+            index.discard([r["id"] for r in report if not r["reused"]])
+            raise
         built = [r for r in report if not r["reused"]]
         return {
             "outputs": {"index": str(index.folder)},

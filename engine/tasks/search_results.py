@@ -7,6 +7,7 @@ ONNX metadata (key ``rsai_tokenizer``; training/text_search/tokenization.py make
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -46,11 +47,17 @@ def embed_text(model: Model, sentences: list[str]) -> np.ndarray:
     if not tokenizer_json:
         raise EngineError(f"text model {model.path} carries no tokenizer (metadata {TOKENIZER_KEY!r}); export it "
                           "with python -m training export-text-encoder or convert-clip")
-    encodings = Tokenizer.from_str(tokenizer_json).encode_batch(list(sentences))
+    encodings = tokenizer_from(tokenizer_json).encode_batch(list(sentences))
     feeds = {"input_ids": np.array([e.ids for e in encodings], np.int64),
              "attention_mask": np.array([e.attention_mask for e in encodings], np.int64)}
     vectors = model.run(feeds).reshape(len(sentences), -1).astype(np.float32)
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+@functools.lru_cache(maxsize=4)
+def tokenizer_from(tokenizer_json: str) -> Tokenizer:
+    """Parsing a tokenizer takes longer than a query; a worker keeps the few it has seen."""
+    return Tokenizer.from_str(tokenizer_json)
 
 
 def text_query(params: dict, store: LoadedStore, sentence: str) -> tuple[np.ndarray, str]:
