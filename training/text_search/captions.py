@@ -35,6 +35,8 @@ CHANGE_VERBS = {
     ("arid land", "shrank"): ("bare arid land was covered", "the arid land shrank"),
 }
 CHANGE_SHARE = 0.05  # a class whose share moved less than this did not change
+LAND_COVER_PREFIX = "Land cover: "
+SHORELINE_PREFIX = "A shoreline where"
 
 
 def _noun(name: str, context: LandUseContext, short: bool = False) -> str:
@@ -70,12 +72,12 @@ def image_captions(classes: np.ndarray, context: LandUseContext) -> list[str]:
             f"{_amount(share[name])} {noun}" for name, noun in zip(others, nouns[1:])
         ) + "."
         second = "An area of " + ", ".join(short[:-1]) + f" and {short[-1]}."
-    third = "Land cover: " + ", ".join(
+    third = LAND_COVER_PREFIX + ", ".join(
         f"{noun} {round(100 * share[name])}%" for name, noun in zip(present, short)
     ) + "."
     if PRESENT <= water <= 1 - PRESENT:
         land = max((n for n in LAND_COVER if n != "water"), key=lambda n: share[n])
-        fourth = f"A shoreline where the {_noun('water', context, short=True)} meets {_noun(land, context)}."
+        fourth = f"{SHORELINE_PREFIX} the {_noun('water', context, short=True)} meets {_noun(land, context)}."
         fifth = (
             f"{_noun('water', context, short=True).capitalize()} on the "
             f"{side_of(classes == LAND_COVER.index('water'))} side of the image, {_noun(land, context, short=True)} elsewhere."
@@ -87,6 +89,15 @@ def image_captions(classes: np.ndarray, context: LandUseContext) -> list[str]:
         fourth = f"A uniform area of {nouns[0]} with no other land cover."
         fifth = f"Nothing but {short[0]} in this tile."
     return [first, second, third, fourth, fifth]
+
+
+def caption_facts(captions: tuple[str, ...]) -> tuple[str, bool]:
+    """Read back what ``image_captions`` stated: the short noun of the tile's largest class (the
+    first one of the "Land cover: ..." caption, e.g. "lake", "city", "desert") and whether the tile
+    holds a shoreline."""
+    (shares,) = [c for c in captions if c.startswith(LAND_COVER_PREFIX)]
+    largest = shares[len(LAND_COVER_PREFIX):].split(",")[0].rsplit(" ", 1)[0]
+    return largest, any(c.startswith(SHORELINE_PREFIX) for c in captions)
 
 
 def change_captions(before: np.ndarray, after: np.ndarray, context: LandUseContext) -> list[str]:

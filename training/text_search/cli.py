@@ -13,7 +13,9 @@ until a command runs).
         --init runs/rgb/checkpoint.pt --max-steps 800 --out runs/change
     python -m training evaluate --data DIR/gaia --checkpoint runs/rgb/checkpoint.pt
     python -m training export --checkpoint runs/rgb/checkpoint.pt --out models_onnx/search_image_rgb.onnx
-    python -m training export-text-encoder --out models_onnx/search_text_minilm.onnx
+    python -m training export-text-encoder --out models_onnx/search_text_minilm.onnx [--quantize none]
+    python -m training measure-queries --image-model models_onnx/search_image_rgb.onnx \\
+        --text-model models_onnx/search_text_minilm.onnx --data DIR/gaia --json-out runs/rgb/query_precision.json
     python -m training convert-clip --init RemoteCLIP-ViT-B-32.pt --model ViT-B-32 --out models_onnx/remoteclip
 """
 from __future__ import annotations
@@ -25,11 +27,12 @@ from pathlib import Path
 from training.task_selection import asks_for
 
 TASKS = ("locked-text", "clip-finetune", "align-modality", "bitemporal")
-# Repeated from training.text_search.encoders.FUSIONS and scenes (which import torch / rasterio) so
+# Repeated from training.text_search.encoders.FUSIONS, scenes and export (which import torch / rasterio) so
 # that the CLI starts fast; a test keeps them equal.
 FUSIONS = ("gff-difference", "gff-concat", "gff-sum", "tff")
 REAL_SCENES = ("great-salt-lake", "olinda")
 SIMULATED_LANDSCAPES = ("coastal city", "desert lake")
+QUANTIZATIONS = ("none", "int8")
 
 
 def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
@@ -78,7 +81,23 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     text = commands.add_parser("export-text-encoder", help="export all-MiniLM-L6-v2 as the toolbox's text encoder")
     text.add_argument("--out", type=Path, required=True, help="model.onnx to write")
     text.add_argument("--max-length", type=int, default=128, help="word pieces kept per sentence")
+    text.add_argument(
+        "--quantize", choices=QUANTIZATIONS, default="int8",
+        help="int8: onnxruntime dynamic quantisation, per-channel weights (about 24 MB instead of 91.5 MB)",
+    )
     text.set_defaults(run=_export_text_encoder)
+
+    queries = commands.add_parser(
+        "measure-queries",
+        help="precision@k of the model cards' free-text queries through an exported image + text ONNX pair",
+    )
+    queries.add_argument("--image-model", type=Path, required=True, help="image_embedding ONNX (3 or 6 bands)")
+    queries.add_argument("--text-model", type=Path, required=True, help="text_embedding ONNX of the same space")
+    queries.add_argument("--data", type=Path, required=True, help="GAIA-format root (with multispectral/ for 6 bands)")
+    queries.add_argument("--split", default="test")
+    queries.add_argument("--top", type=int, default=10, help="k of precision@k")
+    queries.add_argument("--json-out", type=Path, help="write the result here too")
+    queries.set_defaults(run=_measure_queries)
 
     convert = commands.add_parser(
         "convert-clip", help="convert a local open_clip checkpoint into the toolbox's image + text ONNX pair"
@@ -157,8 +176,22 @@ def _make_fixtures(args: argparse.Namespace) -> None:
 def _export_text_encoder(args: argparse.Namespace) -> None:
     from training.text_search.export import export_minilm_text_encoder
 
-    result = export_minilm_text_encoder(args.out, args.command_line, args.max_length)
-    print(f"wrote {result['paths'][0]}; onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}")
+    result = export_minilm_text_encoder(args.out, args.command_line, args.max_length, args.quantize)
+    print(f"wrote {result['paths'][0]}; fp32 onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}"
+          + (f"; int8 vs torch min cosine {result['min_cosine']:.4f}" if "min_cosine" in result else ""))
+
+
+def _measure_queries(args: argparse.Namespace) -> None:
+    import json
+
+    from training.text_search.export import query_precision
+
+    result = query_precision(args.image_model, args.text_model, args.data, args.split, args.top)
+    for query, measured in result["queries"].items():
+        print(f"{query!r}: precision@{args.top} {measured['precision']:.2f} (share of tiles {measured['share']:.2f})")
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(result, indent=1))
 
 
 def _convert_clip(args: argparse.Namespace) -> None:

