@@ -1,10 +1,13 @@
-"""Styles applied to the engine's outputs when Processing loads them into the project."""
+"""Styles of the engine's outputs, applied when Processing loads them into the project (and by the
+search dock to its temporary layers)."""
 from qgis.core import (
     NULL,
     QgsCategorizedSymbolRenderer,
+    QgsClassificationEqualInterval,
     QgsColorRampShader,
     QgsFillSymbol,
     QgsGradientColorRamp,
+    QgsGraduatedSymbolRenderer,
     QgsLimitedRandomColorRamp,
     QgsPalettedRasterRenderer,
     QgsPalLayerSettings,
@@ -20,6 +23,8 @@ from qgis.PyQt.QtGui import QColor
 LOW_VALUE_COLOR = "#deebf7"  # shallow water: light blue
 HIGH_VALUE_COLOR = "#08306b"  # deep water: dark blue
 RAMP_CLASSES = 6
+LOW_SCORE_COLOR = "#fee08b"  # search results: weak matches pale yellow
+HIGH_SCORE_COLOR = "#d7301f"  # best matches red
 
 
 class OutputStyle(QgsProcessingLayerPostProcessorInterface):
@@ -42,6 +47,29 @@ class OutputStyle(QgsProcessingLayerPostProcessorInterface):
         raise NotImplementedError
 
 
+def apply_value_ramp(layer, units: str, decimals: int = 1, low_color: str = LOW_VALUE_COLOR,
+                     high_color: str = HIGH_VALUE_COLOR) -> None:
+    """A colour ramp over the raster layer's value range, labelled in ``units``."""
+    provider = layer.dataProvider()
+    stats = provider.bandStatistics(1, QgsRasterBandStats.Min | QgsRasterBandStats.Max)
+    ramp = QgsColorRampShader(
+        stats.minimumValue,
+        stats.maximumValue,
+        QgsGradientColorRamp(QColor(low_color), QColor(high_color)),
+    )
+    ramp.classifyColorRamp(RAMP_CLASSES)
+    items = ramp.colorRampItemList()
+    for item in items:
+        item.label = f"{item.value:.{decimals}f} {units}".strip()
+    ramp.setColorRampItemList(items)
+    shader = QgsRasterShader(stats.minimumValue, stats.maximumValue)
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(provider, 1, shader)
+    renderer.setClassificationMin(stats.minimumValue)
+    renderer.setClassificationMax(stats.maximumValue)
+    layer.setRenderer(renderer)
+
+
 class RegressionStyle(OutputStyle):
     """A colour ramp over the layer's value range, labelled in the quantity's units."""
 
@@ -50,24 +78,43 @@ class RegressionStyle(OutputStyle):
         self.units = units
 
     def apply(self, layer) -> None:
-        provider = layer.dataProvider()
-        stats = provider.bandStatistics(1, QgsRasterBandStats.Min | QgsRasterBandStats.Max)
-        ramp = QgsColorRampShader(
-            stats.minimumValue,
-            stats.maximumValue,
-            QgsGradientColorRamp(QColor(LOW_VALUE_COLOR), QColor(HIGH_VALUE_COLOR)),
-        )
-        ramp.classifyColorRamp(RAMP_CLASSES)
-        items = ramp.colorRampItemList()
-        for item in items:
-            item.label = f"{item.value:.1f} {self.units}".strip()
-        ramp.setColorRampItemList(items)
-        shader = QgsRasterShader(stats.minimumValue, stats.maximumValue)
-        shader.setRasterShaderFunction(ramp)
-        renderer = QgsSingleBandPseudoColorRenderer(provider, 1, shader)
-        renderer.setClassificationMin(stats.minimumValue)
-        renderer.setClassificationMax(stats.maximumValue)
-        layer.setRenderer(renderer)
+        apply_value_ramp(layer, self.units)
+
+
+def style_similarity_heatmap(layer) -> None:
+    """A search heatmap: each tile's cosine similarity to the query, pale (weak) to red (strong)."""
+    apply_value_ramp(layer, "", decimals=2, low_color=LOW_SCORE_COLOR, high_color=HIGH_SCORE_COLOR)
+
+
+def style_search_results(layer) -> None:
+    """Tile polygons graduated by ``score`` (pale yellow to red, half transparent so the imagery
+    shows through) and labelled with their ``rank``."""
+    renderer = QgsGraduatedSymbolRenderer("score")
+    renderer.setSourceSymbol(QgsFillSymbol.createSimple({"outline_color": "#202020", "outline_width": "0.4"}))
+    renderer.setSourceColorRamp(QgsGradientColorRamp(QColor(LOW_SCORE_COLOR), QColor(HIGH_SCORE_COLOR)))
+    renderer.setClassificationMethod(QgsClassificationEqualInterval())
+    renderer.updateClasses(layer, RAMP_CLASSES)
+    layer.setRenderer(renderer)
+    layer.setOpacity(0.6)
+    settings = QgsPalLayerSettings()
+    settings.fieldName = "rank"
+    settings.placement = QgsPalLayerSettings.OverPoint
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
+    layer.setLabelsEnabled(True)
+
+
+class SearchResultsStyle(OutputStyle):
+    """Search results loaded by Processing: see style_search_results."""
+
+    def apply(self, layer) -> None:
+        style_search_results(layer)
+
+
+class SimilarityHeatmapStyle(OutputStyle):
+    """A search heatmap loaded by Processing: see style_similarity_heatmap."""
+
+    def apply(self, layer) -> None:
+        style_similarity_heatmap(layer)
 
 
 class ClassesStyle(OutputStyle):

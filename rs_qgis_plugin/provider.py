@@ -1,12 +1,16 @@
 """The Processing provider ``rsai``: registers the algorithms and the engine settings."""
 from qgis.core import QgsProcessingProvider
 
+from rs_qgis_plugin.algorithms.build_search_index import BuildSearchIndex
 from rs_qgis_plugin.algorithms.classify_scenes import ClassifyScenes
 from rs_qgis_plugin.algorithms.classify_seabed import ClassifySeabed
 from rs_qgis_plugin.algorithms.compress_hyperspectral import CompressHyperspectral
 from rs_qgis_plugin.algorithms.decompress_hyperspectral import DecompressHyperspectral
 from rs_qgis_plugin.algorithms.estimate_bathymetry import EstimateBathymetry
 from rs_qgis_plugin.algorithms.map_crops import MapCrops
+from rs_qgis_plugin.algorithms.search_changes import SearchChanges
+from rs_qgis_plugin.algorithms.search_similar import SearchSimilar
+from rs_qgis_plugin.algorithms.search_text import SearchText
 from rs_qgis_plugin.settings import add_settings, remove_settings
 
 
@@ -30,7 +34,8 @@ class RemoteSensingAIProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
         for algorithm in (EstimateBathymetry(), ClassifySeabed(), CompressHyperspectral(),
-                          DecompressHyperspectral(), ClassifyScenes(), MapCrops()):
+                          DecompressHyperspectral(), ClassifyScenes(), MapCrops(), BuildSearchIndex(),
+                          SearchText(), SearchSimilar(), SearchChanges()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self):  # noqa: N802 (QGIS API)

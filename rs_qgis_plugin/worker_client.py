@@ -26,7 +26,7 @@ CANCEL_GRACE_S = 5.0  # a cancelled worker stops at its next batch; after this l
 EXIT_GRACE_S = 5.0  # a worker whose stdin closed exits; after this long it is killed
 POLL_S = 0.1  # how often a waiting request checks the feedback for cancel
 PROGRESS_TEXT_INTERVAL_S = 10.0  # Processing logs every progress text: pass one on this often
-OUTPUT_PARAMS = ("output", "probabilities")  # request params that name files the worker writes
+OUTPUT_PARAMS = ("output", "probabilities", "heatmap")  # request params that name files the worker writes
 PARTIAL_MARKER = ".rsai-partial-"  # engine temporaries: <dir>/.<stem>.rsai-partial-<id>.tif
 SETTING_HINT = (
     "Set the engine's interpreter in Settings > Options > Processing > Providers > "
@@ -78,7 +78,7 @@ class EngineWorker:
 
     def describe_model(self, task: str, model: str | None) -> dict:
         """The model's contract (the task's shipped default model when ``model`` is None)."""
-        params = {"task": task} if model is None else {"task": task, "model": model}
+        params = {"task": task} if model is None else {"model": model}
         return self.run("describe_model", params)["contract"]
 
     def run(self, task: str, params: dict, feedback=None) -> dict:
@@ -113,6 +113,10 @@ class EngineWorker:
                 if event.get("event") == "error":
                     raise self._error(event)
                 self._relay(event, feedback)
+
+    def is_running(self) -> bool:
+        """False once the worker process has exited (killed after a cancel, or crashed)."""
+        return self._process.poll() is None
 
     def close(self) -> None:
         """Let the worker exit (it does when stdin closes), kill it if it does not, free the pipes."""

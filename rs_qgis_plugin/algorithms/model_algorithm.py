@@ -72,11 +72,13 @@ class ModelAlgorithm(QgsProcessingAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.SECONDS, "Seconds the engine took"))
 
     def common_request(self, parameters, context, extent_crs) -> dict:
-        """output, device, and model / probabilities / extent (in ``extent_crs``) when given."""
-        request = {
-            "output": self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
-            "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)][0],
-        }
+        """device, output, model, probabilities and extent (in ``extent_crs``): those the
+        algorithm has and the user gave."""
+        request = {}
+        if self.parameterDefinition(self.DEVICE) is not None:
+            request["device"] = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)][0]
+        if self.parameterDefinition(self.OUTPUT) is not None:
+            request["output"] = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         model = self.parameterAsFile(parameters, self.MODEL, context)
         if model:
             request["model"] = model
