@@ -59,6 +59,41 @@ def test_build_indexes_the_sample_and_reuses_it_when_unchanged(rsai_provider, sa
     assert (again["TILES"], again["BUILT"], again["REUSED"]) == (SAMPLE_TILES, 0, 1)
 
 
+def test_extent_tile_size_and_overlap_reach_the_index(rsai_provider, tmp_path):
+    import json
+
+    import processing
+
+    with rasterio.open(SAMPLE) as scene:
+        left, top = scene.bounds.left, scene.bounds.top
+    result = processing.run("rsai:build_search_index", {
+        "LAYERS": [str(SAMPLE)], "INDEX": str(tmp_path / "index"), "TILE_SIZE": 16, "OVERLAP": 8, "DEVICE": 1,
+        "EXTENT": f"{left},{left + 5000},{top - 5000},{top} [EPSG:31985]"})
+    (entry,) = json.loads((tmp_path / "index" / "manifest.json").read_text())["entries"]
+    assert (entry["tile_size"], entry["stride"], entry["grid_size"]) == (16, 8, [167, 167])  # 5 km at 30 m
+    assert entry["transform"] == pytest.approx([30.0, 0.0, left, 0.0, -30.0, top])
+    assert result["TILES"] == entry["tiles"] == 20 * 20  # origins every 8 px, the last at the edge
+
+
+def test_layers_of_one_name_get_distinct_names_and_an_extent_needs_one_crs(rsai_provider, tmp_path):
+    import json
+
+    import processing
+    from qgis.core import QgsProcessingException, QgsRasterLayer
+
+    geographic = str(tmp_path / "olinda_wgs84.tif")
+    gdal.Warp(geographic, str(SAMPLE), dstSRS="EPSG:4326")
+    layers = [QgsRasterLayer(str(SAMPLE), "olinda"), QgsRasterLayer(geographic, "olinda")]
+    with pytest.raises(QgsProcessingException, match="different CRSs"):
+        processing.run("rsai:build_search_index", {"LAYERS": layers, "INDEX": str(tmp_path / "index"), "DEVICE": 1,
+                                                   "EXTENT": "289000,290000,9119000,9120000 [EPSG:31985]"})
+    result = processing.run("rsai:build_search_index", {"LAYERS": layers, "INDEX": str(tmp_path / "index"),
+                                                        "DEVICE": 1})
+    entries = json.loads((tmp_path / "index" / "manifest.json").read_text())["entries"]
+    assert [entry["name"] for entry in entries] == ["olinda", "olinda (2)"]
+    assert result["BUILT"] == 2 and result["TILES"] == sum(entry["tiles"] for entry in entries)
+
+
 def test_search_text_loads_ranked_sea_tiles_styled_by_score(rsai_provider, sample_index, tmp_path):
     import processing
     from qgis.core import QgsProject
