@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime
 import open_clip
 import pytest
+import rasterio
 import torch
 
 from engine.contract import contract_from_metadata
@@ -17,6 +18,7 @@ from training.text_search import cli as text_search_cli
 from training.text_search.captions import caption_facts, change_captions, image_captions
 from training.text_search.encoders import FUSIONS, MINILM_SPACE, BitemporalEncoder, TileImageEncoder
 from training.text_search.export import (
+    MULTISPECTRAL_UNITS,
     QUANTIZATIONS,
     SEARCH_QUERIES,
     convert_clip,
@@ -256,6 +258,8 @@ def test_image_student_and_change_exports_match_torch(rgb_checkpoint, fixture_ro
         (output,) = session.run(["output"], feeds)
         assert output.shape == (2, 384, 1, 1)
         assert np.allclose(np.linalg.norm(output[:, :, 0, 0], axis=1), 1.0, atol=1e-5)
+        if checkpoint == student:
+            assert contract.input_units == MULTISPECTRAL_UNITS and contract.bands[3].matches("nir")
     assert contract.provenance["fusion"] == "tff"
 
     # the cards' free-text queries through ONNX image + int8 text encoders, on RGB and 6-band tiles
@@ -269,6 +273,35 @@ def test_image_student_and_change_exports_match_torch(rgb_checkpoint, fixture_ro
     assert sum(shares[query] for query in classes) == pytest.approx(1.0)  # one largest class per tile
     precision = np.mean([rgb["queries"][query]["precision"] for query in classes])
     assert precision > 2 * np.mean([shares[query] for query in classes])  # the trained encoder beats chance
+
+
+@pytest.mark.slow
+def test_align_modality_reads_another_paired_folder(rgb_checkpoint, fixture_root, tmp_path):
+    """A student for another modality (here the fixtures' two infrared bands written as a 2-band
+    folder named like a SAR one) trains from ``modality_folder``, evaluates and exports with its
+    own band names and units."""
+    root = tmp_path / "gaia"
+    shutil.copytree(fixture_root / "gaia", root, ignore=shutil.ignore_patterns("multispectral"))
+    (root / "sentinel1").mkdir()
+    for source in (fixture_root / "gaia" / "multispectral").glob("*.tif"):
+        with rasterio.open(source) as tile:
+            profile = tile.profile | {"count": 2}
+            data = tile.read([4, 5])
+        with rasterio.open(root / "sentinel1" / source.name, "w", **profile) as target:
+            target.write(data)
+            target.descriptions = ("VV", "VH")
+    options = FitOptions(max_steps=3, batch_size=16, embedding_width=8, accelerator="cpu")
+    checkpoint = fit_align_modality(root, tmp_path / "sar", rgb_checkpoint, 0.1, options, "sentinel1")
+    metrics = evaluate_search(checkpoint, root, "test")
+    assert metrics["task"] == "align-modality" and 0.0 <= metrics["text_to_image"]["mAP"] <= 100.0
+    path = tmp_path / "sar.onnx"
+    export_search(checkpoint, path)
+    contract = contract_from_metadata(
+        onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map,
+        str(path),
+    )
+    assert [band.name for band in contract.bands] == ["VV", "VH"]
+    assert "sentinel1" in contract.input_units and contract.input_units != MULTISPECTRAL_UNITS
 
 
 def test_bitemporal_heads_shapes_and_training_steps(fixture_root, tmp_path):

@@ -56,6 +56,10 @@ def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--teacher", type=Path, help="align-modality: checkpoint of the RGB teacher (locked-text or clip-finetune)")
     group.add_argument("--zero-shot-weight", type=float, default=0.1, help="align-modality: weight of the zero-shot-head term")
+    group.add_argument(
+        "--paired-folder", default="multispectral",
+        help="align-modality: folder under --data holding the other modality as <GAIA id>.tif (e.g. sentinel1 with VV, VH)",
+    )
     group.add_argument("--temporal-fusion", choices=FUSIONS, default="gff-difference", help="bitemporal: date fusion")
 
 
@@ -133,7 +137,9 @@ def run_fit(args: argparse.Namespace) -> None:
     elif args.task == "align-modality":
         if args.teacher is None:
             sys.exit("align-modality needs --teacher CHECKPOINT")
-        checkpoint = fit.fit_align_modality(args.data, args.out, args.teacher, args.zero_shot_weight, options)
+        checkpoint = fit.fit_align_modality(
+            args.data, args.out, args.teacher, args.zero_shot_weight, options, args.paired_folder
+        )
     else:
         checkpoint = fit.fit_bitemporal(args.data, args.out, args.temporal_fusion, args.init, options)
     print(f"wrote {checkpoint}")

@@ -83,9 +83,10 @@ FUSIONS = tuple(f"gff-{op}" for op in GLOBAL_FUSIONS) + ("tff",)
 
 
 class BitemporalEncoder(nn.Module):
-    """Embed a before/after image pair for cross-modal text - image time series retrieval (text-ITSR;
-    ``shared/papers.md`` section 10): modality-specific encoders with projection heads into a
-    shared space, trained contrastively, with the two dates fused.
+    """Embed a before/after image pair for cross-modal text - image time series retrieval (text-ITSR:
+    Hoxha, Angyal, Demir, "Self-Supervised Cross-Modal Text-Image Time Series Retrieval in Remote
+    Sensing", IEEE TGRS 2025, arXiv:2501.19043): modality-specific encoders with projection heads
+    into a shared space, trained contrastively, with the two dates fused.
 
     One shared image backbone (``TileImageEncoder.features``) encodes both dates, then:
 

@@ -78,8 +78,10 @@ PAPERS = {
     "paint": "Ilharco et al.: Patching open-vocabulary models by interpolating weights (PAINT), NeurIPS 2022",
     "gaia": "Zavras et al.: GAIA: A Global, Multi-modal, Multi-scale Vision-Language Dataset for Remote Sensing "
             "Image Analysis, 2025 (arXiv:2502.09598)",
-    "modality-gap": "Mind the Modality Gap: aligning RS modalities with CLIP by distillation (papers.md section 9)",
-    "text-itsr": "Cross-modal text - image time series retrieval, text-ITSR (papers.md section 10)",
+    "modality-gap": "Zavras, Michail, Demir, Papoutsis: Mind the Modality Gap: Towards a Remote Sensing "
+                    "Vision-Language Model via Cross-modal Alignment, 2024 (arXiv:2402.09816)",
+    "text-itsr": "Hoxha, Angyal, Demir: Self-Supervised Cross-Modal Text-Image Time Series Retrieval in Remote Sensing "
+                 "(text-ITSR), IEEE TGRS 2025 (arXiv:2501.19043)",
     "minilm": "Reimers & Gurevych: Sentence-BERT, EMNLP 2019; Wang et al.: MiniLM, NeurIPS 2020 "
               "(sentence-transformers/all-MiniLM-L6-v2)",
     "lit": "Zhai et al.: LiT: Zero-Shot Transfer with Locked-image text Tuning, CVPR 2022 (here the text side is locked)",
@@ -114,6 +116,11 @@ SEARCH_QUERIES = (
     ("dry desert land", "desert"),
     ("a coastline", "shoreline"),
 )
+MULTISPECTRAL_UNITS = (
+    "8-bit values 0-255 per band as stored in the training tiles: Landsat 7 ETM+ DN of bands 1 2 3 4 5 7. NOT "
+    "surface reflectance: Sentinel-2 L2A (0-10000) or other reflectance must first be rescaled per band to this "
+    "range (see the model card)"
+)
 EMBEDDING_OUTPUTS = Outputs(
     "embedding", ("embedding",), description="L2-normalised embedding; rank by dot product with a text embedding"
 )
@@ -133,7 +140,7 @@ def evaluate_search(checkpoint: Path, data: Path, split: str = "test", batch_siz
         loader = DataLoader(ChangeTiles(pairs, vocabulary, size), batch_size=batch_size)
         embed = module.embed_images
     elif task == "align-modality":
-        paired = PairedModalities(data, split)
+        paired = PairedModalities(data, split, saved["data"].get("modality_folder", "multispectral"))
         caption_sets = [s.captions for s in paired.rgb.samples]
         vocabulary = CaptionVocabulary(caption_sets)
         loader = DataLoader(PairedTiles(paired, size), batch_size=batch_size)
@@ -224,7 +231,13 @@ def export_search(checkpoint: Path, out: Path, metrics: dict | None = None, comm
         bands = tuple(Band(name, *RGB_BAND_ALIASES[name]) for name in module.hparams.bands)
         provenance |= {"paper": [PAPERS["clip"], PAPERS["lit"], PAPERS["gaia"], PAPERS["minilm"]],
                        "text_encoder": "all-MiniLM-L6-v2 (frozen)"}
-    contract = _image_contract("image_embedding", out, bands, module, size, provenance)
+    if task != "align-modality":
+        units = EIGHT_BIT_UNITS
+    elif set(module.hparams.bands) <= set(MULTISPECTRAL_ALIASES):
+        units = MULTISPECTRAL_UNITS
+    else:  # another modality (e.g. Sentinel-1 VV, VH): the units of its paired training tiles
+        units = f"values as stored in the paired training tiles ({data['dataset']}), bands {', '.join(module.hparams.bands)}"
+    contract = _image_contract("image_embedding", out, bands, module, size, provenance, units)
     graph = module.export_graph().eval()
     path = _write(graph, _images(1, len(bands), size), ("image",), out, contract, {})
     return {"paths": [str(path)], "max_abs_diff": _image_parity(graph, path, ("image",), len(bands), size)}
@@ -304,11 +317,12 @@ def export_clip_pair(clip: nn.Module, name: str, stem: Path, space: str, provena
     return {"paths": [str(image_path), str(text_path)], "max_abs_diff": max(image_diff, text_diff), "space": space}
 
 
-def _image_contract(task: str, out: Path, bands: tuple[Band, ...], module, size: int, provenance: dict) -> ModelContract:
+def _image_contract(task: str, out: Path, bands: tuple[Band, ...], module, size: int, provenance: dict,
+                    units: str = EIGHT_BIT_UNITS) -> ModelContract:
     return ModelContract(
         task=task, name=Path(out).stem, bands=bands, mean=tuple(module.hparams.band_mean),
         std=tuple(module.hparams.band_std), outputs=EMBEDDING_OUTPUTS, tile_size=size, overlap=0,
-        gsd_m=30.0, input_units=EIGHT_BIT_UNITS, provenance=provenance,
+        gsd_m=30.0, input_units=units, provenance=provenance,
     )
 
 

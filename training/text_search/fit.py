@@ -101,9 +101,9 @@ def fit_align_modality(data: Path, out: Path, teacher_checkpoint: Path, zero_sho
     )
     module.attach_teacher(teacher)
     data_record = {
-        "dataset": "paired RGB / multispectral tiles (GAIA layout + multispectral/)", "root": str(data),
+        "dataset": f"paired RGB / {modality_folder} tiles (GAIA layout + {modality_folder}/)", "root": str(data),
         "train_items": len(pairs), "bands": list(pairs.band_names), "image_size": size,
-        "teacher_checkpoint": str(teacher_checkpoint),
+        "teacher_checkpoint": str(teacher_checkpoint), "modality_folder": modality_folder,
     }
     return _train(module, tiles, out, "align-modality", data_record, options)
 
@@ -157,7 +157,7 @@ def _train(module, dataset, out: Path, task: str, data: dict, options: FitOption
     provenance = {
         "command": options.command, "seed": options.seed, "steps": trainer.global_step, "epochs": trainer.current_epoch,
         "seconds": round(time.monotonic() - started, 1), "batch_size": options.batch_size,
-        "parameters": sum(p.numel() for p in module.parameters()),
+        "parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),  # not a frozen teacher
         "final_train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
     }
     path = out / CHECKPOINT_NAME

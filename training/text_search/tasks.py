@@ -14,10 +14,14 @@
 - ``align-modality``: a student encoder for another modality (multispectral, SAR) distilled on
   paired tiles to the teacher's image embedding of the RGB view: MSE to the teacher embedding plus
   a small zero-shot-head term (cross-entropy of the student's zero-shot class scores against the
-  teacher's), stage 2 of "Mind the Modality Gap" (papers.md section 9). The student then answers
-  text queries in the teacher's space with no task-specific parameters.
+  teacher's), stage 2 of "Mind the Modality Gap" (Zavras, Michail, Demir, Papoutsis, "Mind the
+  Modality Gap: Towards a Remote Sensing Vision-Language Model via Cross-modal Alignment", 2024,
+  arXiv:2402.09816). The student then answers text queries in the teacher's space with no
+  task-specific parameters.
 - ``bitemporal``: a before/after encoder (GFF or TFF fusion, ``encoders.BitemporalEncoder``)
-  trained contrastively against frozen MiniLM embeddings of change sentences (text-ITSR).
+  trained contrastively against frozen MiniLM embeddings of change sentences (text-ITSR: Hoxha,
+  Angyal, Demir, "Self-Supervised Cross-Modal Text-Image Time Series Retrieval in Remote Sensing",
+  IEEE TGRS 2025, arXiv:2501.19043).
 """
 from __future__ import annotations
 
