@@ -258,3 +258,21 @@ def test_bad_requests_name_the_problem_and_the_fix(sample_index, tmp_path):
     with pytest.raises(EngineError, match="one distinct name per layer"):
         run("build_search_index", input=[str(SAMPLE), str(SAMPLE)], index=str(tmp_path / "j"))
     assert not (tmp_path / "j").exists() and not (tmp_path / "i").exists()
+
+
+def test_multispectral_and_rgb_layers_share_one_index_and_one_query(sample_index, tmp_path):
+    """The 6-band student (search_image_ms) embeds into the RGB encoder's space: one index holds
+    both, and one sentence ranks the tiles of both by what the bands say they hold."""
+    shares = tile_shares(sample_index[0])
+    folder = tmp_path / "index"
+    run("build_search_index", input=str(SAMPLE), names=["rgb"], index=str(folder), device="cpu")
+    multispectral = run("build_search_index", input=str(SAMPLE), names=["multispectral"], index=str(folder),
+                        model=str(MODELS_DIR / "search_image_ms.onnx"), device="cpu")
+    assert multispectral["model"] == "search_image_ms" and multispectral["index_tiles"] == 242
+    store = load_store(folder)
+    assert [(e.name, e.model_name) for e in store.manifest.entries] == [
+        ("rgb", "search_image_rgb"), ("multispectral", "search_image_ms")]
+    sea = run("search_text", index=str(folder), query="the sea", top_k=20, device="cpu")
+    layers = {r["layer"] for r in sea["results"]}
+    assert layers == {"rgb", "multispectral"}
+    assert all(shares[r["tile"]][0] > 0.5 for r in sea["results"])  # same tiling: tile numbers agree
