@@ -15,9 +15,10 @@ import torch
 
 from engine.contract import contract_from_metadata
 from training.text_search import cli as text_search_cli
-from training.text_search.captions import caption_facts, change_captions, image_captions
+from training.text_search.captions import change_answers, change_captions, image_answers, image_captions
 from training.text_search.encoders import FUSIONS, MINILM_SPACE, BitemporalEncoder, TileImageEncoder
 from training.text_search.export import (
+    CHANGE_QUERIES,
     MULTISPECTRAL_UNITS,
     QUANTIZATIONS,
     SEARCH_QUERIES,
@@ -133,13 +134,15 @@ def test_captions_state_the_measured_content():
     assert len(captions) == 5
     assert "Land cover: city 60%, sea 40%." in captions
     assert "Sea on the east side of the image, city elsewhere." in captions
-    assert caption_facts(captions) == ("city", True)
-    assert caption_facts(image_captions(np.full((20, 20), LAND_COVER.index("water"), np.int8), context)) == ("sea", False)
+    assert image_answers(captions) == {"city", "shoreline"}
+    assert image_answers(image_captions(np.full((20, 20), LAND_COVER.index("water"), np.int8), context)) == {"sea"}
     after = classes.copy()
     after[:, :6] = LAND_COVER.index("vegetation")
     sentences = change_captions(classes, after, context)
     assert sentences[0] == "vegetation grew in the west"
+    assert change_answers(sentences) == {"vegetation"}
     assert change_captions(classes, classes, context)[0] == "the scene is the same as before"
+    assert change_answers(change_captions(classes, classes, context)) == {"no change"}
 
 
 def test_ranking_metrics_by_hand():
@@ -273,6 +276,10 @@ def test_image_student_and_change_exports_match_torch(rgb_checkpoint, fixture_ro
     assert sum(shares[query] for query in classes) == pytest.approx(1.0)  # one largest class per tile
     precision = np.mean([rgb["queries"][query]["precision"] for query in classes])
     assert precision > 2 * np.mean([shares[query] for query in classes])  # the trained encoder beats chance
+    changes = query_precision(exported[change], text_model, fixture_root / "levir_cc")
+    assert list(changes["queries"]) == [query for query, _ in CHANGE_QUERIES]
+    assert changes["items"] == len(LevirCCPairs(fixture_root / "levir_cc", "test"))
+    assert sum(measured["share"] for measured in changes["queries"].values()) == pytest.approx(1.0)  # one answer each
 
 
 @pytest.mark.slow

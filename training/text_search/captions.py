@@ -91,13 +91,25 @@ def image_captions(classes: np.ndarray, context: LandUseContext) -> list[str]:
     return [first, second, third, fourth, fifth]
 
 
-def caption_facts(captions: tuple[str, ...]) -> tuple[str, bool]:
-    """Read back what ``image_captions`` stated: the short noun of the tile's largest class (the
-    first one of the "Land cover: ..." caption, e.g. "lake", "city", "desert") and whether the tile
-    holds a shoreline."""
+def image_answers(captions: tuple[str, ...]) -> frozenset[str]:
+    """What ``image_captions`` stated, as search answers: the short noun of the tile's largest class
+    (the first of the "Land cover: ..." caption: "lake", "sea", "city", "vegetation", "salt flats",
+    "desert"), plus "shoreline" when the tile holds one."""
     (shares,) = [c for c in captions if c.startswith(LAND_COVER_PREFIX)]
     largest = shares[len(LAND_COVER_PREFIX):].split(",")[0].rsplit(" ", 1)[0]
-    return largest, any(c.startswith(SHORELINE_PREFIX) for c in captions)
+    return frozenset({largest} | ({"shoreline"} if any(c.startswith(SHORELINE_PREFIX) for c in captions) else set()))
+
+
+def change_answers(captions: tuple[str, ...]) -> frozenset[str]:
+    """What ``change_captions`` stated (also after LEVIR-CC's lower-casing): the ``LAND_COVER``
+    class that grew, or "no change"."""
+    first = captions[0].strip().lower()
+    if first == NO_CHANGE[0]:
+        return frozenset({"no change"})
+    grown = [name for (name, way), (phrase, _) in CHANGE_VERBS.items() if way == "grew" and first.startswith(phrase)]
+    if len(grown) != 1:
+        raise ValueError(f"not a sentence of change_captions: {captions[0]!r}")
+    return frozenset(grown)
 
 
 def change_captions(before: np.ndarray, after: np.ndarray, context: LandUseContext) -> list[str]:

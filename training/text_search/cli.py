@@ -93,11 +93,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     queries = commands.add_parser(
         "measure-queries",
-        help="precision@k of the model cards' free-text queries through an exported image + text ONNX pair",
+        help="precision@k of the model cards' free-text queries through an exported image (or change) + text ONNX pair",
     )
-    queries.add_argument("--image-model", type=Path, required=True, help="image_embedding ONNX (3 or 6 bands)")
+    queries.add_argument(
+        "--image-model", type=Path, required=True, help="image_embedding ONNX (3 or 6 bands) or change_embedding ONNX"
+    )
     queries.add_argument("--text-model", type=Path, required=True, help="text_embedding ONNX of the same space")
-    queries.add_argument("--data", type=Path, required=True, help="GAIA-format root (with multispectral/ for 6 bands)")
+    queries.add_argument(
+        "--data", type=Path, required=True,
+        help="GAIA-format root (with multispectral/ for 6 bands); LEVIR-CC root for a change encoder",
+    )
     queries.add_argument("--split", default="test")
     queries.add_argument("--top", type=int, default=10, help="k of precision@k")
     queries.add_argument("--json-out", type=Path, help="write the result here too")
@@ -194,7 +199,7 @@ def _measure_queries(args: argparse.Namespace) -> None:
 
     result = query_precision(args.image_model, args.text_model, args.data, args.split, args.top)
     for query, measured in result["queries"].items():
-        print(f"{query!r}: precision@{args.top} {measured['precision']:.2f} (share of tiles {measured['share']:.2f})")
+        print(f"{query!r}: precision@{args.top} {measured['precision']:.2f} (share of items {measured['share']:.2f})")
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(result, indent=1))

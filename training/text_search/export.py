@@ -36,7 +36,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch.utils.data import DataLoader
 
 from engine.contract import Band, ModelContract, Outputs, contract_from_metadata
-from training.text_search.captions import caption_facts
+from training.text_search.captions import change_answers, image_answers
 from training.text_search.data import CaptionedTiles, CaptionVocabulary, ChangeTiles, PairedTiles
 from training.text_search.encoders import MINILM_DIM, MINILM_SPACE
 from training.text_search.gaia import GaiaCaptions
@@ -105,8 +105,9 @@ EIGHT_BIT_UNITS = (
     "8-bit values 0-255 as stored in the training tiles (Landsat 7 ETM+ DN, or a true-colour 8-bit rendering "
     "such as a Sentinel-2 TCI or an RGB orthophoto resampled to the model's gsd)"
 )
-# Free-text queries of the model cards, each with what makes a test tile a right answer: the short
-# noun of its largest land-cover class as its captions state it, or "shoreline" (it holds one).
+# Free-text queries of the model cards, each with the answer that makes a test item right
+# (``captions.image_answers`` / ``captions.change_answers``): for tiles, the short noun of their
+# largest land-cover class or "shoreline"; for change pairs, the class that grew or "no change".
 SEARCH_QUERIES = (
     ("lake water", "lake"),
     ("the sea", "sea"),
@@ -115,6 +116,14 @@ SEARCH_QUERIES = (
     ("bright white salt flats", "salt flats"),
     ("dry desert land", "desert"),
     ("a coastline", "shoreline"),
+)
+CHANGE_QUERIES = (
+    ("new buildings were built", "built-up"),
+    ("the area was flooded", "water"),
+    ("vegetation grew", "vegetation"),
+    ("a bright salt crust appeared", "salt flat"),
+    ("the land became bare and dry", "arid land"),
+    ("nothing has changed", "no change"),
 )
 MULTISPECTRAL_UNITS = (
     "8-bit values 0-255 per band as stored in the training tiles: Landsat 7 ETM+ DN of bands 1 2 3 4 5 7. NOT "
@@ -158,40 +167,46 @@ def evaluate_search(checkpoint: Path, data: Path, split: str = "test", batch_siz
 
 
 def query_precision(image_model: Path, text_model: Path, data: Path, split: str = "test", top: int = 10,
-                    queries: tuple[tuple[str, str], ...] = SEARCH_QUERIES) -> dict:
-    """Precision@``top`` of free-text queries through an exported image + text encoder pair, run as
-    the engine runs them (the tokenizer JSON the text model carries, the image contract's mean/std,
-    onnxruntime; no torch). The tiles of ``split`` of a GAIA-format root are searched: the RGB
-    images for a 3-band model, ``multispectral/`` otherwise (bands matched by name). A tile answers
-    a query rightly when its captions say so (``captions.caption_facts``); ``share`` is the fraction
-    of tiles that would, the precision of a random ranking."""
-    image = _session(image_model)
-    text = _session(text_model)
-    image_contract = contract_from_metadata(image.get_modelmeta().custom_metadata_map, str(image_model))
+                    queries: tuple[tuple[str, str], ...] | None = None) -> dict:
+    """Precision@``top`` of free-text queries (default ``SEARCH_QUERIES``, or ``CHANGE_QUERIES`` for a
+    change encoder) through an exported image (or change) + text encoder pair, run as the engine
+    runs them: the tokenizer JSON the text model carries, the image contract's mean/std,
+    onnxruntime, no torch. Searched: the tiles of ``split`` of a GAIA-format root (the RGB images
+    for a 3-band model, ``multispectral/`` otherwise, bands matched by name), or the pairs of a
+    LEVIR-CC root for a change encoder. An item answers a query rightly when its captions say so;
+    ``share`` is the fraction of items that do, the precision of a random ranking."""
+    image, text = _session(image_model), _session(text_model)
+    contract = contract_from_metadata(image.get_modelmeta().custom_metadata_map, str(image_model))
     text_contract = contract_from_metadata(text.get_modelmeta().custom_metadata_map, str(text_model))
-    if image_contract.provenance.get("space") != text_contract.provenance.get("space"):
+    if contract.provenance.get("space") != text_contract.provenance.get("space"):
         raise ValueError(f"{image_model} and {text_model} embed into different spaces")
-    bands = [band.name for band in image_contract.bands]
-    if len(bands) == 3:
-        tiles, names, key = GaiaCaptions(data, split), ["red", "green", "blue"], "image"
+    bands = [band.name for band in contract.bands]
+    if contract.task == "change_embedding":
+        dataset, names = LevirCCPairs(data, split), ["red", "green", "blue"]
+        inputs, answers_of, queries = {"before": "before", "after": "after"}, change_answers, queries or CHANGE_QUERIES
+    elif len(bands) == 3:
+        dataset, names = GaiaCaptions(data, split), ["red", "green", "blue"]
+        inputs, answers_of = {"image": "image"}, image_answers
     else:
-        tiles = PairedModalities(data, split)
-        names, key = list(tiles.band_names), "other"
+        dataset = PairedModalities(data, split)
+        names, inputs, answers_of = list(dataset.band_names), {"image": "other"}, image_answers
     if names != bands:
         raise ValueError(f"{image_model} wants bands {bands}; {data} {split} has {names}")
-    items = [tiles[i] for i in range(len(tiles))]
-    pixels = np.stack([np.asarray(item[key], np.float32) for item in items])
-    mean = np.asarray(image_contract.mean, np.float32)[:, None, None]
-    std = np.asarray(image_contract.std, np.float32)[:, None, None]
-    (image_embeddings,) = image.run(["output"], {"image": ((pixels - mean) / std).astype(np.float32)})
+    items = [dataset[i] for i in range(len(dataset))]
+    mean = np.asarray(contract.mean, np.float32)[:, None, None]
+    std = np.asarray(contract.std, np.float32)[:, None, None]
+    feeds = {name: ((np.stack([item[key] for item in items]).astype(np.float32) - mean) / std).astype(np.float32)
+             for name, key in inputs.items()}
+    (image_embeddings,) = image.run(["output"], feeds)
+    queries = queries or SEARCH_QUERIES
     tokens = tokenize(text.get_modelmeta().custom_metadata_map[TOKENIZER_KEY], [query for query, _ in queries])
     (text_embeddings,) = text.run(["output"], tokens)
-    facts = [caption_facts(item["captions"]) for item in items]
+    answers = [answers_of(item["captions"]) for item in items]
     result = {"image_model": str(image_model), "text_model": str(text_model), "data": str(data), "split": split,
-              "tiles": len(facts), "top": top, "queries": {}}
+              "items": len(items), "top": top, "queries": {}}
     scores = text_embeddings @ image_embeddings[:, :, 0, 0].T
     for (query, answer), row in zip(queries, scores):
-        right = np.array([shoreline if answer == "shoreline" else largest == answer for largest, shoreline in facts])
+        right = np.array([answer in item_answers for item_answers in answers])
         best = np.argsort(-row, kind="stable")[:top]
         result["queries"][query] = {"precision": float(right[best].mean()), "share": float(right.mean())}
     return result

@@ -254,7 +254,7 @@ class BitemporalRetrieval(NormalisedInput):
     def training_step(self, batch: dict, _: int) -> torch.Tensor:
         before, after = random_orientation(batch["before"], batch["after"])
         if self.hparams.jitter:
-            both = radiometric_jitter(torch.cat([before, after]))  # one rendering change for both dates
+            both = radiometric_jitter(torch.cat([before, after]))  # each date its own random rendering
             before, after = both[: len(before)], both[len(before):]
         choice, positives = sampled_captions(batch["caption_set"])
         text = self.caption_embeddings.to(before.device)[choice]
