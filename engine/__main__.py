@@ -84,7 +84,7 @@ def _add_search_commands(commands) -> None:
     changes = commands.choices["changes"]
     changes.add_argument("--before", required=True, nargs="+", help="raster(s) of the first date")
     changes.add_argument("--after", required=True, nargs="+", help="raster(s) of the second date")
-    changes.add_argument("--fusion", choices=("gff", "tff"), help="global or transformer feature fusion (default tff)")
+    changes.add_argument("--fusion", choices=("gff", "tff"), help="global or transformer feature fusion (default gff)")
     changes.add_argument("--model", help="change encoder (default: the shipped one of --fusion)")
     changes.add_argument("--name", help="name of the pair in the index")
     _add_tiling_arguments(changes)

@@ -276,3 +276,30 @@ def test_multispectral_and_rgb_layers_share_one_index_and_one_query(sample_index
     layers = {r["layer"] for r in sea["results"]}
     assert layers == {"rgb", "multispectral"}
     assert all(shares[r["tile"]][0] > 0.5 for r in sea["results"])  # same tiling: tile numbers agree
+
+
+@pytest.mark.parametrize("fusion, at_least", [("gff", 6), ("tff", 3)])
+def test_change_search_finds_the_tiles_where_the_city_replaced_vegetation(tiles_of_sample, tmp_path, fusion, at_least):
+    """Two dates of 100 tiles: in the second, the 8 most vegetated tiles were replaced by tiles of
+    the city; "the city expanded" must rank those pairs first (by chance, 8 % of a top 8 would be).
+    The pair's embeddings are kept in the index: a second query embeds nothing."""
+    folder = tmp_path / "index"
+    run("build_search_index", input=write_layer(tmp_path / "scan.tif", mosaic(tiles_of_sample, range(100))),
+        index=str(folder), device="cpu")
+    shares = tile_shares(folder)
+    vegetated = sorted(range(100), key=lambda t: -shares[t][1])[:8]
+    city = [t for t in range(100) if shares[t][0] < 0.1 and shares[t][1] < 0.1]
+    order = np.arange(100)
+    order[vegetated] = np.random.default_rng(0).choice(city, len(vegetated))
+    before = write_layer(tmp_path / "before.tif", mosaic(tiles_of_sample, range(100)))
+    after = write_layer(tmp_path / "after.tif", mosaic(tiles_of_sample, order))
+    first = run("search_changes", before=before, after=after, index=str(folder), query="the city expanded",
+                top_k=8, fusion=fusion, device="cpu")
+    assert first["pair"] == {"name": "before -> after", "tiles": 100, "reused": False}
+    assert first["model"] == f"search_change_rgb_{fusion}"
+    assert len(set(r["tile"] for r in first["results"]) & set(vegetated)) >= at_least
+    again = run("search_changes", before=before, after=after, index=str(folder), query="new buildings were built",
+                top_k=8, fusion=fusion, device="cpu")
+    assert again["pair"]["reused"] is True and {r["layer"] for r in again["results"]} == {"before -> after"}
+    texts = run("search_text", index=str(folder), query="the city expanded", top_k=5)
+    assert {r["layer"] for r in texts["results"]} == {"scan"}  # change pairs are not searched as layers
