@@ -245,3 +245,40 @@ def test_qgis_process_builds_an_index_and_searches_it_by_text(qgis_process, tmp_
     source = ogr.Open(str(output))  # kept in a name: GDAL 3.6's bindings crash when a layer outlives it
     assert source.GetLayer(0).GetSpatialRef().GetAuthorityCode(None) == "31985"
     assert water_share(tiles[0]["envelope"]) > 0.8
+
+
+def test_search_changes_finds_where_the_land_became_water(rsai_provider, tmp_path):
+    import json
+
+    import processing
+
+    after = tmp_path / "olinda_after.tif"
+    with rasterio.open(SAMPLE) as scene:
+        pixels, profile, descriptions = scene.read(), scene.profile, scene.descriptions
+    pixels[:, :96, :96] = pixels[:, -96:, -96:].copy()  # the land of the north-west corner becomes sea
+    with rasterio.open(after, "w", **profile) as destination:
+        destination.write(pixels)
+        destination.descriptions = descriptions
+
+    def changes(query: str, **fusion) -> list[dict]:
+        output = tmp_path / "changes.gpkg"
+        result = processing.run("rsai:search_changes", {
+            "BEFORE": str(SAMPLE), "AFTER": str(after), "QUERY": query, "INDEX": str(tmp_path / "index"),
+            "TOP_K": 5, "DEVICE": 1, "OUTPUT": str(output), **fusion})
+        assert result["DEVICE_USED"] == "CPUExecutionProvider" and result["OUTPUT"] == str(output)
+        return ranked_tiles(output)
+
+    def in_changed_corner(tile: dict) -> bool:  # the index grid has 30 m pixels: the corner is 91 px
+        return tile["tile_row"] < 91 and tile["tile_col"] < 91
+
+    water = changes("new water in the north west", FUSION=1)  # transformer feature fusion
+    assert len(water) == 5 and all(in_changed_corner(tile) for tile in water)
+    assert [tile["score"] for tile in water] == sorted((tile["score"] for tile in water), reverse=True)
+    assert {tile["layer"] for tile in water} == {"olinda_landsat7 -> olinda_after"}
+    assert all(inside_scene(tile["envelope"]) for tile in water)
+    assert not any(in_changed_corner(tile) for tile in changes("there is no change", FUSION=1))
+
+    assert len(changes("new water in the north west")) == 5
+    (entry,) = json.loads((tmp_path / "index" / "manifest.json").read_text())["entries"]
+    assert entry["kind"] == "change" and entry["model_name"] == "search_change_rgb_gff"  # the default fusion
+    assert entry["inputs"] == {"before": [str(SAMPLE)], "after": [str(after)]}

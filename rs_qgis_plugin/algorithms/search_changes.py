@@ -12,9 +12,9 @@ from rs_qgis_plugin.algorithms.search_algorithm import SearchAlgorithm
 from rs_qgis_plugin.raster_input import readable_file
 from rs_qgis_plugin.worker_client import EngineWorker
 
-FUSIONS = (
+FUSIONS = (  # the engine's default first
+    ("gff", "Global feature fusion (the difference of the two dates' pooled features)"),
     ("tff", "Transformer feature fusion (a transformer over both dates' features)"),
-    ("gff", "Global feature fusion (the two dates' pooled features combined)"),
 )
 
 
@@ -43,8 +43,10 @@ class SearchChanges(SearchAlgorithm):
         self.add_parameter(
             QgsProcessingParameterEnum(self.FUSION, "Fusion of the two dates", options=[label for _, label in FUSIONS],
                                        defaultValue=0),
-            "How the change model combines the dates: each is a shipped model "
-            "(models_onnx/search_change_rgb_tff.onnx or search_change_rgb_gff.onnx).")
+            "How the change model combines the dates; each fusion is a shipped model "
+            "(models_onnx/search_change_rgb_gff.onnx, search_change_rgb_tff.onnx; see "
+            "search_change_rgb.md). Global fusion is smaller; it gives every pair of identical tiles "
+            "the same embedding, so tiles that did not change at all tie in the ranking.")
         self.add_model_parameter("A change-embedding model exported by the toolbox, used instead of the "
                                  "fusion's shipped model.")
         self.add_ranking_parameters()
