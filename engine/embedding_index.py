@@ -12,7 +12,7 @@ An index is a folder::
                                from float32 (bench/search.py)
     store_lists.npz            inverted-file lists: centroids [lists, dim] and row offsets [lists + 1]
 
-An entry's id IS its cache key: a hash of the layer's files (resolved path, size, modification
+An entry's id IS its cache key: a hash of the layer's name, its files (resolved path, size, modification
 time), the model file (path, size, modification time) and the tiling (tile size, stride, band
 mapping, extent, validity threshold). Indexing an unchanged layer again finds its id in the
 manifest and reuses the files (no model run); a changed layer gets a new id, and the entry of the
@@ -57,10 +57,12 @@ def file_stamp(path: str | Path) -> list:
     return [str(resolved), status.st_size, status.st_mtime_ns]
 
 
-def cache_key(inputs: dict[str, list[str]], model: str, tiling: dict) -> str:
-    """The id of an entry: changes when any input file, the model file or the tiling changes."""
+def cache_key(name: str, inputs: dict[str, list[str]], model: str, tiling: dict) -> str:
+    """The id of an entry: changes when any input file, the model file or the tiling changes (and
+    differs between two names given to the same files, so that each entry owns its files)."""
     described = {
         "version": INDEX_VERSION,
+        "name": name,
         "inputs": {role: [file_stamp(p) for p in paths] for role, paths in sorted(inputs.items())},
         "model": file_stamp(model),
         "tiling": tiling,
@@ -282,8 +284,7 @@ class LoadedStore:
         if exact or not len(self.centroids):
             candidates = [(0, len(self.vectors))]
         else:
-            nearest = np.argsort(-(self.centroids @ query))[:probes]
-            candidates = [(int(self.offsets[k]), int(self.offsets[k + 1])) for k in nearest]
+            candidates = self._nearest_lists(query, probes)
         scores, rows = [], []
         for start, stop in candidates:
             for block in range(start, stop, CHUNK):
@@ -307,6 +308,19 @@ class LoadedStore:
             row, col = (int(v) for v in self.tiles(entry)[tile])
             hits.append(Hit(entry, tile, row, col, float(scores[position])))
         return hits
+
+    def _nearest_lists(self, query: np.ndarray, probes: int) -> list[tuple[int, int]]:
+        """Row ranges of the lists nearest to ``query``, up to the rows ``probes`` average lists hold:
+        k-means lists of clustered embeddings differ in size by 20x, and a query near the largest
+        would otherwise scan far more rows than one elsewhere."""
+        budget = probes * self.offsets[-1] / len(self.centroids)
+        ranges, scanned = [], 0
+        for k in np.argsort(-(self.centroids @ query)):
+            if ranges and scanned + self.offsets[k + 1] - self.offsets[k] > budget:
+                break
+            ranges.append((int(self.offsets[k]), int(self.offsets[k + 1])))
+            scanned += ranges[-1][1] - ranges[-1][0]
+        return ranges
 
     def embedding(self, entry: Entry, tile: int) -> np.ndarray:
         if not 0 <= tile < entry.tiles:

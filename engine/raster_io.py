@@ -94,10 +94,18 @@ def resolve_bands(labels: list[str | None], contract: ModelContract, mapping: di
     return chosen
 
 
+COLOUR_BANDS = ("red", "green", "blue")  # GDAL colour interpretations that name a band
+
+
 def band_labels(dataset, path: str) -> list[str | None]:
-    """Band names of a file: its band descriptions, or for a single unnamed band the band token in
-    the file name (``..._B8A_20m.tif`` -> B8A, ``s1_vh.tif`` -> VH, ``..._B2.tif`` -> B02)."""
+    """Band names of a file: its band descriptions; for a single unnamed band the band token in the
+    file name (``..._B8A_20m.tif`` -> B8A, ``s1_vh.tif`` -> VH, ``..._B2.tif`` -> B02); for the
+    unnamed bands of an RGBA rendering (e.g. of a web map layer) their colour. (Only with an alpha
+    band: GDAL marks every 3-band byte GeoTIFF red, green, blue, whatever its bands hold.)"""
     labels = list(dataset.descriptions)
+    interpretations = [c.name for c in dataset.colorinterp]
+    if "alpha" in interpretations:
+        labels = [label or (c if c in COLOUR_BANDS else None) for label, c in zip(labels, interpretations)]
     if dataset.count == 1 and not labels[0]:
         tokens = BAND_TOKEN.findall(Path(path).stem)
         if tokens:

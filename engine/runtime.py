@@ -27,13 +27,17 @@ NAMED_INPUTS = {
 class Model:
     """An ONNX model with a validated contract, ready to run batches of normalised tiles."""
 
-    def __init__(self, path: str | Path, device: str = "auto"):
+    def __init__(self, path: str | Path, device: str = "auto", spin: bool = True):
+        """``spin=False`` stops onnxruntime's threads from spinning after each run, as they do by
+        default: right for a model run once between other numpy work (a search query, which the
+        spinning slowed from 1 to 36 ms on 2 cores, bench/search.py), wrong for batches run back
+        to back (the spinning doubles tile throughput, bench/throughput.py)."""
         self.path = str(path)
         if device not in DEVICES:
             raise EngineError(f"device must be one of {DEVICES}, got {device!r}")
         if not Path(self.path).is_file():
             raise EngineError(f"model file {self.path} does not exist")
-        self.session = self._create_session(device)
+        self.session = self._create_session(device, spin)
         self.provider = self.session.get_providers()[0]
         self.contract = contract_from_metadata(
             self.session.get_modelmeta().custom_metadata_map, Path(self.path).name
@@ -41,7 +45,7 @@ class Model:
         self._check_graph()
         self.input_names = [i.name for i in self.session.get_inputs()]
 
-    def _create_session(self, device: str) -> ort.InferenceSession:
+    def _create_session(self, device: str, spin: bool) -> ort.InferenceSession:
         want_cuda = device in ("auto", "cuda") and CUDA in ort.get_available_providers()
         if device == "cuda" and not want_cuda:
             raise EngineError(
@@ -51,7 +55,10 @@ class Model:
         providers = [CUDA, CPU] if want_cuda else [CPU]
         ort.set_default_logger_severity(4)  # a CUDA fallback is reported by us (self.provider), not dumped
         try:
-            session = ort.InferenceSession(self.path, providers=providers)
+            options = ort.SessionOptions()
+            if not spin:
+                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            session = ort.InferenceSession(self.path, sess_options=options, providers=providers)
         except Exception as err:  # onnxruntime raises its own exception types for corrupt files
             raise EngineError(
                 f"model file {self.path} is not a valid ONNX model (corrupt, truncated or not ONNX): "
@@ -128,11 +135,11 @@ class Model:
 _SHARED: dict[tuple, tuple[int | None, Model]] = {}
 
 
-def shared_model(path: str | Path, device: str = "auto") -> Model:
+def shared_model(path: str | Path, device: str = "auto", spin: bool = True) -> Model:
     """A Model kept for the life of the process (a worker serving the search dock answers each query
     without loading the encoders again); reloaded when the file changes."""
-    key = (str(Path(path).resolve()), device)
+    key = (str(Path(path).resolve()), device, spin)
     stamp = Path(path).stat().st_mtime_ns if Path(path).is_file() else None
     if key not in _SHARED or _SHARED[key][0] != stamp:
-        _SHARED[key] = (stamp, Model(path, device))
+        _SHARED[key] = (stamp, Model(path, device, spin))
     return _SHARED[key][1]

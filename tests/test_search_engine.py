@@ -303,3 +303,21 @@ def test_change_search_finds_the_tiles_where_the_city_replaced_vegetation(tiles_
     assert again["pair"]["reused"] is True and {r["layer"] for r in again["results"]} == {"before -> after"}
     texts = run("search_text", index=str(folder), query="the city expanded", top_k=5)
     assert {r["layer"] for r in texts["results"]} == {"scan"}  # change pairs are not searched as layers
+
+
+def test_an_rgba_rendering_is_read_by_its_colours_and_describe_knows_search_models(tiles_of_sample, tmp_path):
+    """What QGIS writes when it renders a web or virtual layer: four unnamed bytes, RGBA."""
+    rgb = mosaic(tiles_of_sample, range(100))[[2, 1, 0]]
+    path = tmp_path / "render.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=320, height=320, count=4, dtype="uint8", crs="EPSG:31985",
+                       transform=from_origin(290000.0, 9120000.0, GSD, GSD), photometric="RGB", alpha="YES") as raster:
+        raster.write(np.concatenate([rgb, np.full((1, 320, 320), 255, np.uint8)]))
+    rendered = run("build_search_index", input=str(path), index=str(tmp_path / "a"), device="cpu")
+    named = run("build_search_index", input=write_layer(tmp_path / "named.tif", mosaic(tiles_of_sample, range(100))),
+                index=str(tmp_path / "b"), device="cpu")
+    first, second = (np.asarray(EmbeddingIndex(tmp_path / folder).entry_embeddings(load_store(tmp_path / folder).manifest.entries[0]))
+                     for folder in ("a", "b"))
+    assert rendered["tiles"] == named["tiles"] == 100 and np.abs(first - second).max() < 1e-3
+    for task, model in (("build_search_index", "search_image_rgb"), ("search_changes", "search_change_rgb_gff")):
+        described = run_task("describe_model", {"task": task}, lambda fraction, message: None, lambda: False)
+        assert described["contract"]["name"] == model

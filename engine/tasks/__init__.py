@@ -25,11 +25,12 @@ RASTER_TASKS = {task.name: task for task in (
     ClassifyScenes(), MapCrops())}
 SEARCH_TASKS = {task.name: task for task in (BuildSearchIndex(), SearchText(), SearchSimilar(), SearchChanges())}
 TASKS = RASTER_TASKS | SEARCH_TASKS
+MODEL_TASKS = {name: task for name, task in TASKS.items() if hasattr(task, "model_path")}  # with a default image model
 
 
 def describe_model(params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
-    """The contract of a model (a raster task's default model when none is given)."""
-    path = params.get("model") or RASTER_TASKS[params.get("task", "estimate_bathymetry")].model_path({})
+    """The contract of a model (a task's default model when none is given)."""
+    path = params.get("model") or MODEL_TASKS[params.get("task", "estimate_bathymetry")].model_path({})
     model = Model(path, "cpu")
     return {"model": path, "contract": asdict(model.contract)}
 
@@ -55,8 +56,8 @@ def validate(task: str, params: dict) -> dict:
             continue
         if not isinstance(value, kind):
             raise EngineError(f"task {task}: parameter {name!r} has the wrong type ({type(value).__name__})")
-    if task == "describe_model" and params.get("task") not in (None, *RASTER_TASKS):
-        raise EngineError(f"describe_model: task must be one of {sorted(RASTER_TASKS)}")
+    if task == "describe_model" and params.get("task") not in (None, *MODEL_TASKS):
+        raise EngineError(f"describe_model: task must be one of {sorted(MODEL_TASKS)}")
     return {k: v for k, v in params.items() if v is not None and v != ""}
 
 

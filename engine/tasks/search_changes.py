@@ -33,14 +33,16 @@ class SearchChanges:
               "fusion": (str, False), "model": (str, False),
               **{key: BuildSearchIndex.params[key] for key in TILING_PARAMS}}
 
-    def run(self, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
-        started = time.perf_counter()
+    def model_path(self, params: dict) -> str:
         fusion = params.get("fusion", "gff")
         if fusion not in FUSION_MODELS:
             raise EngineError(f"fusion must be one of {sorted(FUSION_MODELS)} (global or transformer feature "
                               f"fusion); got {fusion!r}")
-        model = embedding_model(params.get("model") or str(MODELS_DIR / FUSION_MODELS[fusion]),
-                                params.get("device", "auto"), "change_embedding")
+        return params.get("model") or str(MODELS_DIR / FUSION_MODELS[fusion])
+
+    def run(self, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
+        started = time.perf_counter()
+        model = embedding_model(self.model_path(params), params.get("device", "auto"), "change_embedding")
         before, after = as_list(params["before"]), as_list(params["after"])
         name = params.get("name") or f"{layer_name(before)} -> {layer_name(after)}"
         index = EmbeddingIndex(params["index"])

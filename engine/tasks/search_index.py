@@ -33,7 +33,7 @@ EMBED_BATCH = 64
 
 def embedding_model(path: str, device: str, task: str) -> Model:
     """An encoder whose contract has ``task`` and an embedding space, or a clear refusal."""
-    model = shared_model(path, device)
+    model = shared_model(path, device, spin=task != "text_embedding")  # text: one run per query
     contract = model.contract
     if contract.task != task or "space" not in contract.provenance:
         raise ModelContractError(
@@ -62,10 +62,10 @@ def index_entry(index: EmbeddingIndex, manifest: Manifest, name: str, kind: str,
     embedded and written. Returns (entry, reused, warnings)."""
     contract = model.contract
     tiling = tiling_of(contract, params)
-    key = cache_key(inputs, model.path, tiling)
+    key = cache_key(name, inputs, model.path, tiling)
     for entry in manifest.entries:
         if entry.id == key and index.has_entry(key):
-            return replace(entry, name=name), True, []
+            return entry, True, []
     tile, stride = tiling["tile_size"], tiling["stride"]
     tile_contract = replace(contract, tile_size=tile)
     with ExitStack() as stack:
