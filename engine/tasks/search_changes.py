@@ -4,10 +4,12 @@ sentence ("new buildings on former farmland") describes what happened between th
 Text-to-image-time-series retrieval (text-ITSR, papers.md section 10): a bitemporal encoder embeds
 each (before, after) tile pair into the text space, with either fusion of the paper: global feature
 fusion (``gff``: the two dates' pooled features combined) or transformer feature fusion (``tff``:
-a transformer over both dates' feature tokens). Global fusion is the default: on the held-out
-fixture pairs both rank about equally (mAP 18.8 vs 19.6, models_onnx/search_change_rgb.md), but on
-two dates where most tiles did not change at all it keeps unchanged tiles out of a change query's
-results far better (tests/test_search_engine.py), and it is the smaller model. The pair's embeddings are stored in the index like
+a transformer over both dates' feature tokens). On the held-out fixture pairs both rank about
+equally (mAP 18.8 vs 19.6, models_onnx/search_change_rgb.md); on constructed two-date layers they
+differ: where whole tiles were replaced, global fusion finds them far better (tests/
+test_search_engine.py), while where part of a tile changed, transformer fusion does
+(tests/test_plugin_search.py). Global fusion, the smaller model, is the default: a tile pair that
+did not change at all gets one embedding with it, so unchanged tiles tie. The pair's embeddings are stored in the index like
 a layer's (same cache rules), so a second query on the same pair runs no image model. The after
 raster is read on the before raster's grid (reprojected when needed).
 """
