@@ -59,7 +59,8 @@ def synthetic_index(folder: Path, seeds: np.ndarray, size: int) -> None:
     vectors = np.empty((size, seeds.shape[1]), np.float16)
     for start in range(0, size, 100_000):
         stop = min(size, start + 100_000)
-        block = seeds[rng.integers(0, len(seeds), stop - start)] + 0.05 * rng.standard_normal((stop - start, seeds.shape[1]))
+        noise = 0.05 * rng.standard_normal((stop - start, seeds.shape[1]))
+        block = seeds[rng.integers(0, len(seeds), stop - start)] + noise
         vectors[start:stop] = block / np.linalg.norm(block, axis=1, keepdims=True)
     side = int(np.ceil(np.sqrt(size)))
     tiles = np.stack(np.divmod(np.arange(size), side), axis=1) * 32
@@ -134,7 +135,8 @@ def main() -> None:
         work = Path(work)
         build = build_throughput(work, args.mosaic)
         print(f"index build: {build['tiles']} tiles, engine {build['engine_tiles_per_s']:.0f} tiles/s vs bare encoder "
-              f"{build['bare_tiles_per_s']:.0f} tiles/s (ratio {build['bare_tiles_per_s'] / build['engine_tiles_per_s']:.2f}); "
+              f"{build['bare_tiles_per_s']:.0f} tiles/s "
+              f"(ratio {build['bare_tiles_per_s'] / build['engine_tiles_per_s']:.2f}); "
               f"re-index of the unchanged layer {build['reindex_s'] * 1000:.0f} ms; "
               f"{build['bytes_per_tile']:.0f} bytes per tile on disk")
         run("build_search_index", input=str(SAMPLE), index=str(work / "sample_index"), device="cpu")
@@ -146,7 +148,8 @@ def main() -> None:
             row = latency(work / f"index_{size}", seeds, size)
             print(f"{row['size']:>9} | {row['lists']:>5} | {row['cold_ms']:6.1f} / {row['request_ms']:5.1f} | "
                   f"{row['ranking_ms']:8.2f} | "
-                  f"{row['exact_ms']:8.2f} | {row['recall10']:.2f} | {row['bytes_per_tile']:.0f} | {row['store_build_s']:.1f}")
+                  f"{row['exact_ms']:8.2f} | {row['recall10']:.2f} | {row['bytes_per_tile']:.0f} | "
+                  f"{row['store_build_s']:.1f}")
 
 
 if __name__ == "__main__":

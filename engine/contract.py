@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from engine.errors import ModelContractError
 
 CONTRACT_KEY = "rsai_contract"
+TOKENIZER_KEY = "rsai_tokenizer"  # text encoders: the HuggingFace tokenizers JSON that makes their inputs
 CONTRACT_VERSION = 1
 OUTPUT_KINDS = ("regression", "classes", "embedding")  # embedding: L2-normalised vectors of provenance["dim"]
 

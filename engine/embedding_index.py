@@ -132,7 +132,8 @@ class EmbeddingIndex:
                                   f"reads version {INDEX_VERSION}: build the index again into a new folder")
             return Manifest(data["space"], data["dim"], [Entry(**e) for e in data["entries"]])
         except (ValueError, KeyError, TypeError) as err:
-            raise EngineError(f"index manifest {path} is damaged ({err}); delete the folder and build it again") from None
+            raise EngineError(f"index manifest {path} is damaged ({err}); delete the folder and build it "
+                              "again") from None
 
     def open_for(self, space: str, dim: int) -> Manifest:
         """The manifest to add entries of embedding ``space`` to (a new one for a new folder)."""

@@ -177,7 +177,8 @@ def test_search_outputs_a_geopackage_and_a_heatmap(sample_index, tmp_path):
     with rasterio.open(heatmap) as raster:
         values = raster.read(1)
         assert raster.crs.to_epsg() == 31985 and (raster.width, raster.height) == (11, 11)
-        assert raster.transform.a == pytest.approx(TILE * GSD) and raster.transform.c == pytest.approx(entry.transform[2])
+        assert raster.transform.a == pytest.approx(TILE * GSD)
+        assert raster.transform.c == pytest.approx(entry.transform[2])
     best = result["results"][0]
     assert values[-(-best["tile_row"] // TILE), -(-best["tile_col"] // TILE)] == pytest.approx(best["score"], abs=1e-3)
     assert values.max() == pytest.approx(best["score"], abs=1e-3) and (values > -2).sum() == 121
@@ -193,8 +194,8 @@ def test_inverted_file_lists_find_what_an_exact_scan_finds(tmp_path, monkeypatch
     index = EmbeddingIndex(tmp_path / "index")
     manifest = index.open_for("test-space", 384)
     for number, part in enumerate(np.split(vectors, 2)):
-        entry = Entry(f"id{number}", f"layer{number}", "image", {"image": [f"{number}.tif"]}, "m.onnx", "m", "EPSG:4326",
-                      [1.0, 0, 0, 0, -1.0, 0], 8, 8, [800, 240], len(part))
+        entry = Entry(f"id{number}", f"layer{number}", "image", {"image": [f"{number}.tif"]}, "m.onnx", "m",
+                      "EPSG:4326", [1.0, 0, 0, 0, -1.0, 0], 8, 8, [800, 240], len(part))
         rows, cols = np.divmod(np.arange(len(part)) * 8, 800)
         index.write_entry(entry, part, np.stack([rows * 8, cols], axis=1))
         manifest.entries.append(entry)
@@ -315,8 +316,8 @@ def test_an_rgba_rendering_is_read_by_its_colours_and_describe_knows_search_mode
     rendered = run("build_search_index", input=str(path), index=str(tmp_path / "a"), device="cpu")
     named = run("build_search_index", input=write_layer(tmp_path / "named.tif", mosaic(tiles_of_sample, range(100))),
                 index=str(tmp_path / "b"), device="cpu")
-    first, second = (np.asarray(EmbeddingIndex(tmp_path / folder).entry_embeddings(load_store(tmp_path / folder).manifest.entries[0]))
-                     for folder in ("a", "b"))
+    first, second = (np.asarray(load_store(tmp_path / folder).index.entry_embeddings(
+        load_store(tmp_path / folder).manifest.entries[0])) for folder in ("a", "b"))
     assert rendered["tiles"] == named["tiles"] == 100 and np.abs(first - second).max() < 1e-3
     for task, model in (("build_search_index", "search_image_rgb"), ("search_changes", "search_change_rgb_gff")):
         described = run_task("describe_model", {"task": task}, lambda fraction, message: None, lambda: False)

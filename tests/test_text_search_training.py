@@ -13,7 +13,7 @@ import pytest
 import rasterio
 import torch
 
-from engine.contract import contract_from_metadata
+from engine.contract import TOKENIZER_KEY, contract_from_metadata
 from training.text_search import cli as text_search_cli
 from training.text_search.captions import change_answers, change_captions, image_answers, image_captions
 from training.text_search.encoders import FUSIONS, MINILM_SPACE, BitemporalEncoder, TileImageEncoder
@@ -44,7 +44,6 @@ from training.text_search.retrieval import ranking_metrics
 from training.text_search.scenes import REAL_SCENES, SIMULATED_LANDSCAPES, simulate_scene
 from training.text_search.tasks import TASKS, build_open_clip, load_search_checkpoint, open_clip_config, wise_ft
 from training.text_search.tokenization import (
-    TOKENIZER_KEY,
     clip_tokenizer_json,
     minilm_model_dir,
     minilm_tokenizer_json,

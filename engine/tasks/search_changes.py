@@ -1,17 +1,20 @@
 """Search changes: given two rasters of one area at two dates, rank tile pairs by how well a change
 sentence ("new buildings on former farmland") describes what happened between them.
 
-Text-to-image-time-series retrieval (text-ITSR, papers.md section 10): a bitemporal encoder embeds
-each (before, after) tile pair into the text space, with either fusion of the paper: global feature
-fusion (``gff``: the two dates' pooled features combined) or transformer feature fusion (``tff``:
-a transformer over both dates' feature tokens). On the held-out fixture pairs both rank about
-equally (mAP 18.8 vs 19.6, models_onnx/search_change_rgb.md); on constructed two-date layers they
-differ: where whole tiles were replaced, global fusion finds them far better (tests/
-test_search_engine.py), while where part of a tile changed, transformer fusion does
-(tests/test_plugin_search.py). Global fusion, the smaller model, is the default: a tile pair that
-did not change at all gets one embedding with it, so unchanged tiles tie. The pair's embeddings are stored in the index like
-a layer's (same cache rules), so a second query on the same pair runs no image model. The after
-raster is read on the before raster's grid (reprojected when needed).
+Text-to-image-time-series retrieval (text-ITSR; Hoxha et al., TGRS 2025, arXiv:2501.19043;
+papers.md section 10): a bitemporal encoder embeds each (before, after) tile pair into the text
+space, with either fusion of the paper: global feature fusion (``gff``: the two dates' pooled
+features combined) or transformer feature fusion (``tff``: a transformer over both dates' feature
+tokens). On the held-out fixture pairs both rank about equally (mAP 18.8 vs 19.6,
+models_onnx/search_change_rgb.md); on constructed two-date layers they differ: where whole tiles
+were replaced, global fusion finds them far better (tests/test_search_engine.py), where part of a
+tile changed, transformer fusion does (tests/test_plugin_search.py). Global fusion, the smaller
+model, is the default; with it a pair that did not change at all always gets the same embedding,
+so unchanged tiles tie.
+
+The pair's embeddings are stored in the index like a layer's (same cache rules), so a second query
+on the same pair runs no image model. The after raster is read on the before raster's grid
+(reprojected when needed).
 """
 from __future__ import annotations
 

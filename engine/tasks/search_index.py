@@ -57,7 +57,8 @@ def tiling_of(contract: ModelContract, params: dict) -> dict:
 
 
 def index_entry(index: EmbeddingIndex, manifest: Manifest, name: str, kind: str, inputs: dict[str, list[str]],
-                model: Model, params: dict, progress: Progress, cancelled: IsCancelled) -> tuple[Entry, bool, list[str]]:
+                model: Model, params: dict, progress: Progress, cancelled: IsCancelled
+                ) -> tuple[Entry, bool, list[str]]:
     """The entry for ``inputs`` (role -> files): reused when its cache key is in the index, else
     embedded and written. Returns (entry, reused, warnings)."""
     contract = model.contract
@@ -172,8 +173,8 @@ class BuildSearchIndex:
             "tiles": sum(r["tiles"] for r in report),
             "built": len(built),
             "reused": len(report) - len(built),
-            "embedded_tiles_per_s": round(sum(r["tiles"] for r in built) / max(1e-9, sum(r["seconds"] for r in built)), 1)
-            if built else None,
+            "embedded_tiles_per_s": round(sum(r["tiles"] for r in built)
+                                          / max(1e-9, sum(r["seconds"] for r in built)), 1) if built else None,
             "index_tiles": sum(e.tiles for e in manifest.entries),
             "device": model.provider,
             "model": contract.name,

@@ -16,6 +16,7 @@ from affine import Affine
 from pyproj import CRS, Transformer
 from tokenizers import Tokenizer
 
+from engine.contract import TOKENIZER_KEY
 from engine.embedding_index import DEFAULT_PROBES, Entry, Hit, LoadedStore
 from engine.errors import EngineError
 from engine.raster_io import OutputGrid, OutputSpec, atomic_outputs, check_output_path
@@ -24,7 +25,6 @@ from engine.tasks.raster_task import MODELS_DIR
 from engine.tasks.search_index import embedding_model
 from engine.vector_io import Field, atomic_geopackage
 
-TOKENIZER_KEY = "rsai_tokenizer"
 DEFAULT_TEXT_MODEL = "search_text_minilm.onnx"
 DEFAULT_TOP_K = 20
 HEATMAP_NODATA = -2.0  # cosine scores lie in [-1, 1]

@@ -51,6 +51,7 @@ class SearchSimilar:
         tile = params["tile"] if params.get("tile") is not None else tile_at(
             store, entry, params["point"], params.get("point_crs"))
         label = f"tiles like {entry.name} tile {tile}"
-        result = run_search(params, store, store.embedding(entry, tile), label, image_entries(store), (entry.name, tile))
+        query = store.embedding(entry, tile)
+        result = run_search(params, store, query, label, image_entries(store), (entry.name, tile))
         return {**result, "query_tile": {"layer": entry.name, "tile": tile},
                 "seconds": round(time.perf_counter() - started, 3)}

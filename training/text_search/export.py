@@ -35,7 +35,7 @@ from torch import nn
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch.utils.data import DataLoader
 
-from engine.contract import Band, ModelContract, Outputs, contract_from_metadata
+from engine.contract import TOKENIZER_KEY, Band, ModelContract, Outputs, contract_from_metadata
 from training.text_search.captions import change_answers, image_answers
 from training.text_search.data import CaptionedTiles, CaptionVocabulary, ChangeTiles, PairedTiles
 from training.text_search.encoders import MINILM_DIM, MINILM_SPACE
@@ -55,7 +55,6 @@ from training.text_search.tasks import (
 )
 from training.text_search.tokenization import (
     MINILM_MAX_LENGTH,
-    TOKENIZER_KEY,
     clip_tokenizer_json,
     minilm_tokenizer_json,
     tokenize,

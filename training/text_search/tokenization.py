@@ -1,7 +1,7 @@
 """Tokenisers that travel inside the text encoders' ONNX metadata, and the engine-side tokenisation.
 
 The engine tokenises search sentences WITHOUT torch: each exported text encoder carries a
-HuggingFace ``tokenizers`` JSON under the ONNX metadata key ``TOKENIZER_KEY``; the engine builds a
+HuggingFace ``tokenizers`` JSON under the ONNX metadata key ``engine.contract.TOKENIZER_KEY``; the engine builds a
 ``tokenizers.Tokenizer`` from it, encodes the batch and feeds ``input_ids`` and ``attention_mask``
 (int64 ``[N, L]``) to the graph. ``tokenize`` below is exactly that procedure; tests compare it with
 each model's own torch-side tokeniser.
@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-TOKENIZER_KEY = "rsai_tokenizer"
 MINILM_MAX_LENGTH = 128  # all-MiniLM-L6-v2 was trained on at most 128 word pieces
 CLIP_START, CLIP_END = "<start_of_text>", "<end_of_text>"
 # open_clip's SimpleTokenizer word pattern (contractions, letter runs, single digits, other symbols)
