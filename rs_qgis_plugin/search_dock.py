@@ -21,6 +21,7 @@ from qgis.core import (
     QgsProcessingUtils,
     QgsRasterLayer,
     QgsRectangle,
+    QgsSettings,
     QgsVectorLayer,
 )
 from qgis.gui import QgsDockWidget, QgsFileWidget
@@ -49,6 +50,7 @@ from rs_qgis_plugin.worker_client import CANCEL_GRACE_S, EngineWorker
 
 RESULT_COLUMNS = ("Rank", "Score", "Layer", "Tile")
 SEARCH_OUTPUT = "rsai/search_output"  # custom property of the dock's own temporary layers
+INDEX_SETTING = "rsai/search_index"  # the index folder last chosen, offered again next session
 ZOOM_MARGIN = 1.5  # the map shows the selected tile with half a tile of surroundings
 STOP_WAIT_MS = int((CANCEL_GRACE_S + 5) * 1000)  # a cancelled request ends within this
 
@@ -98,6 +100,7 @@ class SearchDock(QgsDockWidget):
         self.index_widget.setStorageMode(QgsFileWidget.GetDirectory)
         self.index_widget.setToolTip("The folder of a search index (made by the build button below or by "
                                      "'Build search index' in the Processing Toolbox).")
+        self.index_widget.setFilePath(QgsSettings().value(INDEX_SETTING, "", type=str))
         self.top_k_spin = QSpinBox()
         self.top_k_spin.setRange(1, MAX_TOP_K)
         self.top_k_spin.setValue(DEFAULT_TOP_K)
@@ -144,6 +147,7 @@ class SearchDock(QgsDockWidget):
         self.similar_button.clicked.connect(self.find_similar)
         self.build_button.clicked.connect(self.build_index)
         self.results_table.itemSelectionChanged.connect(self.zoom_to_selected_result)
+        self.index_widget.fileChanged.connect(lambda path: QgsSettings().setValue(INDEX_SETTING, path))
 
     @pyqtSlot()
     def refresh_layers(self) -> None:

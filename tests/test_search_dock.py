@@ -181,3 +181,16 @@ def test_find_similar_without_a_selected_result_says_what_to_do(dock, sample_ind
     dock.index_widget.setFilePath(str(sample_index))
     dock.similar_button.click()
     assert "Select a result first" in dock.status_label.text() and not dock.is_busy()
+
+
+def test_the_index_folder_is_offered_again_in_a_new_dock(dock, sample_index):
+    from qgis.core import QgsProject
+
+    from rs_qgis_plugin.search_dock import SearchDock
+
+    dock.index_widget.setFilePath(str(sample_index))
+    later = SearchDock(dock.canvas, QgsProject.instance())
+    try:
+        assert later.index_widget.filePath() == str(sample_index)
+    finally:
+        later.close()
