@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up (QGIS + engine) and run the main job on the bundled sample scene through real qgis_process:
-# bathymetry and seabed classes for sample_data/agia_napa_sim_s2.tif, written to out/.
+# Set up (QGIS + engine) and run the main job on the bundled sample scenes through real qgis_process:
+# bathymetry and seabed classes for sample_data/agia_napa_sim_s2.tif, then a text search over the
+# Landsat 7 scene sample_data/olinda_landsat7.tif ("the sea"), all written to out/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -19,3 +20,18 @@ print(f"   device: {results['DEVICE_USED']}  tiles: {results['TILES']}  seconds:
 print(f"   output: {results['OUTPUT']}")
 PY
 done
+
+olinda=sample_data/olinda_landsat7.tif
+echo "== qgis_process run rsai:build_search_index -- LAYERS=$olinda INDEX=out/olinda_index"
+qgis_process.bin --json run rsai:build_search_index -- "LAYERS=$PWD/$olinda" "INDEX=$PWD/out/olinda_index" \
+  > out/build_search_index.json 2> out/qgis_process.log || { cat out/qgis_process.log; exit 1; }
+echo "== qgis_process run rsai:search_text -- QUERY='the sea' INDEX=out/olinda_index OUTPUT=out/the_sea.gpkg TOP_K=5"
+qgis_process.bin --json run rsai:search_text -- "QUERY=the sea" "INDEX=$PWD/out/olinda_index" \
+  "OUTPUT=$PWD/out/the_sea.gpkg" TOP_K=5 > out/search_text.json 2> out/qgis_process.log \
+  || { cat out/qgis_process.log; exit 1; }
+.venv/bin/python - out/build_search_index.json out/search_text.json <<'PY'
+import json, sys
+built, found = (json.load(open(path))["results"] for path in sys.argv[1:])
+print(f"   index: {built['TILES']} tiles, device {built['DEVICE_USED']}, {built['SECONDS']} s")
+print(f"   'the sea': 5 best tiles ranked in {found['QUERY_MS']} ms, output: {found['OUTPUT']}")
+PY
