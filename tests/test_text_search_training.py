@@ -1,6 +1,7 @@
 """Tests for text-based search in training/: caption fixtures and their readers (GAIA, LEVIR-CC,
-paired multispectral), tokenisers the engine can run without torch, retrieval metrics, the four
-training tasks, WiSE-FT, and ONNX export with contract and parity for every encoder."""
+paired multispectral and simulated SAR), the SAR simulator, tokenisers the engine can run without
+torch, retrieval metrics, the four training tasks, WiSE-FT, and ONNX export with contract and
+parity for every encoder."""
 from __future__ import annotations
 
 import json
@@ -14,6 +15,7 @@ import rasterio
 import torch
 
 from engine.contract import TOKENIZER_KEY, contract_from_metadata
+from training.simulation import sar_backscatter
 from training.text_search import cli as text_search_cli
 from training.text_search.captions import change_answers, change_captions, image_answers, image_captions
 from training.text_search.encoders import FUSIONS, MINILM_SPACE, BitemporalEncoder, TileImageEncoder
@@ -72,10 +74,11 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def fixture_root(tmp_path_factory):
-    """Simulated coastal-city and desert-lake scenes cut into GAIA / paired / LEVIR-CC fixtures."""
+    """Simulated coastal-city and desert-lake scenes cut into GAIA / paired (multispectral, SAR) /
+    LEVIR-CC fixtures."""
     root = tmp_path_factory.mktemp("captions")
     scenes = [simulate_scene(landscape, 128, seed) for seed, landscape in enumerate(SIMULATED_LANDSCAPES)]
-    write_caption_fixtures(root, scenes, TILE, train_stride=8, change_pairs_per_scene=24, seed=0)
+    write_caption_fixtures(root, scenes, TILE, train_stride=8, change_pairs_per_scene=24, seed=0, sar=True)
     return root
 
 
@@ -123,6 +126,53 @@ def test_paired_and_change_readers(fixture_root):
     assert changed and unchanged
     assert all(len(p["captions"]) == 5 and p["before"].shape == p["after"].shape == (3, TILE, TILE) for p in changed)
     assert all("no change" in " ".join(p["captions"]) for p in unchanged)
+
+
+def test_sar_simulator_gives_typical_c_band_backscatter_per_class():
+    """Per class, sigma0 averaged over the speckle (in linear power) lies in the typical C-band
+    ranges of the references in ``sar_backscatter``; VH is below VV, water darkest, built-up
+    brightest; single pixels carry the speckle of about 4.4 looks; the seed fixes the result."""
+    expected_db = {  # (VV range, VH range)
+        "water": ((-25, -17), (-32, -24)), "vegetation": ((-9, -5), (-16, -11)), "built-up": ((-6, 1), (-13, -7)),
+        "salt flat": ((-19, -12), (-28, -20)), "arid land": ((-16, -9), (-24, -16)),
+    }
+    classes = np.repeat(np.arange(len(LAND_COVER), dtype=np.int8), 40)[:, None].repeat(200, axis=1)  # 40-row stripes
+    sigma0 = sar_backscatter.simulate_backscatter(classes, seed=0)
+    assert sigma0.shape == (2, *classes.shape) and sigma0.dtype == np.float32
+    mean_db = {}
+    for index, name in enumerate(LAND_COVER):
+        pixels = sigma0[:, classes == index]
+        mean_db[name] = 10 * np.log10((10 ** (pixels / 10)).mean(axis=1))
+        for value, (low, high) in zip(mean_db[name], expected_db[name]):
+            assert low <= value <= high, (name, mean_db[name])
+        assert mean_db[name][1] < mean_db[name][0] - 5  # VH well below VV
+    vv = {name: values[0] for name, values in mean_db.items()}
+    assert min(vv, key=vv.get) == "water" and max(vv, key=vv.get) == "built-up"
+    water_vv = sigma0[0, classes == LAND_COVER.index("water")]
+    assert 2.0 < water_vv.std() < 2.7  # 4.4-look speckle: 2.2 dB, texture 0.7 dB
+    assert np.array_equal(sar_backscatter.simulate_backscatter(classes, seed=0), sigma0)
+    assert not np.array_equal(sar_backscatter.simulate_backscatter(classes, seed=1), sigma0)
+
+
+def test_paired_sar_folder_holds_each_tiles_backscatter(fixture_root):
+    """``--sar`` fixtures: one VV, VH tile in dB per GAIA id on the tile's footprint, read by
+    ``--paired-folder sar``; every tile whose largest class is water is darker than every tile
+    whose largest class is city, by more than 8 dB on average."""
+    sar = PairedModalities(fixture_root / "gaia", "test", "sar")
+    multispectral = PairedModalities(fixture_root / "gaia", "test")
+    assert sar.band_names == ("VV", "VH") and sar.units == sar_backscatter.UNITS
+    assert [s.id for s in sar.rgb.samples] == [s.id for s in multispectral.rgb.samples]
+    items = [sar[i] for i in range(len(sar))]
+    assert all(item["other"].shape == (2, TILE, TILE) and item["other"].dtype == np.float32 for item in items)
+    with rasterio.open(fixture_root / "gaia" / "sar" / f"{items[0]['id']}.tif") as tile, \
+            rasterio.open(fixture_root / "gaia" / "multispectral" / f"{items[0]['id']}.tif") as reference:
+        assert tile.transform == reference.transform and tile.crs == reference.crs
+    mean_vv = {name: [item["other"][0].mean() for item in items if name in image_answers(item["captions"])]
+               for name in ("sea", "lake", "city")}
+    water, city = mean_vv["sea"] + mean_vv["lake"], mean_vv["city"]
+    assert water and city
+    assert max(water) < min(city) and np.mean(water) < np.mean(city) - 8
+    assert all(item["other"][1].mean() < item["other"][0].mean() for item in items)
 
 
 def test_captions_state_the_measured_content():
@@ -282,23 +332,13 @@ def test_image_student_and_change_exports_match_torch(rgb_checkpoint, fixture_ro
 
 
 @pytest.mark.slow
-def test_align_modality_reads_another_paired_folder(rgb_checkpoint, fixture_root, tmp_path):
-    """A student for another modality (here the fixtures' two infrared bands written as a 2-band
-    folder named like a SAR one) trains from ``modality_folder``, evaluates and exports with its
-    own band names and units."""
-    root = tmp_path / "gaia"
-    shutil.copytree(fixture_root / "gaia", root, ignore=shutil.ignore_patterns("multispectral"))
-    (root / "sentinel1").mkdir()
-    for source in (fixture_root / "gaia" / "multispectral").glob("*.tif"):
-        with rasterio.open(source) as tile:
-            profile = tile.profile | {"count": 2}
-            data = tile.read([4, 5])
-        with rasterio.open(root / "sentinel1" / source.name, "w", **profile) as target:
-            target.write(data)
-            target.descriptions = ("VV", "VH")
+def test_align_modality_reads_another_paired_folder(rgb_checkpoint, fixture_root, minilm_int8, tmp_path):
+    """A student for another modality (the fixtures' simulated SAR, ``sar/``) trains from
+    ``modality_folder``, evaluates, exports with Sentinel-1 band names, aliases and the units its
+    tiles state, and answers the cards' queries on its own folder."""
     options = FitOptions(max_steps=3, batch_size=16, embedding_width=8, accelerator="cpu")
-    checkpoint = fit_align_modality(root, tmp_path / "sar", rgb_checkpoint, 0.1, options, "sentinel1")
-    metrics = evaluate_search(checkpoint, root, "test")
+    checkpoint = fit_align_modality(fixture_root / "gaia", tmp_path / "sar", rgb_checkpoint, 0.1, options, "sar")
+    metrics = evaluate_search(checkpoint, fixture_root / "gaia", "test")
     assert metrics["task"] == "align-modality" and 0.0 <= metrics["text_to_image"]["mAP"] <= 100.0
     path = tmp_path / "sar.onnx"
     export_search(checkpoint, path)
@@ -307,7 +347,12 @@ def test_align_modality_reads_another_paired_folder(rgb_checkpoint, fixture_root
         str(path),
     )
     assert [band.name for band in contract.bands] == ["VV", "VH"]
-    assert "sentinel1" in contract.input_units and contract.input_units != MULTISPECTRAL_UNITS
+    vv, vh = contract.bands
+    assert vv.matches("vv") and vv.matches("VV_dB") and vh.matches("sigma0_vh") and not vh.matches("VV")
+    assert contract.input_units == sar_backscatter.UNITS
+    text_model, _ = minilm_int8
+    result = query_precision(path, text_model, fixture_root / "gaia")
+    assert result["items"] == len(GaiaCaptions(fixture_root / "gaia", "test"))
 
 
 def test_bitemporal_heads_shapes_and_training_steps(fixture_root, tmp_path):

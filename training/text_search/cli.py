@@ -3,12 +3,14 @@ until a command runs).
 
     training/text_search/fetch_imagery.sh out/text_search/imagery
     python -m training make-caption-fixtures --out DIR --imagery out/text_search/imagery \\
-        --scenes great-salt-lake olinda --change-pairs-per-scene 400
+        --scenes great-salt-lake olinda --change-pairs-per-scene 400 [--sar]
     python -m training fit --task locked-text --data DIR/gaia --max-steps 1500 --out runs/rgb
     python -m training fit --task clip-finetune --data DIR/gaia --clip-model ViT-B-32 \\
         --init RemoteCLIP-ViT-B-32.pt --wise-ft-alpha 0.5 --epochs 5 --out runs/clip
     python -m training fit --task align-modality --data DIR/gaia --teacher runs/rgb/checkpoint.pt \\
         --max-steps 800 --out runs/s2
+    python -m training fit --task align-modality --data DIR/gaia --paired-folder sar \\
+        --teacher runs/rgb/checkpoint.pt --max-steps 800 --out runs/s1_sim    # needs make-caption-fixtures --sar
     python -m training fit --task bitemporal --data DIR/levir_cc --temporal-fusion tff \\
         --init runs/rgb/checkpoint.pt --max-steps 800 --out runs/change
     python -m training evaluate --data DIR/gaia --checkpoint runs/rgb/checkpoint.pt
@@ -66,9 +68,12 @@ def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     fixtures = commands.add_parser(
         "make-caption-fixtures",
-        help="write GAIA-format captions, paired multispectral tiles and LEVIR-CC-style change pairs from scenes",
+        help="write GAIA-format captions, paired multispectral (and simulated SAR) tiles and LEVIR-CC-style "
+        "change pairs from scenes",
     )
-    fixtures.add_argument("--out", type=Path, required=True, help="root to write (gets gaia/, gaia/multispectral/, levir_cc/)")
+    fixtures.add_argument(
+        "--out", type=Path, required=True, help="root to write (gets gaia/, gaia/multispectral/, [sar/], levir_cc/)"
+    )
     fixtures.add_argument("--imagery", type=Path, help="folder of fetch_imagery.sh (for --scenes)")
     fixtures.add_argument("--scenes", nargs="*", choices=REAL_SCENES, default=[], help="real Landsat 7 scenes")
     fixtures.add_argument("--simulated", nargs="*", choices=SIMULATED_LANDSCAPES, default=[], help="simulated scenes")
@@ -79,6 +84,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     fixtures.add_argument("--max-train-per-scene", type=int, help="random subset of training tiles per scene")
     fixtures.add_argument("--max-eval-per-scene", type=int, help="random subset of validation / test tiles per scene")
     fixtures.add_argument("--change-pairs-per-scene", type=int, default=0, help="LEVIR-CC-style pairs per scene")
+    fixtures.add_argument(
+        "--sar", action="store_true",
+        help="also write gaia/sar/<id>.tif: SIMULATED Sentinel-1-like VV, VH sigma0 (dB) from each tile's land cover "
+        "(training/simulation/sar_backscatter.py; --paired-folder sar)",
+    )
     fixtures.add_argument("--seed", type=int, default=0)
     fixtures.set_defaults(run=_make_fixtures)
 
@@ -179,7 +189,7 @@ def _make_fixtures(args: argparse.Namespace) -> None:
         sys.exit("give --scenes and/or --simulated")
     counts = write_caption_fixtures(
         args.out, scenes, args.tile_size, args.train_stride, args.max_train_per_scene, args.max_eval_per_scene,
-        args.change_pairs_per_scene, args.seed,
+        args.change_pairs_per_scene, args.seed, args.sar,
     )
     print(f"{args.out}: {counts}")
 

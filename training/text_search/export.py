@@ -36,6 +36,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from torch.utils.data import DataLoader
 
 from engine.contract import TOKENIZER_KEY, Band, ModelContract, Outputs, contract_from_metadata
+from training.scene_labels.export import BAND_ALIASES as REBEN_BAND_ALIASES
 from training.text_search.captions import change_answers, image_answers
 from training.text_search.data import CaptionedTiles, CaptionVocabulary, ChangeTiles, PairedTiles
 from training.text_search.encoders import MINILM_DIM, MINILM_SPACE
@@ -100,6 +101,8 @@ MULTISPECTRAL_ALIASES = {
     "B11": (("swir16", "swir1"), "short-wave infrared 1.6 um; Sentinel-2 B11 / Landsat 7 ETM+ B5"),
     "B12": (("swir22", "swir2"), "short-wave infrared 2.2 um; Sentinel-2 B12 / Landsat 7 ETM+ B7"),
 }
+# Bands of the modality students: the multispectral ones, and Sentinel-1's (aliases sigma0_vv, vv_db, ...)
+PAIRED_BAND_ALIASES = MULTISPECTRAL_ALIASES | {name: REBEN_BAND_ALIASES[name] for name in ("VV", "VH")}
 EIGHT_BIT_UNITS = (
     "8-bit values 0-255 as stored in the training tiles (Landsat 7 ETM+ DN, or a true-colour 8-bit rendering "
     "such as a Sentinel-2 TCI or an RGB orthophoto resampled to the model's gsd)"
@@ -171,7 +174,8 @@ def query_precision(image_model: Path, text_model: Path, data: Path, split: str 
     change encoder) through an exported image (or change) + text encoder pair, run as the engine
     runs them: the tokenizer JSON the text model carries, the image contract's mean/std,
     onnxruntime, no torch. Searched: the tiles of ``split`` of a GAIA-format root (the RGB images
-    for a 3-band model, ``multispectral/`` otherwise, bands matched by name), or the pairs of a
+    for a 3-band model, otherwise the paired folder the student was trained on, ``multispectral/``
+    unless its provenance names another, bands matched by name), or the pairs of a
     LEVIR-CC root for a change encoder. An item answers a query rightly when its captions say so;
     ``share`` is the fraction of items that do, the precision of a random ranking."""
     image, text = _session(image_model), _session(text_model)
@@ -187,7 +191,8 @@ def query_precision(image_model: Path, text_model: Path, data: Path, split: str 
         dataset, names = GaiaCaptions(data, split), ["red", "green", "blue"]
         inputs, answers_of = {"image": "image"}, image_answers
     else:
-        dataset = PairedModalities(data, split)
+        folder = contract.provenance.get("training_data", {}).get("modality_folder", "multispectral")
+        dataset = PairedModalities(data, split, folder)
         names, inputs, answers_of = list(dataset.band_names), {"image": "other"}, image_answers
     if names != bands:
         raise ValueError(f"{image_model} wants bands {bands}; {data} {split} has {names}")
@@ -238,7 +243,7 @@ def export_search(checkpoint: Path, out: Path, metrics: dict | None = None, comm
         path = _write(graph, _images(2, len(bands), size), ("before", "after"), out, contract, {}, dynamic_size=False)
         return {"paths": [str(path)], "max_abs_diff": _image_parity(graph, path, ("before", "after"), len(bands), size)}
     if task == "align-modality":
-        bands = tuple(Band(name, *MULTISPECTRAL_ALIASES.get(name, ((), ""))) for name in module.hparams.bands)
+        bands = tuple(Band(name, *PAIRED_BAND_ALIASES.get(name, ((), ""))) for name in module.hparams.bands)
         provenance |= {"paper": [PAPERS["modality-gap"], PAPERS["clip"]], "teacher": module.hparams.teacher_checkpoint,
                        "zero_shot_weight": module.hparams.zero_shot_weight}
     else:
@@ -249,8 +254,9 @@ def export_search(checkpoint: Path, out: Path, metrics: dict | None = None, comm
         units = EIGHT_BIT_UNITS
     elif set(module.hparams.bands) <= set(MULTISPECTRAL_ALIASES):
         units = MULTISPECTRAL_UNITS
-    else:  # another modality (e.g. Sentinel-1 VV, VH): the units of its paired training tiles
-        units = f"values as stored in the paired training tiles ({data['dataset']}), bands {', '.join(module.hparams.bands)}"
+    else:  # another modality (e.g. Sentinel-1 VV, VH): the units its paired training tiles state, if they do
+        bands_named = ", ".join(module.hparams.bands)
+        units = data.get("units") or f"values as stored in the paired training tiles ({data['dataset']}), bands {bands_named}"
     contract = _image_contract("image_embedding", out, bands, module, size, provenance, units)
     graph = module.export_graph().eval()
     path = _write(graph, _images(1, len(bands), size), ("image",), out, contract, {})

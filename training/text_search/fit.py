@@ -103,7 +103,7 @@ def fit_align_modality(data: Path, out: Path, teacher_checkpoint: Path, zero_sho
     data_record = {
         "dataset": f"paired RGB / {modality_folder} tiles (GAIA layout + {modality_folder}/)", "root": str(data),
         "train_items": len(pairs), "bands": list(pairs.band_names), "image_size": size,
-        "teacher_checkpoint": str(teacher_checkpoint), "modality_folder": modality_folder,
+        "teacher_checkpoint": str(teacher_checkpoint), "modality_folder": modality_folder, "units": pairs.units,
     }
     return _train(module, tiles, out, "align-modality", data_record, options)
 

@@ -1,5 +1,7 @@
 """Write the text-search fixtures from scenes (``training.text_search.scenes``): a GAIA-format
-caption dataset of RGB tiles, the paired multispectral tiles, and LEVIR-CC-style change pairs.
+caption dataset of RGB tiles, the paired multispectral tiles, optionally paired SIMULATED
+Sentinel-1-like VV / VH tiles made from each tile's land cover
+(``training.simulation.sar_backscatter``), and LEVIR-CC-style change pairs.
 
 Tiles are cut on a 4 x 4 block grid of each scene; whole blocks go to one split (test: the
 diagonal blocks, validation: the two off-diagonal corners, train: the other ten), so evaluation
@@ -25,6 +27,7 @@ from rasterio.warp import transform as warp_transform
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from training.simulation import sar_backscatter
 from training.simulation.shallow_water import _smooth_field as smooth_field
 from training.text_search.captions import NO_CHANGE, change_captions, image_captions
 from training.text_search.gaia import write_gaia_split
@@ -94,10 +97,11 @@ def cut_tiles(scene: Scene, size: int, train_stride: int, max_train: int | None,
 
 def write_caption_fixtures(
     out: Path, scenes: list[Scene], size: int = 32, train_stride: int = 16, max_train_per_scene: int | None = None,
-    max_eval_per_scene: int | None = None, change_pairs_per_scene: int = 0, seed: int = 0,
+    max_eval_per_scene: int | None = None, change_pairs_per_scene: int = 0, seed: int = 0, sar: bool = False,
 ) -> dict[str, int]:
-    """Write ``out/gaia``, ``out/gaia/multispectral`` and (with change pairs) ``out/levir_cc``;
-    returns the number of tiles per split."""
+    """Write ``out/gaia``, ``out/gaia/multispectral``, with ``sar`` ``out/gaia/sar`` (float32 VV, VH
+    in dB; the speckle of tile number ``i`` is seeded with ``(seed, i)``, so the other files do not
+    depend on ``sar``) and with change pairs ``out/levir_cc``; returns the number of tiles per split."""
     rng = np.random.default_rng(seed)
     out = Path(out)
     tiles = [tile for scene in scenes for tile in cut_tiles(scene, size, train_stride, max_train_per_scene, max_eval_per_scene, rng)]
@@ -105,9 +109,16 @@ def write_caption_fixtures(
     for split in ("train", "val", "test"):
         chosen = [tile for tile in tiles if tile.split == split]
         counts[split] = len(chosen)
-        write_gaia_split(out / "gaia", split, [_annotation(tile) for tile in chosen], [tile.rgb for tile in chosen])
+        annotations = [_annotation(tile, sar) for tile in chosen]
+        write_gaia_split(out / "gaia", split, annotations, [tile.rgb for tile in chosen])
         for tile in chosen:
-            _write_multispectral(out / "gaia" / "multispectral" / f"{tile.id}.tif", tile)
+            _write_tile(out / "gaia" / "multispectral" / f"{tile.id}.tif", tile, tile.multispectral, S2_NAMES,
+                        [{"role": role} for role in MULTISPECTRAL_BANDS])
+    if sar:
+        for index, tile in enumerate(tiles):
+            backscatter = sar_backscatter.simulate_backscatter(tile.classes, (seed, index))
+            _write_tile(out / "gaia" / "sar" / f"{tile.id}.tif", tile, backscatter, sar_backscatter.POLARISATIONS,
+                        [{"units": "dB"}] * len(sar_backscatter.POLARISATIONS), units=sar_backscatter.UNITS)
     if change_pairs_per_scene:
         pairs = [pair for scene in scenes for pair in _change_pairs(
             [t for t in tiles if t.scene is scene], change_pairs_per_scene, rng
@@ -118,12 +129,12 @@ def write_caption_fixtures(
         "scenes": [{"name": s.name, "location": s.location, "sensor": s.sensor, "gsd_m": s.gsd_m} for s in scenes],
         "tile_size": size, "train_stride": train_stride, "max_train_per_scene": max_train_per_scene,
         "max_eval_per_scene": max_eval_per_scene,
-        "seed": seed, "counts": counts,
+        "seed": seed, "counts": counts, "sar": sar_backscatter.UNITS if sar else None,
     }, indent=1))
     return counts
 
 
-def _annotation(tile: Tile) -> dict:
+def _annotation(tile: Tile, sar: bool) -> dict:
     scene = tile.scene
     centre_x, centre_y = scene.transform * (tile.col + tile.multispectral.shape[2] / 2, tile.row + tile.multispectral.shape[1] / 2)
     (lon,), (lat,) = warp_transform(scene.crs, "EPSG:4326", [centre_x], [centre_y])
@@ -137,21 +148,24 @@ def _annotation(tile: Tile) -> dict:
         "location": scene.location, "lat": round(lat, 5), "lon": round(lon, 5),
         "tag": ", ".join(name for name in LAND_COVER if share[name] >= 0.1),
         "resolution": f"{scene.gsd_m:g} m", "satellite": scene.sensor.split(" ")[0], "sensor": scene.sensor,
-        "modalities": ["RGB", "multispectral"],
+        "modalities": ["RGB", "multispectral"] + (["SAR VV/VH (simulated)"] if sar else []),
     }
 
 
-def _write_multispectral(path: Path, tile: Tile) -> None:
+def _write_tile(path: Path, tile: Tile, data: np.ndarray, names: tuple[str, ...], band_tags: list[dict],
+                **tags: str) -> None:
+    """``data`` ``[C, H, W]`` on the footprint of ``tile``, bands described ``names``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    bands, height, width = tile.multispectral.shape
+    bands, height, width = data.shape
     with rasterio.open(
-        path, "w", driver="GTiff", width=width, height=height, count=bands, dtype="uint8", crs=tile.scene.crs,
+        path, "w", driver="GTiff", width=width, height=height, count=bands, dtype=data.dtype.name, crs=tile.scene.crs,
         transform=window_transform(Window(tile.col, tile.row, width, height), tile.scene.transform),
     ) as target:
-        target.write(tile.multispectral)
-        for index, (s2_name, role) in enumerate(zip(S2_NAMES, MULTISPECTRAL_BANDS), start=1):
-            target.set_band_description(index, s2_name)
-            target.update_tags(index, role=role)
+        target.write(data)
+        target.update_tags(**tags)
+        for index, (name, band_tags_of) in enumerate(zip(names, band_tags), start=1):
+            target.set_band_description(index, name)
+            target.update_tags(index, **band_tags_of)
 
 
 def _change_pairs(tiles: list[Tile], per_scene: int, rng: np.random.Generator) -> list[dict]:

@@ -4,11 +4,12 @@ CLIP-style image space by distillation ("Mind the Modality Gap", see ``training.
 On disk: a GAIA-format root (``training.text_search.gaia``) for the RGB side, plus::
 
     {root}/multispectral/{id}.tif   the same footprint in the other modality, one GeoTIFF per GAIA id,
-                                    band descriptions naming the bands (e.g. B02 B03 B04 B08 B11 B12)
+                                    band descriptions naming the bands (e.g. B02 B03 B04 B08 B11 B12),
+                                    optionally a dataset tag ``units`` saying what the values are
 
 Any other modality works the same way (Sentinel-1 VV/VH as ``{id}.tif`` in another folder:
-``modality_folder``). Pixel sizes may differ between the two sides; each is resized to its
-encoder's input by the training code.
+``modality_folder``; ``make-caption-fixtures --sar`` writes a simulated one to ``sar/``). Pixel
+sizes may differ between the two sides; each is resized to its encoder's input by the training code.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class PairedModalities(Dataset):
         with rasterio.open(self.folder / f"{self.rgb.samples[0].id}.tif") as source:
             self.band_names = tuple(d or f"band{i + 1}" for i, d in enumerate(source.descriptions))
             self.gsd_m = float(abs(source.res[0])) if source.crs and source.crs.is_projected else None
+            self.units: str | None = source.tags().get("units")
 
     def __len__(self) -> int:
         return len(self.rgb)
