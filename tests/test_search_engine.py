@@ -322,3 +322,28 @@ def test_an_rgba_rendering_is_read_by_its_colours_and_describe_knows_search_mode
     for task, model in (("build_search_index", "search_image_rgb"), ("search_changes", "search_change_rgb_gff")):
         described = run_task("describe_model", {"task": task}, lambda fraction, message: None, lambda: False)
         assert described["contract"]["name"] == model
+
+
+def test_sentinel1_band_files_are_searched_by_text(sample_index, tmp_path):
+    """VV and VH as two single-band dB files (named as Sentinel-1 products are), simulated from the
+    sample's land cover with the simulator the S1 student was trained with, at a seed it never saw."""
+    from training.simulation.sar_backscatter import simulate_backscatter
+    from training.text_search.land_cover import classify
+    from training.text_search.scenes import REAL_SCENES
+
+    with rasterio.open(SAMPLE) as raster:
+        profile, classes = raster.profile, classify(raster.read(), REAL_SCENES["olinda"].context)
+    sigma0 = simulate_backscatter(classes, seed=12345)
+    paths = []
+    for band, values in zip(("VV", "VH"), sigma0):
+        path = tmp_path / f"S1A_IW_GRDH_olinda_{band.lower()}.tif"
+        with rasterio.open(path, "w", **{**profile, "count": 1, "dtype": "float32", "nodata": None}) as raster:
+            raster.write(values[None])
+        paths.append(str(path))
+    folder = tmp_path / "index"
+    built = run("build_search_index", input=[paths], names=["olinda S1"], index=str(folder),
+                model=str(MODELS_DIR / "search_image_s1_sim.onnx"), device="cpu")
+    assert built["tiles"] == 121
+    shares = tile_shares(sample_index[0])
+    sea = run("search_text", index=str(folder), query="the sea", top_k=5, device="cpu")
+    assert all(shares[r["tile"]][0] > 0.5 for r in sea["results"])  # backscatter tells water, not sea from lake
