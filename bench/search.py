@@ -29,10 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine.embedding_index import EmbeddingIndex, Entry, load_store  # noqa: E402
-from engine.runtime import Model  # noqa: E402
+from engine.runtime import MODELS_DIR, Model  # noqa: E402
 from engine.tasks import run_task  # noqa: E402
 from engine.tasks.search_index import DEFAULT_IMAGE_MODEL, EMBED_BATCH  # noqa: E402
-from engine.tasks.raster_task import MODELS_DIR  # noqa: E402
 
 SAMPLE = REPO / "sample_data" / "olinda_landsat7.tif"
 QUERIES = ("the sea", "a city", "dense green vegetation, forest", "dry desert land", "bright white salt flats",

@@ -15,6 +15,7 @@ from engine.contract import ModelContract, contract_from_metadata
 from engine.errors import EngineError, ModelContractError
 
 DEVICES = ("auto", "cpu", "cuda")
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models_onnx"  # the shipped models
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 # Tasks whose graphs take named inputs rather than one float image batch (training/text_search/export.py)
@@ -32,7 +33,7 @@ class Model:
         default: right for a model run once between other numpy work (a search query, which the
         spinning slowed from 1 to 36 ms on 2 cores, bench/search.py), wrong for batches run back
         to back (the spinning doubles tile throughput, bench/throughput.py)."""
-        self.path = str(path)
+        self.path = str(shipped_or_given(path))
         if device not in DEVICES:
             raise EngineError(f"device must be one of {DEVICES}, got {device!r}")
         if not Path(self.path).is_file():
@@ -132,14 +133,24 @@ class Model:
         return self.session.run(None, feeds)[0]
 
 
+def shipped_or_given(path: str | Path) -> Path:
+    """``path``, or the shipped model of that file name when ``path`` is a bare name that is not a
+    file here (``model="search_image_ms.onnx"`` works from any folder)."""
+    path = Path(path)
+    if not path.is_file() and path.name == str(path) and (MODELS_DIR / path).is_file():
+        return MODELS_DIR / path
+    return path
+
+
 _SHARED: dict[tuple, tuple[int | None, Model]] = {}
 
 
 def shared_model(path: str | Path, device: str = "auto", spin: bool = True) -> Model:
     """A Model kept for the life of the process (a worker serving the search dock answers each query
     without loading the encoders again); reloaded when the file changes."""
-    key = (str(Path(path).resolve()), device, spin)
-    stamp = Path(path).stat().st_mtime_ns if Path(path).is_file() else None
+    path = shipped_or_given(path)
+    key = (str(path.resolve()), device, spin)
+    stamp = path.stat().st_mtime_ns if path.is_file() else None
     if key not in _SHARED or _SHARED[key][0] != stamp:
         _SHARED[key] = (stamp, Model(path, device, spin))
     return _SHARED[key][1]

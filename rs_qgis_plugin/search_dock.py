@@ -29,6 +29,7 @@ from qgis.PyQt.QtCore import QThread, QVariant, Qt, pyqtSignal, pyqtSlot
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
+    QComboBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -51,6 +52,11 @@ from rs_qgis_plugin.worker_client import CANCEL_GRACE_S, EngineWorker
 RESULT_COLUMNS = ("Rank", "Score", "Layer", "Tile")
 SEARCH_OUTPUT = "rsai/search_output"  # custom property of the dock's own temporary layers
 INDEX_SETTING = "rsai/search_index"  # the index folder last chosen, offered again next session
+IMAGE_ENCODERS = (  # the shipped image encoders of one embedding space (models_onnx/search_image_*.md)
+    ("True colour (red, green, blue)", "search_image_rgb.onnx"),
+    ("Multispectral (blue, green, red, NIR, SWIR 1.6, SWIR 2.2)", "search_image_ms.onnx"),
+    ("Sentinel-1 VV, VH in dB (trained on simulated SAR)", "search_image_s1_sim.onnx"),
+)
 ZOOM_MARGIN = 1.5  # the map shows the selected tile with half a tile of surroundings
 STOP_WAIT_MS = int((CANCEL_GRACE_S + 5) * 1000)  # a cancelled request ends within this
 
@@ -118,6 +124,11 @@ class SearchDock(QgsDockWidget):
         self.similar_button.setToolTip("Search the tiles that look like the selected result.")
         self.layers_list = QListWidget()
         self.layers_list.setToolTip("The project's raster layers; the checked ones are indexed.")
+        self.encoder_combo = QComboBox()
+        for label, model in IMAGE_ENCODERS:
+            self.encoder_combo.addItem(label, model)
+        self.encoder_combo.setToolTip("What the checked layers hold, and so which encoder embeds them. One "
+                                      "index holds layers of all three: one query searches them together.")
         self.build_button = QPushButton("Build index from checked layers")
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 100)
@@ -136,7 +147,7 @@ class SearchDock(QgsDockWidget):
         for part in (query_row, options):
             layout.addLayout(part)
         for widget in (self.results_table, self.similar_button, QLabel("Raster layers to index"), self.layers_list,
-                       self.build_button, self.progress_bar, self.status_label):
+                       self.encoder_combo, self.build_button, self.progress_bar, self.status_label):
             layout.addWidget(widget)
         content = QWidget()
         content.setLayout(layout)
@@ -194,7 +205,7 @@ class SearchDock(QgsDockWidget):
 
     @pyqtSlot()
     def build_index(self) -> None:
-        layers, index = self.checked_layers(), self.index_widget.filePath()
+        layers, index, model = self.checked_layers(), self.index_widget.filePath(), self.encoder_combo.currentData()
         if not layers or not index:
             self.show_status("Check the raster layers to index and choose the index folder.", error=True)
             return
@@ -203,7 +214,8 @@ class SearchDock(QgsDockWidget):
 
         def build(feedback):
             worker = self.engine()
-            request = {"index": index, **indexed_layers(layers, {}, context, feedback, worker)}
+            request = {"index": index, "model": model}
+            request.update(indexed_layers(layers, request, context, feedback, worker))
             return worker.run(BUILD_TASK, request, feedback)
 
         self.start_job(build, self.show_index_built, f"Indexing {len(layers)} layer(s)…")

@@ -194,3 +194,18 @@ def test_the_index_folder_is_offered_again_in_a_new_dock(dock, sample_index):
         assert later.index_widget.filePath() == str(sample_index)
     finally:
         later.close()
+
+
+def test_the_build_button_embeds_with_the_chosen_encoder(dock, tmp_path):
+    import json
+
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    QgsProject.instance().addMapLayer(QgsRasterLayer(str(SAMPLE), "Olinda 6 bands"))
+    dock.index_widget.setFilePath(str(tmp_path / "index"))
+    dock.encoder_combo.setCurrentIndex(dock.encoder_combo.findData("search_image_ms.onnx"))
+    dock.build_button.click()
+    wait_for(dock)
+    entries = json.loads((tmp_path / "index" / "manifest.json").read_text())["entries"]
+    assert [(e["name"], e["model_name"], e["tiles"]) for e in entries] == [("Olinda 6 bands", "search_image_ms",
+                                                                             SAMPLE_TILES)]

@@ -20,7 +20,7 @@ from engine import embedding_index
 from engine.embedding_index import EmbeddingIndex, Entry, load_store
 from engine.errors import Cancelled, EngineError, ModelContractError
 from engine.tasks import run_task
-from engine.tasks.raster_task import MODELS_DIR
+from engine.runtime import MODELS_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_data" / "olinda_landsat7.tif"

@@ -22,8 +22,8 @@ from engine.contract import ModelContract
 from engine.errors import EngineError, ModelContractError
 from engine.pipeline import IsCancelled, Progress, RunStats, Strip, infer_strips
 from engine.raster_io import InputGrid, OutputSpec, normalise, open_input, read_tags
-from engine.runtime import Model
-from engine.tasks.raster_task import MODELS_DIR, RASTER_PARAMS, RasterTask
+from engine.runtime import MODELS_DIR, Model
+from engine.tasks.raster_task import RASTER_PARAMS, RasterTask
 
 CODEC_TAG = "rsai_codec"
 LATENT_BITS = 16

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from pathlib import Path
 
 import numpy as np
 
@@ -14,9 +13,7 @@ from engine.contract import ModelContract
 from engine.errors import ModelContractError
 from engine.pipeline import IsCancelled, Progress, RunStats, Strip, infer_strips
 from engine.raster_io import InputGrid, OutputSpec, atomic_outputs, check_output_path, open_input
-from engine.runtime import Model
-
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models_onnx"
+from engine.runtime import MODELS_DIR, Model
 
 RASTER_PARAMS = {
     "input": ((str, list), True),  # one raster, or several files of one area (e.g. one per band)

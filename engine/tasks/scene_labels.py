@@ -23,9 +23,9 @@ import numpy as np
 from engine.errors import Cancelled, EngineError, ModelContractError
 from engine.pipeline import IsCancelled, Progress
 from engine.raster_io import OutputGrid, OutputSpec, atomic_outputs, check_output_path, open_input
-from engine.runtime import Model
+from engine.runtime import MODELS_DIR, Model
 from engine.tasks.class_map import PROBABILITY_NODATA
-from engine.tasks.raster_task import MODELS_DIR, as_list
+from engine.tasks.raster_task import as_list
 from engine.vector_io import Field, atomic_geopackage
 
 

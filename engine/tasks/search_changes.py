@@ -23,7 +23,8 @@ import time
 from engine.embedding_index import EmbeddingIndex, load_store
 from engine.errors import EngineError
 from engine.pipeline import IsCancelled, Progress
-from engine.tasks.raster_task import MODELS_DIR, as_list
+from engine.runtime import MODELS_DIR
+from engine.tasks.raster_task import as_list
 from engine.tasks.search_index import BuildSearchIndex, embedding_model, index_entry, layer_name, put_entry
 from engine.tasks.search_results import SEARCH_PARAMS, run_search, text_query
 

@@ -23,8 +23,8 @@ from engine.embedding_index import EmbeddingIndex, Entry, Manifest, cache_key
 from engine.errors import Cancelled, EngineError, ModelContractError
 from engine.pipeline import IsCancelled, Progress, tile_origins
 from engine.raster_io import OutputGrid, open_input
-from engine.runtime import Model, shared_model
-from engine.tasks.raster_task import MODELS_DIR, as_list
+from engine.runtime import MODELS_DIR, Model, shared_model
+from engine.tasks.raster_task import as_list
 
 DEFAULT_IMAGE_MODEL = "search_image_rgb.onnx"
 DEFAULT_MIN_VALID = 0.5

@@ -20,8 +20,7 @@ from engine.contract import TOKENIZER_KEY
 from engine.embedding_index import DEFAULT_PROBES, Entry, Hit, LoadedStore
 from engine.errors import EngineError
 from engine.raster_io import OutputGrid, OutputSpec, atomic_outputs, check_output_path
-from engine.runtime import Model
-from engine.tasks.raster_task import MODELS_DIR
+from engine.runtime import MODELS_DIR, Model
 from engine.tasks.search_index import embedding_model
 from engine.vector_io import Field, atomic_geopackage
 

@@ -42,12 +42,16 @@ class BuildSearchIndex(SearchAlgorithm):
                            "it; layers of the same name are replaced).")
         self.add_model_parameter(
             "An image-embedding model exported by the toolbox. Empty: models_onnx/search_image_rgb.onnx. "
-            "An index holds one model's embeddings: use another folder for another model.")
+            "Other shipped encoders: search_image_ms.onnx (6-band multispectral: blue, green, red, NIR, "
+            "SWIR 1.6 and 2.2 um) and search_image_s1_sim.onnx (Sentinel-1 VV, VH in dB; trained on "
+            "simulated backscatter). One index holds the layers of every model of one embedding space "
+            "(all of these), so one query searches RGB, multispectral and SAR layers together; a model "
+            "of another space needs another folder.")
         self.add_parameter(
             QgsProcessingParameterString(self.BANDS, "Band mapping", optional=True),
             "MODEL_BAND=RASTER_BAND pairs separated by commas, bands counted from 1, e.g. "
             "red=3,green=2,blue=1. Needed only when band descriptions do not name the model's bands "
-            "and the band count differs from the model's (e.g. a rendered web layer: red=1,green=2,blue=3).")
+            "and the band count differs from the model's (rendered RGBA layers are read by their colours).")
         self.add_extent_parameter(
             "Area to index, in any CRS (converted to the first layer's CRS). Empty: each layer's "
             "whole extent. Required in practice for web layers.")
