@@ -41,7 +41,7 @@ from training.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from training.export import parity_check, write_onnx
 from training.simulation.hyperspectral import GSD_M, VNIR_BANDS, band_label, band_name, read_simulation_record
 from training.tasks.hycot import LATENT_BITS, LATENT_LEVELS, REFLECTANCE_SCALE, HyCoTTask, scale_reflectance
-from training.trainer import fit_trainer, metrics_on
+from training.trainer import fit_provenance, fit_trainer, metrics_on
 
 TASK = "hycot"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -96,11 +96,7 @@ def fit_hycot(
         "simulation": read_simulation_record(data),
     }
     provenance = {
-        "command": command,
-        "seed": seed,
-        "steps": trainer.global_step,
-        "epochs": trainer.current_epoch,
-        "seconds": round(time.monotonic() - started, 1),
+        **fit_provenance(trainer, command, seed, started),
         "final_train_metrics": {name: float(value) for name, value in trainer.callback_metrics.items()},
     }
     path = out / CHECKPOINT_NAME

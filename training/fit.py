@@ -22,7 +22,7 @@ from training.datasets.magicbathynet_format import DEPTH_SCALE_M, MODALITY_BANDS
 from training.simulation.shallow_water import simulation_records
 from training.tasks import TASKS
 from training.transforms import random_dihedral
-from training.trainer import fit_trainer
+from training.trainer import fit_provenance, fit_trainer
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -87,11 +87,7 @@ def fit(
         "simulation": simulation_records(data, areas),
     }
     provenance = {
-        "command": command,
-        "seed": seed,
-        "steps": trainer.global_step,
-        "epochs": trainer.current_epoch,
-        "seconds": round(time.monotonic() - started, 1),
+        **fit_provenance(trainer, command, seed, started),
         "final_train_metrics": {name: float(value) for name, value in trainer.callback_metrics.items()},
     }
     path = out / CHECKPOINT_NAME

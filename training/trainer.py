@@ -1,7 +1,9 @@
 """The Lightning trainers every task uses: one quiet single-device set-up for fitting (metrics to
-``<out>/metrics.csv``; the tasks save their own safe checkpoints) and one for testing."""
+``<out>/metrics.csv``; the tasks save their own safe checkpoints), the provenance every fit
+records, and one set-up for testing."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import lightning
@@ -16,6 +18,13 @@ def fit_trainer(out: Path, accelerator: str, max_steps: int = -1, max_epochs: in
         logger=CSVLogger(out, name="", version=""), log_every_n_steps=10, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, **options,
     )
+
+
+def fit_provenance(trainer: lightning.Trainer, command: str, seed: int, started: float) -> dict:
+    """What every checkpoint records of its fit: the command, seed, steps, epochs and seconds since
+    ``started`` (a ``time.monotonic()`` reading)."""
+    return {"command": command, "seed": seed, "steps": trainer.global_step, "epochs": trainer.current_epoch,
+            "seconds": round(time.monotonic() - started, 1)}
 
 
 def metrics_on(module: lightning.LightningModule, dataset: Dataset, batch_size: int, accelerator: str) -> dict:

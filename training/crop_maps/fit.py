@@ -27,7 +27,7 @@ from training.crop_maps.data import (
 from training.datasets.pastis_r import collate_series
 from training.models.tsvit import TSViTConfig
 from training.tasks.crop import CropMappingTask
-from training.trainer import fit_trainer
+from training.trainer import fit_provenance, fit_trainer
 
 TASK = "crop"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -94,11 +94,7 @@ def fit_crop(
     started = time.monotonic()
     trainer.fit(module, loader)
     provenance = {
-        "command": command,
-        "seed": seed,
-        "steps": trainer.global_step,
-        "epochs": trainer.current_epoch,
-        "seconds": round(time.monotonic() - started, 1),
+        **fit_provenance(trainer, command, seed, started),
         "parameters": sum(p.numel() for p in module.network.parameters()),
         "final_train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
     }

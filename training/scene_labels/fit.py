@@ -19,7 +19,7 @@ from training.datasets.ben_labels import CLASS_COLOURS, CLASS_NAMES
 from training.datasets.reben_format import BAND_MEAN, BAND_STD, MODALITY_BANDS
 from training.scene_labels.data import describe_data, scene_label_dataset
 from training.tasks.scene_labels import SceneLabelsTask
-from training.trainer import fit_trainer
+from training.trainer import fit_provenance, fit_trainer
 
 TASK = "scene-labels"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -114,11 +114,7 @@ def fit_scene_labels(
         DataLoader(validation_set, **loader_options),
     )
     provenance = {
-        "command": command,
-        "seed": seed,
-        "steps": trainer.global_step,
-        "epochs": trainer.current_epoch,
-        "seconds": round(time.monotonic() - started, 1),
+        **fit_provenance(trainer, command, seed, started),
         "best_validation_ap_macro": best.best_score,
         "best_validation_step": best.best_step,
         "parameters": sum(parameter.numel() for parameter in module.parameters()),

@@ -34,7 +34,7 @@ from training.text_search.tasks import (
     save_search_checkpoint,
 )
 from training.text_search.tokenization import clip_tokenizer_json, tokenize
-from training.trainer import fit_trainer
+from training.trainer import fit_provenance, fit_trainer
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RGB_BANDS = ["red", "green", "blue"]
@@ -155,8 +155,7 @@ def _train(module, dataset, out: Path, task: str, data: dict, options: FitOption
     loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=True, drop_last=len(dataset) > options.batch_size)
     trainer.fit(module, loader)
     provenance = {
-        "command": options.command, "seed": options.seed, "steps": trainer.global_step, "epochs": trainer.current_epoch,
-        "seconds": round(time.monotonic() - started, 1), "batch_size": options.batch_size,
+        **fit_provenance(trainer, options.command, options.seed, started), "batch_size": options.batch_size,
         "parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),  # not a frozen teacher
         "final_train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
     }
