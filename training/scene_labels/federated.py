@@ -50,9 +50,10 @@ from flwr.server.strategy import FedAvg
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from training.augmentation.cutmix import CUTMIX_PROBABILITY, cutmix
-from training.datasets.ben_labels import CLASS_COLOURS, CLASS_NAMES
-from training.datasets.reben_format import BAND_MEAN, BAND_STD, METADATA_FILE, MODALITY_BANDS, SPLITS
+from training.datasets.ben_labels import CLASS_NAMES
+from training.datasets.reben_format import METADATA_FILE, SPLITS
 from training.scene_labels.data import scene_label_dataset
+from training.scene_labels.fit import reben_task
 from training.tasks.scene_labels import SceneLabelsTask, scene_label_metrics
 
 
@@ -227,20 +228,9 @@ def run_federated(
     """FedAvg over ``clients`` for ``rounds`` rounds; returns partition sizes and per-round reports
     (round 0 = the initial global model)."""
     torch.manual_seed(seed)
-    bands = MODALITY_BANDS[modalities]
 
     def new_module() -> SceneLabelsTask:
-        return SceneLabelsTask(
-            band_mean=[BAND_MEAN[band] for band in bands],
-            band_std=[BAND_STD[band] for band in bands],
-            class_names=list(CLASS_NAMES),
-            class_colours=list(CLASS_COLOURS),
-            model=model,
-            width=width,
-            depth=depth,
-            augment=augment,
-            lr=lr,
-        )
+        return reben_task(modalities, model=model, width=width, depth=depth, augment=augment, lr=lr)
 
     training_set = scene_label_dataset(data, "train", modalities, flips=True)
     evaluation_set = scene_label_dataset(data, evaluate_split, modalities)

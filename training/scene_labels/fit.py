@@ -27,6 +27,13 @@ MONITOR = "val_ap_macro"
 WARMUP_SHARE = 0.05  # default warm-up: 5% of the optimiser steps
 
 
+def reben_task(modalities: str, **hyperparameters) -> SceneLabelsTask:
+    """A scene-labels module for ``modalities`` with reBEN's band statistics and the 19 classes."""
+    bands = MODALITY_BANDS[modalities]
+    return SceneLabelsTask(band_mean=[BAND_MEAN[band] for band in bands], band_std=[BAND_STD[band] for band in bands],
+                           class_names=list(CLASS_NAMES), class_colours=list(CLASS_COLOURS), **hyperparameters)
+
+
 class KeepBestWeights(Callback):
     """Remembers the weights of the best validation macro AP and restores them when fit ends."""
 
@@ -78,12 +85,8 @@ def fit_scene_labels(
     validation_set = scene_label_dataset(data, "val", modalities)
     steps_per_epoch = max(1, len(training_set) // batch_size)
     total_steps = max_steps or epochs * steps_per_epoch
-    bands = MODALITY_BANDS[modalities]
-    module = SceneLabelsTask(
-        band_mean=[BAND_MEAN[band] for band in bands],
-        band_std=[BAND_STD[band] for band in bands],
-        class_names=list(CLASS_NAMES),
-        class_colours=list(CLASS_COLOURS),
+    module = reben_task(
+        modalities,
         model=model,
         width=width,
         depth=depth,
