@@ -256,9 +256,12 @@ def test_bad_requests_name_the_problem_and_the_fix(sample_index, tmp_path):
         run("search_similar", index=str(folder), layer="olinda_landsat7")
     with pytest.raises(EngineError, match="no indexed tile of 'olinda_landsat7' holds the point"):
         run("search_similar", index=str(folder), layer="olinda_landsat7", point=[0.0, 0.0])
+    with pytest.raises(EngineError, match="takes tiles of exactly 32 px; leave tile_size empty"):
+        run("search_changes", before=str(SAMPLE), after=str(SAMPLE), index=str(tmp_path / "k"), query="new water",
+            fusion="tff", tile_size=48)
     with pytest.raises(EngineError, match="one distinct name per layer"):
         run("build_search_index", input=[str(SAMPLE), str(SAMPLE)], index=str(tmp_path / "j"))
-    assert not (tmp_path / "j").exists() and not (tmp_path / "i").exists()
+    assert not any((tmp_path / name).exists() for name in ("i", "j", "k"))
 
 
 def test_multispectral_and_rgb_layers_share_one_index_and_one_query(sample_index, tmp_path):

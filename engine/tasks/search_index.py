@@ -68,6 +68,10 @@ def index_entry(index: EmbeddingIndex, manifest: Manifest, name: str, kind: str,
         if entry.id == key and index.has_entry(key):
             return entry, True, []
     tile, stride = tiling["tile_size"], tiling["stride"]
+    fixed = {size for i in model.session.get_inputs() for size in i.shape[2:] if isinstance(size, int)}
+    if fixed and fixed != {tile}:
+        raise EngineError(f"model {contract.name} takes tiles of exactly {min(fixed)} px; leave tile_size empty "
+                          f"(or give {min(fixed)}) instead of {tile}")
     tile_contract = replace(contract, tile_size=tile)
     with ExitStack() as stack:
         roles = list(inputs)
