@@ -41,7 +41,7 @@ from engine.errors import EngineError
 INDEX_VERSION = 1
 MANIFEST = "manifest.json"
 IVF_MIN_TILES = 50_000  # below this an exact scan takes a few ms
-DEFAULT_PROBES = 24
+DEFAULT_PROBES = 64  # 10^6 synthetic tiles: recall@10 0.79 at 16, 0.86 at 24, 0.97 at 64 (6 ms)
 KMEANS_SAMPLE = 64  # training points per list
 KMEANS_ITERATIONS = 12
 CHUNK = 65_536  # rows per block when assigning or scanning
