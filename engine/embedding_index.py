@@ -100,7 +100,6 @@ class Manifest:
     space: str
     dim: int
     entries: list[Entry] = field(default_factory=list)
-    version: int = INDEX_VERSION
 
     def entry(self, name: str) -> Entry:
         for entry in self.entries:

@@ -23,47 +23,31 @@ $python -m training make-caption-fixtures --out "$work/fixtures" --imagery "$wor
 
 $python -m training export-text-encoder --out models_onnx/search_text_minilm.onnx
 
-$python -m training fit --task locked-text --data "$work/fixtures/gaia" --max-steps 1500 --batch-size 64 \
-  --embedding-width 32 --seed 0 "${cpu[@]}" --out "$work/rgb"
-$python -m training evaluate --data "$work/fixtures/gaia" --split test --checkpoint "$work/rgb/checkpoint.pt" \
-  "${cpu[@]}" --json-out "$work/rgb/test_metrics.json"
-$python -m training export --checkpoint "$work/rgb/checkpoint.pt" --metrics "$work/rgb/test_metrics.json" \
-  --out models_onnx/search_image_rgb.onnx
-$python -m training measure-queries --image-model models_onnx/search_image_rgb.onnx \
-  --text-model models_onnx/search_text_minilm.onnx --data "$work/fixtures/gaia" --split test \
-  --json-out "$work/rgb/query_precision.json"
+# evaluate, export and measure the queries of the fit in $work/$1 on the data set $2 into models_onnx/$3.onnx
+ship() {
+  local run="$work/$1" data="$work/fixtures/$2" model="models_onnx/$3.onnx"
+  $python -m training evaluate --data "$data" --split test --checkpoint "$run/checkpoint.pt" "${cpu[@]}" \
+    --json-out "$run/test_metrics.json"
+  $python -m training export --checkpoint "$run/checkpoint.pt" --metrics "$run/test_metrics.json" --out "$model"
+  $python -m training measure-queries --image-model "$model" --text-model models_onnx/search_text_minilm.onnx \
+    --data "$data" --split test --json-out "$run/query_precision.json"
+}
+common=(--batch-size 64 --embedding-width 32 --seed 0 "${cpu[@]}")
+
+$python -m training fit --task locked-text --data "$work/fixtures/gaia" --max-steps 1500 "${common[@]}" --out "$work/rgb"
+ship rgb gaia search_image_rgb
 
 $python -m training fit --task align-modality --data "$work/fixtures/gaia" --teacher "$work/rgb/checkpoint.pt" \
-  --max-steps 1400 --batch-size 64 --embedding-width 32 --seed 0 "${cpu[@]}" --out "$work/ms"
-$python -m training evaluate --data "$work/fixtures/gaia" --split test --checkpoint "$work/ms/checkpoint.pt" \
-  "${cpu[@]}" --json-out "$work/ms/test_metrics.json"
-$python -m training export --checkpoint "$work/ms/checkpoint.pt" --metrics "$work/ms/test_metrics.json" \
-  --out models_onnx/search_image_ms.onnx
-$python -m training measure-queries --image-model models_onnx/search_image_ms.onnx \
-  --text-model models_onnx/search_text_minilm.onnx --data "$work/fixtures/gaia" --split test \
-  --json-out "$work/ms/query_precision.json"
+  --max-steps 1400 "${common[@]}" --out "$work/ms"
+ship ms gaia search_image_ms
 
 $python -m training fit --task align-modality --data "$work/fixtures/gaia" --paired-folder sar \
-  --teacher "$work/rgb/checkpoint.pt" --max-steps 1400 --batch-size 64 --embedding-width 32 --seed 0 "${cpu[@]}" \
-  --out "$work/s1_sim"
-$python -m training evaluate --data "$work/fixtures/gaia" --split test --checkpoint "$work/s1_sim/checkpoint.pt" \
-  "${cpu[@]}" --json-out "$work/s1_sim/test_metrics.json"
-$python -m training export --checkpoint "$work/s1_sim/checkpoint.pt" --metrics "$work/s1_sim/test_metrics.json" \
-  --out models_onnx/search_image_s1_sim.onnx
-$python -m training measure-queries --image-model models_onnx/search_image_s1_sim.onnx \
-  --text-model models_onnx/search_text_minilm.onnx --data "$work/fixtures/gaia" --split test \
-  --json-out "$work/s1_sim/query_precision.json"
+  --teacher "$work/rgb/checkpoint.pt" --max-steps 1400 "${common[@]}" --out "$work/s1_sim"
+ship s1_sim gaia search_image_s1_sim
 
 for fusion in gff-difference tff; do
   name=${fusion%%-*}  # gff, tff
   $python -m training fit --task bitemporal --data "$work/fixtures/levir_cc" --init "$work/rgb/checkpoint.pt" \
-    --temporal-fusion "$fusion" --max-steps 900 --batch-size 64 --embedding-width 32 --seed 0 "${cpu[@]}" \
-    --out "$work/change_$name"
-  $python -m training evaluate --data "$work/fixtures/levir_cc" --split test --checkpoint "$work/change_$name/checkpoint.pt" \
-    "${cpu[@]}" --json-out "$work/change_$name/test_metrics.json"
-  $python -m training export --checkpoint "$work/change_$name/checkpoint.pt" \
-    --metrics "$work/change_$name/test_metrics.json" --out "models_onnx/search_change_rgb_$name.onnx"
-  $python -m training measure-queries --image-model "models_onnx/search_change_rgb_$name.onnx" \
-    --text-model models_onnx/search_text_minilm.onnx --data "$work/fixtures/levir_cc" --split test \
-    --json-out "$work/change_$name/query_precision.json"
+    --temporal-fusion "$fusion" --max-steps 900 "${common[@]}" --out "$work/change_$name"
+  ship "change_$name" levir_cc "search_change_rgb_$name"
 done
