@@ -12,6 +12,9 @@
     python -m training evaluate --task hycot --data DIR --checkpoint runs/hycot/checkpoint.pt
     python -m training export --task hycot --checkpoint runs/hycot/checkpoint.pt --out models_onnx/hycot_cr8
 
+    python -m training import --source magicbathynet-bathymetry --checkpoint bathymetry_s2_an.zip \
+        --area agia_napa --modality s2 --norm-param norm_param_s2_an.npy --out models/bathymetry_s2_an.onnx
+
     reBEN scene labels (prepare, federated, augmentation-consistency, ...): training/scene_labels/cli.py
     Crop maps (TSViT on PASTIS-R, simulate-pastis-r, simulate-crop-series): training/crop_maps/cli.py
     Text search (CLIP-style retrieval, make-caption-fixtures, convert-clip, ...): training/text_search/cli.py
@@ -158,6 +161,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--threads", type=int, help="torch CPU threads")
     export.set_defaults(run=_export)
+
+    imported = commands.add_parser(
+        "import", help="turn a published checkpoint into a contract ONNX model with a model card"
+    )
+    imported.add_argument("--source", required=True, help="who published it, e.g. magicbathynet-bathymetry")
+    imported.add_argument("--checkpoint", type=Path, required=True, help="the downloaded checkpoint (.zip, .pt, .pth)")
+    imported.add_argument("--out", type=Path, required=True, help="model.onnx to write (its card: model.md)")
+    imported.add_argument("--sha256", help="expected SHA-256 of the checkpoint; a mismatch is refused")
+    marine = imported.add_argument_group("MagicBathyNet (--source magicbathynet-*)")
+    marine.add_argument("--area", choices=AREAS, help="area the weights were trained on (class table, depth scale)")
+    marine.add_argument("--modality", choices=MODALITIES, help="imagery the weights were trained on")
+    marine.add_argument(
+        "--norm-param", type=Path,
+        help="the area's normalisation file, norm_param_<modality>_<an|pl>.npy or .txt (minima row, maxima row)",
+    )
+    marine.add_argument(
+        "--tile-size", type=int,
+        help="tile side in input pixels, fixed in the graph (default: 2x the training window; aerial 1x)",
+    )
+    imported.set_defaults(run=_import)
     scene_labels.add_commands(commands)
     crop_maps.add_commands(commands)
     text_search.add_commands(commands)
@@ -321,6 +344,16 @@ def _export(args: argparse.Namespace) -> None:
         args.checkpoint, args.out, args.tile_size, args.overlap, metrics, args.command_line, args.task
     )
     print(f"wrote {result['path']}; onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}")
+
+
+def _import(args: argparse.Namespace) -> None:
+    from training.importers import ImportRefused, import_model
+
+    try:
+        result = import_model(args.source, args.checkpoint, args.out, args, args.sha256, args.command_line)
+    except ImportRefused as refused:
+        sys.exit(f"import refused: {refused}")
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

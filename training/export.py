@@ -88,7 +88,7 @@ def write_onnx(
 ) -> None:
     """Export ``graph`` (``image`` -> ``output``; batch dynamic, height and width too unless
     ``dynamic_size`` is False) to ``out`` with the contract in its metadata."""
-    example = torch.zeros(1, channels, tile_size, tile_size)
+    example = torch.zeros(2, channels, tile_size, tile_size)  # batch 2: a size-1 dim would be specialised
     dimension = torch.export.Dim
     dynamic_axes = {0: dimension("batch")}
     if dynamic_size:

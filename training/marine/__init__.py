@@ -1,0 +1,1 @@
+"""MagicBathyNet's models (bathymetry and seabed classes): importers of the authors' published weights."""
