@@ -147,3 +147,31 @@ def test_wrong_truncated_and_mismatched_checkpoints_are_refused(tmp_path):
     with pytest.raises(ImportRefused, match="unknown source 'remoteclip'; known sources: magicbathynet"):
         import_model("remoteclip", bathymetry, out / "m.onnx", options)
     _assert_nothing_written(out)
+
+
+def test_import_algorithm_through_qgis_process_then_the_model_runs_unchanged(qgis_process, tmp_path):
+    """The 'Import published model' algorithm (engine worker -> python -m training import) writes a
+    model that rsai:estimate_bathymetry runs; a wrong checkpoint is refused with the reason."""
+    network = randomise(ReferenceBathymetryUNet(), seed=7)
+    checkpoint = published_zip(tmp_path / "bathymetry_spot6_pl.zip", network)
+    norm_param = tmp_path / "norm_param_spot6_pl.npy"
+    np.save(norm_param, np.stack([LOW, HIGH]))
+    model = tmp_path / "models" / "bathymetry_spot6_pl.onnx"
+    run = qgis_process("run", "rsai:import_model", "--", "SOURCE=0", f"CHECKPOINT={checkpoint}", "AREA=2",
+                       "MODALITY=2", f"NORM_PARAM={norm_param}", "TILE_SIZE=30", f"OUTPUT={model}")
+    assert run.returncode == 0, run.log
+    assert run.output["results"]["OUTPUT"] == str(model) and Path(run.output["results"]["CARD"]).is_file()
+
+    image, data = _patch(tmp_path / "img_spot6.tif", 30, seed=8, names=("red", "green", "blue"))
+    depth = tmp_path / "depth.tif"
+    run = qgis_process("run", "rsai:estimate_bathymetry", "--", f"INPUT={image}", f"MODEL={model}",
+                       f"OUTPUT={depth}")
+    assert run.returncode == 0, run.log
+    expected = -reference_depth(network, data.round().transpose(1, 2, 0), LOW, HIGH, 30, -11.0)
+    with rasterio.open(depth) as result:
+        np.testing.assert_allclose(result.read(1), expected, atol=2e-3 * np.abs(expected).max())
+
+    refused = qgis_process("run", "rsai:import_model", "--", "SOURCE=1", f"CHECKPOINT={checkpoint}", "AREA=2",
+                           "MODALITY=2", f"NORM_PARAM={norm_param}", f"OUTPUT={tmp_path / 'wrong.onnx'}")
+    assert refused.returncode != 0 and "is not MagicBathyNet's U-Net" in refused.log
+    assert not (tmp_path / "wrong.onnx").exists()
