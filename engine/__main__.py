@@ -10,6 +10,7 @@
     python -m engine similar --index search_index/ --layer scene --tile 17 --output hits.gpkg
     python -m engine changes --before 2019.tif --after 2024.tif --index search_index/ --query "new buildings"
     python -m engine describe [--model model.onnx] [--task classify_seabed]
+    python -m engine models list | download ID [--to DIR] | installed
 
 Progress goes to stderr; the result is printed as JSON on stdout. Exit status 2 on bad input.
 """
@@ -18,8 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 
 from engine.errors import EngineError
+from engine.model_catalogue import load_catalogue
 from engine.tasks import RASTER_TASKS, run_task
 
 
@@ -49,7 +52,19 @@ def _parser() -> argparse.ArgumentParser:
     describe = commands.add_parser("describe", help="print a model's contract")
     describe.add_argument("--model")
     describe.add_argument("--task", choices=sorted(RASTER_TASKS))
+    _add_models_commands(commands)
     return parser
+
+
+def _add_models_commands(commands) -> None:
+    models = commands.add_parser("models", help="published models: the catalogue, downloads, installed models")
+    actions = models.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="the catalogue of published models (source, licence, size, SHA-256) as JSON")
+    download = actions.add_parser(
+        "download", help="download a catalogue model's checkpoint (resumable, SHA-256 checked), say how to import it")
+    download.add_argument("id", help="catalogue id (python -m engine models list)")
+    download.add_argument("--to", dest="folder", help="folder for the file (default: the user models folder/downloads)")
+    actions.add_parser("installed", help="the ONNX models in models_onnx/ and the user models folder, by task")
 
 
 def _add_search_commands(commands) -> None:
@@ -104,16 +119,21 @@ def _print_progress(fraction: float, message: str) -> None:
 
 COMMAND_TASKS = {"describe": "describe_model", "index": "build_search_index", "search": "search_text",
                  "similar": "search_similar", "changes": "search_changes"}
+MODELS_TASKS = {"download": "download_model", "installed": "installed_models"}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(_parser().parse_args(argv))
     command = args.pop("command")
-    task = COMMAND_TASKS.get(command) or args.pop("task")
+    action = args.pop("action", None)
+    task = COMMAND_TASKS.get(command) or MODELS_TASKS.get(action) or args.pop("task", None)
     params = {key: value for key, value in args.items() if value not in (None, False)}
     if command == "run" and len(params["input"]) == 1:
         params["input"] = params["input"][0]
     try:
+        if action == "list":
+            print(json.dumps([asdict(model) for model in load_catalogue()], indent=2, ensure_ascii=False))
+            return 0
         result = run_task(task, params, _print_progress, lambda: False)
     except EngineError as err:
         print(f"\nerror: {err}", file=sys.stderr)
@@ -121,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     print(file=sys.stderr)
     for warning in result.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)
+    if task == "download_model":
+        print(f"downloaded {result['path']}; import it with:\n  {result['import_command']}", file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0
 

@@ -6,6 +6,7 @@ from rs_qgis_plugin.algorithms.classify_scenes import ClassifyScenes
 from rs_qgis_plugin.algorithms.classify_seabed import ClassifySeabed
 from rs_qgis_plugin.algorithms.compress_hyperspectral import CompressHyperspectral
 from rs_qgis_plugin.algorithms.decompress_hyperspectral import DecompressHyperspectral
+from rs_qgis_plugin.algorithms.download_model import DownloadModel
 from rs_qgis_plugin.algorithms.estimate_bathymetry import EstimateBathymetry
 from rs_qgis_plugin.algorithms.map_crops import MapCrops
 from rs_qgis_plugin.algorithms.search_changes import SearchChanges
@@ -35,7 +36,7 @@ class RemoteSensingAIProvider(QgsProcessingProvider):
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
         for algorithm in (EstimateBathymetry(), ClassifySeabed(), CompressHyperspectral(),
                           DecompressHyperspectral(), ClassifyScenes(), MapCrops(), BuildSearchIndex(),
-                          SearchText(), SearchSimilar(), SearchChanges()):
+                          SearchText(), SearchSimilar(), SearchChanges(), DownloadModel()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self):  # noqa: N802 (QGIS API)

@@ -13,6 +13,7 @@ from engine.runtime import Model
 from engine.tasks.bathymetry import EstimateBathymetry
 from engine.tasks.crop_map import MapCrops
 from engine.tasks.hycot import CompressHyperspectral, DecompressHyperspectral
+from engine.tasks.model_store import DownloadModel, InstalledModels
 from engine.tasks.scene_labels import ClassifyScenes
 from engine.tasks.search_changes import SearchChanges
 from engine.tasks.search_index import BuildSearchIndex
@@ -24,7 +25,8 @@ RASTER_TASKS = {task.name: task for task in (
     EstimateBathymetry(), ClassifySeabed(), CompressHyperspectral(), DecompressHyperspectral(),
     ClassifyScenes(), MapCrops())}
 SEARCH_TASKS = {task.name: task for task in (BuildSearchIndex(), SearchText(), SearchSimilar(), SearchChanges())}
-TASKS = RASTER_TASKS | SEARCH_TASKS
+STORE_TASKS = {task.name: task for task in (DownloadModel(), InstalledModels())}
+TASKS = RASTER_TASKS | SEARCH_TASKS | STORE_TASKS
 MODEL_TASKS = {name: task for name, task in TASKS.items() if hasattr(task, "model_path")}  # with a default image model
 
 
