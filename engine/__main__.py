@@ -10,6 +10,9 @@
     python -m engine similar --index search_index/ --layer scene --tile 17 --output hits.gpkg
     python -m engine changes --before 2019.tif --after 2024.tif --index search_index/ --query "new buildings"
     python -m engine describe [--model model.onnx] [--task classify_seabed]
+    python -m engine run run_onnx --model any.onnx --input scene.tif --output out.tif --scale 255 --output-kind classes
+    python -m engine contract set --model any.onnx --bands B04 B03 B02 --tile-size 256 --classes sea land [--out m.onnx]
+    python -m engine contract show --model any.onnx
     python -m engine models list | download ID [--to DIR] | installed
 
 Progress goes to stderr; the result is printed as JSON on stdout. Exit status 2 on bad input.
@@ -48,10 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ratio", type=int, help="compress_hyperspectral: compression ratio (4, 8, 16, 32)")
     run.add_argument("--quality", action="store_true",
                      help="compress_hyperspectral: also report PSNR and spectral angle against the input")
+    _add_contract_arguments(run, "--band-names", "run_onnx: ")
     _add_search_commands(commands)
     describe = commands.add_parser("describe", help="print a model's contract")
     describe.add_argument("--model")
     describe.add_argument("--task", choices=sorted(RASTER_TASKS))
+    _add_contract_commands(commands)
     _add_models_commands(commands)
     return parser
 
@@ -65,6 +70,38 @@ def _add_models_commands(commands) -> None:
     download.add_argument("id", help="catalogue id (python -m engine models list)")
     download.add_argument("--to", dest="folder", help="folder for the file (default: the user models folder/downloads)")
     actions.add_parser("installed", help="the ONNX models in models_onnx/ and the user models folder, by task")
+
+
+def _add_contract_commands(commands) -> None:
+    contract = commands.add_parser("contract", help="write or print the contract in an ONNX model's metadata")
+    actions = contract.add_subparsers(dest="contract_action", required=True)
+    write = actions.add_parser(
+        "set", help="write a contract into an ONNX file (over its own contract, if any); refused when it "
+                    "does not fit the graph")
+    write.add_argument("--model", required=True, help="ONNX model file")
+    write.add_argument("--out", help="write this file instead of changing --model")
+    write.add_argument("--task", help="task name stored in the contract (default: run_onnx)")
+    _add_contract_arguments(write, "--bands", "")
+    actions.add_parser("show", help="print a model's contract (as describe)").add_argument("--model", required=True)
+
+
+def _add_contract_arguments(parser, bands_flag: str, prefix: str) -> None:
+    """The options of engine.tasks.contract_options.CONTRACT_OPTIONS."""
+    parser.add_argument(bands_flag, dest="band_names", nargs="+", metavar="BAND",
+                        help=f"{prefix}the model's input bands in order, matched against band descriptions")
+    parser.add_argument("--scale", type=float, help=f"{prefix}divide raw values by this first (255 for 8-bit)")
+    parser.add_argument("--mean", type=float, nargs="+", help=f"{prefix}per-band mean of scaled values (or one)")
+    parser.add_argument("--std", type=float, nargs="+", help=f"{prefix}per-band std of scaled values (or one)")
+    parser.add_argument("--tile-size", dest="tile_size", type=int, help=f"{prefix}tile side in px")
+    parser.add_argument("--overlap", type=int, help=f"{prefix}overlap of neighbouring tiles in px")
+    parser.add_argument("--classes", nargs="+", metavar="NAME[:#RRGGBB]",
+                        help=f"{prefix}one name (and colour) per output channel")
+    parser.add_argument("--output-kind", dest="output_kind", choices=("classes", "regression", "embedding"),
+                        help=f"{prefix}what the output channels are")
+    parser.add_argument("--activation", choices=("none", "softmax", "sigmoid"),
+                        help=f"{prefix}applied to class scores: softmax or sigmoid when the graph gives "
+                             "logits, none when it gives probabilities")
+    parser.add_argument("--units", help=f"{prefix}units of regression output")
 
 
 def _add_search_commands(commands) -> None:
@@ -118,16 +155,19 @@ def _print_progress(fraction: float, message: str) -> None:
 
 
 COMMAND_TASKS = {"describe": "describe_model", "index": "build_search_index", "search": "search_text",
-                 "similar": "search_similar", "changes": "search_changes"}
+                 "similar": "search_similar", "changes": "search_changes",
+                 "contract set": "set_contract", "contract show": "describe_model"}
 MODELS_TASKS = {"download": "download_model", "installed": "installed_models"}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = vars(_parser().parse_args(argv))
     command = args.pop("command")
+    if command == "contract":
+        command += " " + args.pop("contract_action")
     action = args.pop("action", None)
     task = COMMAND_TASKS.get(command) or MODELS_TASKS.get(action) or args.pop("task", None)
-    params = {key: value for key, value in args.items() if value not in (None, False)}
+    params = {key: value for key, value in args.items() if value is not None and value is not False}
     if command == "run" and len(params["input"]) == 1:
         params["input"] = params["input"][0]
     try:

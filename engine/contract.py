@@ -6,7 +6,9 @@ that says what is missing. It is the single definition shared by both sides.
 
 ONNX graph convention: one float32 input ``[batch, bands, height, width]`` (already normalised:
 ``(value - mean) / std`` per band) and one float32 output ``[batch, channels, height, width]``:
-one channel per regression quantity, or per-class probabilities (softmax applied in the graph).
+one channel per regression quantity, or per-class scores. Class scores reach every task as
+probabilities: the graph gives them (``outputs.activation`` "none"), or logits to which the engine
+applies softmax over the channels ("softmax") or a sigmoid per channel ("sigmoid", multi-label).
 
 Deepness-format models (metadata keys ``model_type``, ``class_names``, ``resolution``,
 ``tiles_size``/``tile_size``, ``standardization_mean``/``standardization_std``) are mapped onto the
@@ -23,6 +25,7 @@ CONTRACT_KEY = "rsai_contract"
 TOKENIZER_KEY = "rsai_tokenizer"  # text encoders: the HuggingFace tokenizers JSON that makes their inputs
 CONTRACT_VERSION = 1
 OUTPUT_KINDS = ("regression", "classes", "embedding")  # embedding: L2-normalised vectors of provenance["dim"]
+ACTIVATIONS = ("none", "softmax", "sigmoid")  # applied by the engine to a classes output (Outputs.activation)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Outputs:
     scale: float = 1.0  # physical value = network output * scale + offset
     offset: float = 0.0
     description: str = ""
+    activation: str = "none"  # one of ACTIVATIONS: "none" when the graph outputs probabilities
 
     @property
     def channels(self) -> int:
@@ -106,6 +110,11 @@ class ModelContract:
             problems.append("outputs.names is empty")
         if self.outputs.colors and len(self.outputs.colors) != self.outputs.channels:
             problems.append("outputs.colors must give one colour per class")
+        if self.outputs.activation not in ACTIVATIONS:
+            problems.append(f"outputs.activation must be one of {ACTIVATIONS}, got {self.outputs.activation!r}")
+        elif self.outputs.activation != "none" and self.outputs.kind != "classes":
+            problems.append(f"outputs.activation {self.outputs.activation!r} applies to class scores only; "
+                            f"a {self.outputs.kind} output needs 'none'")
         if self.tile_size < 1 or not 0 <= self.overlap < self.tile_size:
             problems.append(
                 f"tiling needs tile_size >= 1 and 0 <= overlap < tile_size "
@@ -156,6 +165,7 @@ class ModelContract:
                     scale=float(data["outputs"].get("scale", 1.0)),
                     offset=float(data["outputs"].get("offset", 0.0)),
                     description=data["outputs"].get("description", ""),
+                    activation=data["outputs"].get("activation", "none"),
                 ),
                 tile_size=int(data["tile_size"]),
                 overlap=int(data["overlap"]),
@@ -174,6 +184,11 @@ class ModelContract:
             raise ModelContractError(f"model contract has a malformed field: {bad}") from None
 
 
+def has_contract(metadata: dict[str, str]) -> bool:
+    """Whether ONNX custom metadata holds a contract (ours or a Deepness model's)."""
+    return CONTRACT_KEY in metadata or "model_type" in metadata
+
+
 def contract_from_metadata(metadata: dict[str, str], source: str) -> ModelContract:
     """Read the contract from ONNX custom metadata (ours, or a Deepness model's)."""
     if CONTRACT_KEY in metadata:
@@ -181,48 +196,111 @@ def contract_from_metadata(metadata: dict[str, str], source: str) -> ModelContra
             data = json.loads(metadata[CONTRACT_KEY])
         except json.JSONDecodeError as bad:
             raise ModelContractError(f"{source}: the model contract is not valid JSON ({bad})") from None
+        if not isinstance(data, dict):
+            raise ModelContractError(f"{source}: the model contract is not a JSON object")
         return ModelContract.from_dict(data)
     if "model_type" in metadata:
         return _from_deepness(metadata, source)
     raise ModelContractError(
         f"{source} has no model contract in its metadata (key {CONTRACT_KEY!r}): the engine cannot "
         "know its bands, normalisation or outputs. Export it with `python -m training export`, "
-        "which writes the contract, or add Deepness metadata (model_type, class_names, ...)."
+        "which writes the contract, write one with `python -m engine contract set`, run it with "
+        "the options of 'Run ONNX model', or add Deepness metadata (model_type, class_names, ...)."
     )
 
 
+def _text(value) -> str:
+    if not isinstance(value, str):
+        raise TypeError
+    return value
+
+
+def _number(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError
+    return float(value)
+
+
+def _whole(value) -> int:
+    if _number(value) != int(value) or value < 1:
+        raise ValueError
+    return int(value)
+
+
+def _numbers(value) -> list[float]:
+    if not isinstance(value, list) or not value:
+        raise TypeError
+    return [_number(v) for v in value]
+
+
+def _class_names(value) -> list[str]:
+    """Deepness class_names: {"0": name, ...}, a list of names, or a list of one such object."""
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+        value = value[0]  # one output head
+    if isinstance(value, dict):
+        by_index = {int(k): _text(v) for k, v in value.items()}  # int("x") raises ValueError
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ValueError
+        return [by_index[i] for i in range(len(by_index))]
+    if isinstance(value, list):
+        return [_text(v) for v in value]
+    raise TypeError
+
+
+# Deepness metadata keys (values are JSON strings): how to read each, and its expected form.
+DEEPNESS_KEYS = {
+    "model_type": (_text, 'a JSON string: "Segmentor" or "Regressor" (with the quotes)'),
+    "class_names": (_class_names, 'a JSON object of class index to name, e.g. {"0": "background", '
+                                  '"1": "field"} with indexes 0, 1, ... (one output head), or a list of names'),
+    "resolution": (_number, "a JSON number: centimetres per pixel, e.g. 50"),
+    "tiles_size": (_whole, "a JSON whole number: the tile side in pixels, e.g. 512"),
+    "tile_size": (_whole, "a JSON whole number: the tile side in pixels, e.g. 512"),
+    "tiles_overlap": (_number, "a JSON number: the tile overlap in percent, e.g. 15"),
+    "standardization_mean": (_numbers, "a JSON list of numbers, one per band, for values scaled to "
+                                       "0-1, e.g. [0.485, 0.456, 0.406]"),
+    "standardization_std": (_numbers, "a JSON list of numbers > 0, one per band, for values scaled to "
+                                      "0-1, e.g. [0.229, 0.224, 0.225]"),
+    "reg_output_scaling": (_number, "a JSON number: the factor regression outputs are multiplied by, e.g. 1.0"),
+}
+
+
 def _from_deepness(metadata: dict[str, str], source: str) -> ModelContract:
-    """Map Deepness metadata (values are JSON strings) onto the contract."""
+    """Map Deepness metadata (values are JSON strings) onto the contract. Deepness segmentors output
+    probabilities (softmax, or a sigmoid for one class) and get UInt8 values scaled to 0-1."""
 
     def value(key, default=None):
-        return json.loads(metadata[key]) if key in metadata else default
+        if key not in metadata:
+            return default
+        read, form = DEEPNESS_KEYS[key]
+        try:
+            return read(json.loads(metadata[key]))
+        except (ValueError, TypeError):  # json.JSONDecodeError is a ValueError
+            raise ModelContractError(
+                f"{source}: Deepness metadata {key!r} is {metadata[key][:80]!r}; expected {form}. "
+                "Correct the metadata, or write this engine's contract with `python -m engine contract set`."
+            ) from None
 
-    model_type = str(value("model_type")).lower()
+    model_type = value("model_type").lower()
     kind = {"segmentor": "classes", "regressor": "regression"}.get(model_type)
     if kind is None:
         raise ModelContractError(
             f"{source}: Deepness model_type {value('model_type')!r} is not supported "
             "(only 'Segmentor' and 'Regressor')"
         )
-    tile = int(value("tiles_size", value("tile_size", 512)))
+    tile = value("tiles_size", value("tile_size", 512))
     mean = value("standardization_mean", [0.0, 0.0, 0.0])
     std = value("standardization_std", [1.0] * len(mean))
-    class_names = value("class_names", {})
-    names = (
-        [class_names[k] for k in sorted(class_names, key=int)]
-        if isinstance(class_names, dict)
-        else list(class_names)
-    ) or ["value"]
+    names = value("class_names", []) or ["value"]
     resolution_cm = value("resolution")
     return ModelContract(
         task="deepness-" + model_type,
         name=source,
         bands=tuple(Band(f"band{i + 1}") for i in range(len(mean))),
-        mean=tuple(float(m) * 255.0 for m in mean),  # Deepness scales UInt8 input to [0, 1] first
-        std=tuple(float(s) * 255.0 for s in std),
-        outputs=Outputs(kind=kind, names=tuple(names)),
+        mean=tuple(m * 255.0 for m in mean),  # Deepness scales UInt8 input to [0, 1] first
+        std=tuple(s * 255.0 for s in std),
+        outputs=Outputs(kind=kind, names=tuple(names), scale=value("reg_output_scaling", 1.0)),
         tile_size=tile,
-        overlap=int(tile * float(value("tiles_overlap", 15)) / 100),
-        gsd_m=None if resolution_cm is None else float(resolution_cm) / 100.0,
+        overlap=int(tile * value("tiles_overlap", 15.0) / 100),
+        gsd_m=None if resolution_cm is None else resolution_cm / 100.0,
         provenance={"format": "deepness"},
     )

@@ -6,6 +6,8 @@ falls back), else the CPU. ``device="cuda"`` fails clearly when CUDA is not usab
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +27,38 @@ NAMED_INPUTS = {
 }
 
 
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """Softmax over the channels (axis 1) of [N, channels, ...] logits."""
+    exp = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def sigmoid(scores: np.ndarray) -> np.ndarray:
+    """Logistic function, written with tanh so that large logits do not overflow."""
+    return 0.5 * (1.0 + np.tanh(0.5 * scores))
+
+
+ACTIVATION_FUNCTIONS = {"none": lambda scores: scores, "softmax": softmax, "sigmoid": sigmoid}
+
+
+def static(dimension) -> int | None:
+    """A graph dimension fixed in the ONNX file (None for a named or unknown one)."""
+    return dimension if isinstance(dimension, int) and dimension > 0 else None
+
+
 class Model:
     """An ONNX model with a validated contract, ready to run batches of normalised tiles."""
 
-    def __init__(self, path: str | Path, device: str = "auto", spin: bool = True):
+    def __init__(self, path: str | Path, device: str = "auto", spin: bool = True,
+                 contract: Callable[[Model], ModelContract] | None = None):
         """``spin=False`` stops onnxruntime's threads from spinning after each run, as they do by
         default: right for a model run once between other numpy work (a search query, which the
         spinning slowed from 1 to 36 ms on 2 cores, bench/search.py), wrong for batches run back
-        to back (the spinning doubles tile throughput, bench/throughput.py)."""
+        to back (the spinning doubles tile throughput, bench/throughput.py).
+
+        ``contract``: makes the contract from the loaded model (``metadata`` and ``session``)
+        instead of reading it from the metadata alone (``run_onnx``'s options complete or
+        override it); the graph is checked against the result either way."""
         self.path = str(shipped_or_given(path))
         if device not in DEVICES:
             raise EngineError(f"device must be one of {DEVICES}, got {device!r}")
@@ -40,11 +66,14 @@ class Model:
             raise EngineError(f"model file {self.path} does not exist")
         self.session = self._create_session(device, spin)
         self.provider = self.session.get_providers()[0]
-        self.contract = contract_from_metadata(
-            self.session.get_modelmeta().custom_metadata_map, Path(self.path).name
-        )
+        self.metadata: dict[str, str] = self.session.get_modelmeta().custom_metadata_map
+        self.contract = (contract(self) if contract else contract_from_metadata(self.metadata, self.name))
         self._check_graph()
         self.input_names = [i.name for i in self.session.get_inputs()]
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).name
 
     def _create_session(self, device: str, spin: bool) -> ort.InferenceSession:
         want_cuda = device in ("auto", "cuda") and CUDA in ort.get_available_providers()
@@ -99,22 +128,56 @@ class Model:
         shape = inputs[0].shape
         if len(shape) != 4:
             raise ModelContractError(f"{self.path}: model input must be [batch, bands, height, width], is {shape}")
-        if isinstance(shape[1], int) and shape[1] != len(contract.bands):
+        batch, bands, height, width = (static(d) for d in shape)
+        if bands and bands != len(contract.bands):
             raise ModelContractError(
-                f"{self.path}: the graph takes {shape[1]} bands but the contract lists "
-                f"{len(contract.bands)} ({', '.join(contract.band_names)})"
+                f"{self.path}: the graph takes {bands} bands but the contract lists "
+                f"{len(contract.bands)} ({', '.join(contract.band_names)}); give the contract the "
+                f"model's {bands} bands in its input order (`python -m engine contract set --bands`, "
+                "or one mean and std per band in 'Run ONNX model')"
             )
+        if height and width and height != width:
+            raise ModelContractError(
+                f"{self.path}: the graph takes fixed {height}x{width} px tiles; the engine feeds square "
+                "tiles: export the model with a square or dynamic input size"
+            )
+        if (height or width) and (height or width) != contract.tile_size:
+            fixed = height or width
+            raise ModelContractError(
+                f"{self.path}: the graph takes fixed {fixed}x{fixed} px tiles but the contract's tile "
+                f"size is {contract.tile_size}; set the tile size to {fixed} (`python -m engine contract "
+                f"set --tile-size {fixed}`, or the tile size option of 'Run ONNX model')"
+            )
+        if batch and batch != contract.batch_size:
+            if batch != 1:
+                raise ModelContractError(
+                    f"{self.path}: the graph takes batches of exactly {batch} tiles; the engine feeds "
+                    "up to the contract's batch_size: export the model with a dynamic batch axis"
+                )
+            self.contract = replace(contract, batch_size=1)  # one tile per run
         self._check_output(outputs, 4)
 
     def _check_output(self, outputs, rank: int) -> None:
         contract = self.contract
         out_shape = outputs[0].shape
-        channels = contract.provenance.get("dim") if contract.outputs.kind == "embedding" else contract.outputs.channels
-        if len(out_shape) != rank or (isinstance(out_shape[1], int) and out_shape[1] != channels):
-            layout = "[batch, channels]" if rank == 2 else "[batch, channels, height, width]"
+        embedding = contract.outputs.kind == "embedding"
+        channels = contract.provenance.get("dim") if embedding else contract.outputs.channels
+        layout = "[batch, channels]" if rank == 2 else "[batch, channels, height, width]"
+        if len(out_shape) != rank:
             raise ModelContractError(
-                f"{self.path}: model output {out_shape} does not match the contract's "
-                f"{channels} output channel(s) {layout}"
+                f"{self.path}: model output {out_shape} has {len(out_shape)} dimensions; a "
+                f"{contract.task!r} model with {contract.outputs.kind} output must give {layout}: "
+                "export the model with that output"
+            )
+        found = static(out_shape[1])
+        if found and found != channels:
+            names = "embedding dimensions" if embedding else {"classes": "class names"}.get(
+                contract.outputs.kind, "output names")
+            raise ModelContractError(
+                f"{self.path}: the graph outputs {found} channels but the contract expects {channels} "
+                f"({', '.join(contract.outputs.names[:8])}{', ...' if channels > 8 else ''}); give the "
+                f"contract {found} {names} (`python -m engine contract set --classes ...`, or the "
+                "classes option of 'Run ONNX model')"
             )
 
     def _check_named_inputs(self, inputs, expected: dict[str, tuple[str, int]], needed_by: str) -> None:
@@ -128,9 +191,21 @@ class Model:
 
     def run(self, batch: np.ndarray | dict[str, np.ndarray]) -> np.ndarray:
         """Run a normalised float32 batch [N, bands, H, W] (or the named inputs of a multi-input
-        model) -> [N, channels, H, W]."""
+        model) -> [N, channels, H, W]; class scores come out as probabilities (the contract's
+        ``outputs.activation`` applied here, once for every task)."""
         feeds = batch if isinstance(batch, dict) else {self.input_names[0]: batch}
-        return self.session.run(None, feeds)[0]
+        try:
+            scores = self.session.run(None, feeds)[0]
+        except Exception as err:  # onnxruntime raises its own exception types (InvalidArgument, Fail, ...)
+            fed = ", ".join(f"{name} {list(np.shape(value))}" for name, value in feeds.items())
+            expected = ", ".join(f"{i.name} {i.shape}" for i in self.session.get_inputs())
+            reason = " ".join(str(err).split())[:400]
+            raise EngineError(
+                f"model {self.name} failed on the tiles fed ({fed}); its graph takes {expected} "
+                f"(onnxruntime: {reason}). Check the model's tile size and band count, in its contract "
+                "or in the options of 'Run ONNX model'."
+            ) from None
+        return ACTIVATION_FUNCTIONS[self.contract.outputs.activation](scores)
 
 
 def shipped_or_given(path: str | Path) -> Path:

@@ -9,6 +9,7 @@ from rs_qgis_plugin.algorithms.decompress_hyperspectral import DecompressHypersp
 from rs_qgis_plugin.algorithms.download_model import DownloadModel
 from rs_qgis_plugin.algorithms.estimate_bathymetry import EstimateBathymetry
 from rs_qgis_plugin.algorithms.map_crops import MapCrops
+from rs_qgis_plugin.algorithms.run_onnx_model import RunOnnxModel
 from rs_qgis_plugin.algorithms.search_changes import SearchChanges
 from rs_qgis_plugin.algorithms.search_similar import SearchSimilar
 from rs_qgis_plugin.algorithms.search_text import SearchText
@@ -34,7 +35,7 @@ class RemoteSensingAIProvider(QgsProcessingProvider):
         remove_settings()
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
-        for algorithm in (EstimateBathymetry(), ClassifySeabed(), CompressHyperspectral(),
+        for algorithm in (EstimateBathymetry(), ClassifySeabed(), RunOnnxModel(), CompressHyperspectral(),
                           DecompressHyperspectral(), ClassifyScenes(), MapCrops(), BuildSearchIndex(),
                           SearchText(), SearchSimilar(), SearchChanges(), DownloadModel()):
             self.addAlgorithm(algorithm)

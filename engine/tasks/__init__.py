@@ -11,9 +11,11 @@ from engine.errors import EngineError
 from engine.pipeline import IsCancelled, Progress
 from engine.runtime import Model
 from engine.tasks.bathymetry import EstimateBathymetry
+from engine.tasks.contract_options import SetContract
 from engine.tasks.crop_map import MapCrops
 from engine.tasks.hycot import CompressHyperspectral, DecompressHyperspectral
 from engine.tasks.model_store import DownloadModel, InstalledModels
+from engine.tasks.run_onnx import RunOnnx
 from engine.tasks.scene_labels import ClassifyScenes
 from engine.tasks.search_changes import SearchChanges
 from engine.tasks.search_index import BuildSearchIndex
@@ -23,10 +25,11 @@ from engine.tasks.seabed import ClassifySeabed
 
 RASTER_TASKS = {task.name: task for task in (
     EstimateBathymetry(), ClassifySeabed(), CompressHyperspectral(), DecompressHyperspectral(),
-    ClassifyScenes(), MapCrops())}
+    ClassifyScenes(), MapCrops(), RunOnnx())}
 SEARCH_TASKS = {task.name: task for task in (BuildSearchIndex(), SearchText(), SearchSimilar(), SearchChanges())}
 STORE_TASKS = {task.name: task for task in (DownloadModel(), InstalledModels())}
-TASKS = RASTER_TASKS | SEARCH_TASKS | STORE_TASKS
+MODEL_FILE_TASKS = {task.name: task for task in (SetContract(),)}  # write into model files
+TASKS = RASTER_TASKS | SEARCH_TASKS | STORE_TASKS | MODEL_FILE_TASKS
 MODEL_TASKS = {name: task for name, task in TASKS.items() if hasattr(task, "model_path")}  # with a default image model
 
 

@@ -41,6 +41,10 @@ class RasterTask(ABC):
     def model_path(self, params: dict) -> str:
         return params.get("model") or str(MODELS_DIR / self.default_model)
 
+    def load_model(self, params: dict) -> Model:
+        """The model with the contract to run by (the one in its metadata by default)."""
+        return Model(self.model_path(params), params.get("device", "auto"))
+
     def check_model(self, contract: ModelContract, params: dict) -> None:
         """Refuse a model this task cannot use (ModelContractError naming what is wrong)."""
         if contract.outputs.kind != self.output_kind:
@@ -72,7 +76,7 @@ class RasterTask(ABC):
 
     def run(self, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
         started = time.perf_counter()
-        model = Model(self.model_path(params), params.get("device", "auto"))
+        model = self.load_model(params)
         contract = model.contract
         self.check_model(contract, params)
         stats = RunStats()

@@ -49,9 +49,9 @@ class ModelAlgorithm(QgsProcessingAlgorithm):
         parameter.setHelp(help_text)
         self.addParameter(parameter)
 
-    def add_model_parameter(self, help_text: str) -> None:
-        self.add_parameter(QgsProcessingParameterFile(self.MODEL, "Model (ONNX)", extension="onnx", optional=True),
-                           help_text)
+    def add_model_parameter(self, help_text: str, optional: bool = True) -> None:
+        self.add_parameter(QgsProcessingParameterFile(self.MODEL, "Model (ONNX)", extension="onnx",
+                                                      optional=optional), help_text)
 
     def add_extent_parameter(self, help_text: str) -> None:
         self.add_parameter(QgsProcessingParameterExtent(self.EXTENT, "Extent", optional=True), help_text)
@@ -66,6 +66,12 @@ class ModelAlgorithm(QgsProcessingAlgorithm):
     def add_probabilities_parameter(self, help_text: str) -> None:
         self.add_parameter(QgsProcessingParameterRasterDestination(
             self.PROBABILITIES, "Class probabilities", optional=True, createByDefault=False), help_text)
+
+    def optional_int(self, parameters, name: str, context) -> int | None:
+        """The whole number given for an optional parameter, None when it was left empty."""
+        if parameters.get(name) in (None, ""):
+            return None
+        return self.parameterAsInt(parameters, name, context)
 
     def add_run_outputs(self) -> None:
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device that ran the model"))

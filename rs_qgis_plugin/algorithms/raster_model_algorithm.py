@@ -32,10 +32,7 @@ class RasterModelAlgorithm(ModelAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.add_parameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"), self.input_help)
-        self.add_model_parameter(
-            f"ONNX model exported by the toolbox (its contract travels in the model's metadata) or "
-            f"a Deepness-format model. Empty: the shipped model models_onnx/{self.default_model}."
-        )
+        self.add_model_parameter(self.model_help(), optional=bool(self.default_model))
         self.add_area_parameters()
         self.add_device_parameter()
         self.add_parameter(
@@ -45,6 +42,10 @@ class RasterModelAlgorithm(ModelAlgorithm):
         self.add_task_parameters()
         self.add_run_outputs()
         self.addOutput(QgsProcessingOutputNumber(self.TILES, "Tiles processed"))
+
+    def model_help(self) -> str:
+        return (f"ONNX model exported by the toolbox (its contract travels in the model's metadata) or "
+                f"a Deepness-format model. Empty: the shipped model models_onnx/{self.default_model}.")
 
     def add_area_parameters(self) -> None:
         """Band mapping, extent and resampling, for the tasks that take them."""

@@ -75,12 +75,6 @@ class SearchAlgorithm(ModelAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.QUERY_MS, "Milliseconds the ranking took"))
         self.addOutput(QgsProcessingOutputNumber(self.SECONDS, "Seconds the engine took"))
 
-    def optional_int(self, parameters, name: str, context) -> int | None:
-        """The whole number given for an optional parameter, None when it was left empty."""
-        if parameters.get(name) in (None, ""):
-            return None
-        return self.parameterAsInt(parameters, name, context)
-
     def ranking_request(self, parameters, context) -> dict:
         """The engine params every search takes: device, output, top_k, heatmap when asked for."""
         request = {**self.common_request(parameters, context, None),
