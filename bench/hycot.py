@@ -3,7 +3,8 @@
 For each shipped compression ratio (4, 8, 16, 32): compress and decompress a held-out simulated
 EnMAP-like scene through the engine (megapixels per second, CPU; CUDA too where onnxruntime can
 use it), and PSNR / mean spectral angle of the round trip, for the HyCoT model and for PCA with
-the same number of latent components at the same bit rate (16-bit latents), fitted on pixels of
+the same number of latent components at the same bit rate (both store 16-bit codes; the bpppc
+column counts 32 bits per latent value, as the HyCoT paper does), fitted on pixels of
 the same simulated training data the shipped models were trained on (training/reproduce_hycot_models.sh:
 simulate-hyperspectral --patches 300 --size 64 --patches-per-tile 4 --seed 1, hard split, train).
 Usage: python bench/hycot.py [--size 128] [--fit-patches 60]

@@ -48,7 +48,7 @@ def test_round_trip_restores_grid_dtype_nodata_and_values(tmp_path):
     encoder, decoder = codec(tmp_path, data, ratio=4)
     compressed = run("compress_hyperspectral", input=image, output=str(tmp_path / "c.tif"), model=encoder,
                      quality=True)
-    assert compressed["latent_bands"] == 6 and compressed["bits_per_pixel_per_channel"] == 4.0
+    assert compressed["latent_bands"] == 6 and compressed["bits_per_pixel_per_channel"] == 8.0  # 32 x 6 / 24
     assert compressed["size_ratio"] > 0.9 * 4  # 16-bit input -> 6 of 24 bands at 16 bits (+ file overhead)
     assert compressed["psnr_db"] > 60 and compressed["spectral_angle_deg"] < 0.1
     with rasterio.open(tmp_path / "c.tif") as latent, rasterio.open(image) as src:
@@ -103,3 +103,11 @@ def test_wrong_band_count_is_a_clear_error(tmp_path):
         run("compress_hyperspectral", input=image, output=str(tmp_path / "c.tif"), model=encoder)
     with pytest.raises(EngineError, match="no shipped model; choose one of"):
         run("compress_hyperspectral", input=image, output=str(tmp_path / "c.tif"), ratio=5)
+
+
+def test_shipped_model_reports_the_papers_bit_rate_from_its_contract(tmp_path):
+    image = write_raster(tmp_path / "enmap.tif", np.full((202, 2, 3), 1500, np.int16), crs="EPSG:32633", pixel=30.0)
+    compressed = run("compress_hyperspectral", input=image, output=str(tmp_path / "c.tif"), ratio=32)
+    assert compressed["latent_bands"] == 7 and compressed["bits_per_pixel_per_channel"] == 1.1089  # 32 x 7 / 202
+    with rasterio.open(tmp_path / "c.tif") as latent:
+        assert latent.tags()["bits_per_pixel_per_channel"] == "1.1089" and latent.tags()["latent_bits"] == "16"

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import rasterio
@@ -16,7 +17,10 @@ from torchgeo.datasets import EnMAP, HySpecNet11k
 from engine.contract import contract_from_metadata
 from engine.raster_io import resolve_bands
 from training.__main__ import main as training_cli
-from training.models.hycot import HyCoTDecoder, HyCoTEncoder, latent_channels
+from training.bit_rate import bits_per_pixel_per_channel, latent_channels
+from training.checkpoint import CHECKPOINT_FORMAT
+from training.compression import load_hycot_checkpoint
+from training.models.hycot import HyCoTDecoder, HyCoTEncoder
 from training.simulation.hyperspectral import (
     ENMAP_BAND_CENTRES_NM,
     KEPT_BANDS,
@@ -58,8 +62,27 @@ def test_latent_size_and_model_shapes():
     assert HyCoTDecoder(latent=3, bands=10, hidden_dim=32)(latent).shape == (2, 10, 3, 5)
     paper = HyCoTTask(bands=202, compression_ratio=8)
     assert paper.encoder.tokens == 51 and paper.latent == 26
-    assert paper.bits_per_pixel_per_channel == pytest.approx(26 * 16 / 202)
+    assert paper.bits_per_pixel_per_channel == pytest.approx(26 * 32 / 202)
     assert len(paper.encoder.blocks) == 5 and paper.encoder.embed.weight.shape == (64, 4)
+
+
+def test_bit_rate_follows_the_paper():
+    # As the authors' code computes it (git.tu-berlin.de/rsim/hycot): CR = C / L, bpppc = 32 / CR, with
+    # C = 202 bands before the padding to 204.
+    rates = [round(bits_per_pixel_per_channel(202, latent_channels(202, cr)), 2) for cr in (4, 8, 16, 32)]
+    assert rates == [8.08, 4.12, 2.06, 1.11]
+    assert bits_per_pixel_per_channel(202, 51) == pytest.approx(32 / (202 / 51))
+
+
+def test_reference_architecture_unless_final_norm_and_old_checkpoints_keep_theirs(tmp_path):
+    tiny = dict(bands=10, compression_ratio=4, dim=8, depth=1, heads=2, head_dim=4, hidden_dim=16)
+    assert not any(name.startswith("encoder.norm.") for name in HyCoTTask(**tiny).state_dict())  # as the paper's
+    shipped = HyCoTTask(**tiny, final_norm=True)
+    assert {"encoder.norm.weight", "encoder.norm.bias"} <= set(shipped.state_dict())
+    hyper = {key: value for key, value in shipped.hparams.items() if key != "final_norm"}  # written before the option
+    torch.save({"format": CHECKPOINT_FORMAT, "task": "hycot", "hyper_parameters": hyper,
+                "state_dict": shipped.state_dict()}, tmp_path / "old.pt")
+    assert load_hycot_checkpoint(tmp_path / "old.pt")[0].hparams.final_norm
 
 
 def test_pixelwise_model_sees_each_pixel_alone():
@@ -171,7 +194,7 @@ def test_fit_evaluate_export_pair(hyspecnet_root, tmp_path, capsys):
     training_cli(["evaluate", *data, "--checkpoint", str(checkpoint), "--json-out", str(metrics_path), *CPU])
     evaluation = json.loads(metrics_path.read_text())
     assert evaluation["strategy"] == "hard" and evaluation["latent_channels"] == 13
-    assert evaluation["bits_per_pixel_per_channel"] == pytest.approx(13 * 16 / 202, abs=1e-4)
+    assert evaluation["bits_per_pixel_per_channel"] == pytest.approx(13 * 32 / 202, abs=1e-4)
     assert set(evaluation["metrics"]) == {"psnr_db", "spectral_angle_deg"}
     training_cli(["export", "--task", "hycot", "--checkpoint", str(checkpoint), "--out", str(stem),
                   "--metrics", str(metrics_path), "--threads", "1"])
@@ -186,6 +209,8 @@ def test_fit_evaluate_export_pair(hyspecnet_root, tmp_path, capsys):
     assert (encoder.task, decoder.task) == ("hycot_encoder", "hycot_decoder")
     assert encoder.provenance["pair_id"] == decoder.provenance["pair_id"] and len(encoder.provenance["pair_id"]) == 16
     assert encoder.provenance["cr"] == 16 and encoder.provenance["latent_bits"] == 16
+    assert encoder.provenance["bits_per_pixel_per_channel"] == round(13 * 32 / 202, 4)
+    assert encoder.provenance["model"]["final_norm"] is False
     assert len(encoder.provenance["wavelengths_nm"]) == 202 and "SIMULATED" in encoder.provenance["training_data"]
     assert len(encoder.bands) == 202 and encoder.band_names[0] == "b001" and set(encoder.std) == {10000.0}
     assert encoder.outputs.names == tuple(f"z{i:02d}" for i in range(1, 14)) == tuple(decoder.band_names)
@@ -219,3 +244,8 @@ def test_shipped_pairs_have_matching_contracts(ratio):
     assert decoder.band_names == list(encoder.outputs.names) and decoder.outputs.names == tuple(encoder.band_names)
     assert "SIMULATED" in encoder.provenance["training_data"]
     assert encoder.provenance["metrics"]["metrics"]["psnr_db"] > 20 and encoder.tile_size == 64
+    latent = latent_channels(202, ratio)
+    assert encoder.provenance["bits_per_pixel_per_channel"] == round(bits_per_pixel_per_channel(202, latent), 4)
+    assert encoder.provenance["model"]["final_norm"] is True  # the shipped deviation from the paper
+    graph = onnx.load(str(REPO_ROOT / "models_onnx" / f"hycot_cr{ratio}_enmap_sim_encoder.onnx")).graph
+    assert sum(node.op_type == "LayerNormalization" for node in graph.node) == 2 * 5 + 1

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import rasterio
+import timm
 import torch
 from flwr.common import ndarrays_to_parameters
 from torch.utils.data import DataLoader
@@ -41,7 +42,7 @@ from training.datasets.reben_format import (
     s1_patch_folder,
     s2_patch_folder,
 )
-from training.models.scene_backbones import MODELS
+from training.models.scene_backbones import MODELS, scene_backbone
 from training.scene_labels import cli as scene_label_cli
 from training.scene_labels.data import scene_label_dataset
 from training.scene_labels.federated import (
@@ -206,6 +207,15 @@ def test_augmentation_consistency_cli_prints_table_and_writes_csv(tmp_path, caps
 
 def test_cli_lists_match_the_implementations():
     assert scene_label_cli.MODELS == MODELS and scene_label_cli.AUGMENTS == AUGMENTATIONS
+
+
+def test_convmixer_default_is_convmixer_768_32():
+    # Trockman & Kolter's ConvMixer-768/32 (patch 7, kernel 7, ReLU), as timm registers it
+    ours = scene_backbone("convmixer", 12, 19)
+    reference = timm.create_model("convmixer_768_32", pretrained=False, in_chans=12, num_classes=19)
+    assert [type(m) for m in ours.modules()] == [type(m) for m in reference.modules()]
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    assert ours.blocks[0][0].fn[0].kernel_size == (7, 7) and isinstance(ours.stem[1], torch.nn.ReLU)
 
 
 def test_learning_rate_warms_up_linearly_then_decays_by_cosine():

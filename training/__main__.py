@@ -127,6 +127,10 @@ def _parser() -> argparse.ArgumentParser:
     hycot.add_argument("--head-dim", type=int, default=16, help="width of each attention head")
     hycot.add_argument("--mlp-dim", type=int, default=8, help="transformer MLP width")
     hycot.add_argument("--hidden-dim", type=int, default=1024, help="hidden width of the latent and decoder MLPs")
+    hycot.add_argument(
+        "--final-norm", action="store_true",
+        help="LayerNorm after the last block, as in the shipped models (the paper's model has none)",
+    )
     scene_labels.add_fit_arguments(fit)
     crop_maps.add_fit_arguments(fit)
     text_search.add_fit_arguments(fit)
@@ -285,7 +289,9 @@ def _fit_hycot(args: argparse.Namespace) -> None:
 
     if not args.max_steps and not args.epochs:
         sys.exit("fit needs --max-steps or --epochs")
-    model_options = {key: getattr(args, key) for key in ("dim", "depth", "heads", "head_dim", "mlp_dim", "hidden_dim")}
+    model_options = {
+        key: getattr(args, key) for key in ("dim", "depth", "heads", "head_dim", "mlp_dim", "hidden_dim", "final_norm")
+    }
     checkpoint = fit_hycot(
         args.data, args.out, args.cr, args.strategy or "easy", args.max_steps, args.epochs, args.batch_size,
         args.pixels_per_patch, args.lr or 1e-3, args.seed, model_options, args.accelerator, args.command_line,

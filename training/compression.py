@@ -17,6 +17,9 @@ weights):
   contract normalises with mean 1 and std 65534), output ``output`` ``[N, bands, H, W]`` in [0, 1]
   with scale 10000 (reflectance x 10000).
 
+Both contracts record ``bits_per_pixel_per_channel`` in the paper's convention
+(``training.bit_rate``); the engine copies it into the compressed file and its report.
+
 Memory: onnxruntime holds about 0.3 MB per pixel of an encoder tile (every pixel is a sequence of
 52 tokens through 5 attention blocks), so the shipped models use 64 x 64 tiles (about 1.2 GB);
 tiles do not change the result of a pixelwise model, hence overlap 0.
@@ -71,7 +74,8 @@ def fit_hycot(
 ) -> Path:
     """Train HyCoT on the ``strategy`` train split of a HySpecNet-11k root; returns the checkpoint.
 
-    ``model_options``: ``dim``, ``depth``, ``heads``, ``head_dim``, ``mlp_dim``, ``hidden_dim``.
+    ``model_options``: ``dim``, ``depth``, ``heads``, ``head_dim``, ``mlp_dim``, ``hidden_dim``,
+    ``final_norm``.
     """
     if not max_steps and not epochs:
         raise ValueError("give max_steps or epochs")
@@ -105,13 +109,15 @@ def fit_hycot(
 
 
 def load_hycot_checkpoint(path: Path) -> tuple[HyCoTTask, dict]:
-    """Rebuild the HyCoT module from a checkpoint read with ``weights_only=True`` (runs no code)."""
+    """Rebuild the HyCoT module from a checkpoint read with ``weights_only=True`` (runs no code).
+
+    Checkpoints written before ``final_norm`` existed all have the final LayerNorm."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a checkpoint written by `python -m training fit`")
     if checkpoint["task"] != TASK:
         raise ValueError(f"{path} holds a {checkpoint['task']!r} model, not {TASK!r}")
-    module = HyCoTTask(**checkpoint["hyper_parameters"])
+    module = HyCoTTask(**{"final_norm": True, **checkpoint["hyper_parameters"]})
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval(), checkpoint
 
@@ -125,7 +131,7 @@ def evaluate_hycot(
     accelerator: str = "auto",
 ) -> dict:
     """PSNR (peak 1.0) and mean spectral angle of whole patches through 16-bit latents, and the
-    bit rate. ``strategy`` defaults to the split strategy the model was trained with."""
+    paper's bit rate. ``strategy`` defaults to the split strategy the model was trained with."""
     module, saved = load_hycot_checkpoint(checkpoint)
     strategy = strategy or saved["data"]["strategy"]
     dataset = HySpecNet11k(data, split=split, strategy=strategy, transforms=scale_reflectance)
@@ -171,7 +177,8 @@ def export_hycot(
         "command": saved["provenance"]["command"],
         "export_command": command,
         "training": {key: saved["provenance"][key] for key in ("seed", "steps", "epochs", "seconds")},
-        "model": {key: module.hparams[key] for key in ("dim", "depth", "heads", "head_dim", "mlp_dim", "hidden_dim")},
+        "model": {key: module.hparams[key]
+                  for key in ("dim", "depth", "heads", "head_dim", "mlp_dim", "hidden_dim", "final_norm")},
         "metrics": metrics or {},
     }
     common = dict(tile_size=tile_size, overlap=0, gsd_m=data["gsd_m"], provenance=provenance)

@@ -8,12 +8,12 @@ Both are per-pixel linear maps (1x1 convolutions). x is reflectance / 10000 as f
 from __future__ import annotations
 
 import hashlib
-import math
 
 import numpy as np
 import onnx
 
 from engine.contract import Band, ModelContract, Outputs
+from training.bit_rate import bits_per_pixel_per_channel, latent_channels
 from training.pointwise_onnx import pointwise_model
 
 REFLECTANCE_SCALE = 10000.0
@@ -25,7 +25,7 @@ def fit_pca_codec(pixels: np.ndarray, ratio: int, band_names: list[str], gsd_m: 
     """pixels [n, bands] in reflectance x 10000 -> (encoder, decoder) ONNX models."""
     x = pixels.astype(np.float64) / REFLECTANCE_SCALE
     bands = x.shape[1]
-    latents = math.ceil(bands / ratio)
+    latents = latent_channels(bands, ratio)
     mu = x.mean(axis=0)
     _, _, vt = np.linalg.svd(x - mu, full_matrices=False)
     components = vt[:latents].T  # [bands, L]
@@ -35,6 +35,7 @@ def fit_pca_codec(pixels: np.ndarray, ratio: int, band_names: list[str], gsd_m: 
     name = name or f"pca-cr{ratio}"
     latent_names = tuple(f"z{i + 1:02d}" for i in range(latents))
     provenance = {"method": "PCA baseline", "cr": ratio, "latent_bits": 16, "pair_id": pair_id,
+                  "bits_per_pixel_per_channel": round(bits_per_pixel_per_channel(bands, latents), 4),
                   "training_data": f"{len(x)} pixels given to fit_pca_codec"}
     encoder_contract = ModelContract(
         task="hycot_encoder", name=name, bands=tuple(Band(b) for b in band_names),

@@ -9,6 +9,10 @@ The compressed file is a GeoTIFF on the input grid with L UInt16 bands: latent z
 1 + round(z * 65534), and 0 marks nodata, so the file is viewable in QGIS and self-describing: its
 tags name the codec, the decoder model and the pair id shared by encoder and decoder, and the
 original band names, dtype and nodata, which decompression restores.
+
+The reported ``bits_per_pixel_per_channel`` is the figure the encoder's contract records, in the
+paper's convention (32 bits per latent value over the unpadded band count, written at export by
+training/bit_rate.py); ``stored_bits_per_pixel_per_channel`` measures the file as written.
 """
 from __future__ import annotations
 
@@ -77,6 +81,7 @@ class CompressHyperspectral(RasterTask):
             "pair_id": str(contract.provenance.get("pair_id", "")),
             "compression_ratio": str(contract.provenance.get("cr", "")),
             "latent_bits": str(LATENT_BITS),
+            "bits_per_pixel_per_channel": str(contract.provenance.get("bits_per_pixel_per_channel", "")),
             "latent_encoding": "z = (value - 1) / 65534; 0 = nodata",
             "original_dtype": grid.band_info[0].dtype,
             "original_nodata": json.dumps(grid.band_info[0].nodata),
@@ -96,12 +101,13 @@ class CompressHyperspectral(RasterTask):
         bands = len(json.loads(tags["original_band_names"]))
         itemsize = np.dtype(tags["original_dtype"]).itemsize
         latents = len(result["names"])
+        rate = tags.get("bits_per_pixel_per_channel")  # absent or empty if the contract has none
         raw_bytes = grid["width"] * grid["height"] * bands * itemsize
         file_bytes = Path(params["output"]).stat().st_size
         figures = {
             "bands": bands,
             "latent_bands": latents,
-            "bits_per_pixel_per_channel": round(latents * LATENT_BITS / bands, 4),
+            "bits_per_pixel_per_channel": float(rate) if rate else None,
             "stored_bits_per_pixel_per_channel": round(8 * file_bytes / (grid["width"] * grid["height"] * bands), 4),
             "size_ratio": round(raw_bytes / file_bytes, 3),
         }

@@ -5,7 +5,8 @@ from rs_qgis_plugin.algorithms.raster_model_algorithm import RasterModelAlgorith
 
 RATIOS = (4, 8, 16, 32)
 REPORT = (
-    ("BITS_PER_PIXEL_PER_CHANNEL", "bits_per_pixel_per_channel", "Bit rate (bits per pixel per channel)"),
+    ("BITS_PER_PIXEL_PER_CHANNEL", "bits_per_pixel_per_channel",
+     "Bit rate (bits per pixel per channel, HyCoT paper convention: 32 bits per latent value)"),
     ("SIZE_RATIO", "size_ratio", "Size ratio (uncompressed input / compressed file)"),
     ("PSNR_DB", "psnr_db", "PSNR against the input (dB)"),
     ("SPECTRAL_ANGLE_DEG", "spectral_angle_deg", "Mean spectral angle against the input (degrees)"),
@@ -36,8 +37,9 @@ class CompressHyperspectral(RasterModelAlgorithm):
     help_text = (
         "Compresses a hyperspectral image pixel by pixel with a learned transformer encoder "
         "(HyCoT, Fuchs & Demir 2024): each spectrum becomes ceil(bands / ratio) latent values "
-        "stored at 16 bits. Reports the bit rate and size ratio, and on request PSNR and "
-        "spectral angle against the input.\n\n"
+        "stored at 16 bits. Reports the bit rate as the HyCoT paper counts it (32 bits per latent "
+        "value, so twice the 16-bit codes the file holds) and the size ratio, and on request PSNR "
+        "and spectral angle against the input.\n\n"
         "The shipped models were trained on simulated spectra (model cards in models_onnx/)."
     )
 

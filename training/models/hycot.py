@@ -1,5 +1,5 @@
 """HyCoT: Hyperspectral Compression Transformer (Fuchs & Demir, "HyCoT: A Transformer-Based
-Autoencoder for Hyperspectral Image Compression", 2024).
+Autoencoder for Hyperspectral Image Compression", 2024; reference code git.tu-berlin.de/rsim/hycot).
 
 A pixelwise autoencoder. The encoder pads each pixel's spectrum with zeros at its short-wavelength
 end to a multiple of ``group_size`` bands, embeds every group of adjacent bands as a token
@@ -8,6 +8,17 @@ embeddings and runs pre-norm transformer blocks; the compression token then pass
 to ``L = ceil(bands / compression_ratio)`` latent values in [0, 1]. The decoder maps the latent
 values of each pixel back to the spectrum with an MLP. Paper sizes: token width 64, depth 5,
 4 heads of width 16, transformer MLP width 8, hidden width 1024.
+
+Compared with the reference code, layer by layer the same (padding, grouping, Linear(4, 64)
+embedding, position embeddings over 52 tokens, residual pre-norm attention with a bias-free qkv
+projection and MLP Linear(64, 8) -> GELU -> Linear(8, 64), latent head, decoder), except:
+
+- ``final_norm``: the models shipped in models_onnx/ (and every checkpoint written before this
+  option existed) have a LayerNorm on the tokens after the last block; the reference has none, and
+  neither has a model trained without ``final_norm``.
+- The compression token and position embeddings start from N(0, 0.02^2); the reference draws them
+  from N(0, 1). This changes training, not the architecture.
+- Inputs are clipped to [0, 1] inside the encoder; the reference relies on the data preparation.
 
 Encoder and decoder are separate modules on images ``[N, channels, H, W]`` (pixels are flattened
 inside), so each exports to ONNX on its own: the encoder writes the compressed file, the decoder
@@ -19,11 +30,6 @@ import math
 
 import torch
 from torch import nn
-
-
-def latent_channels(bands: int, compression_ratio: float) -> int:
-    """L = ceil(bands / CR), the latent values per pixel."""
-    return math.ceil(bands / compression_ratio)
 
 
 class SelfAttention(nn.Module):
@@ -61,6 +67,7 @@ class HyCoTEncoder(nn.Module):
     """Reflectance image ``[N, bands, H, W]`` -> latent image ``[N, L, H, W]`` in [0, 1].
 
     Inputs are clipped to [0, 1] first, as HySpecNet-11k's preprocessing clips reflectance.
+    ``final_norm``: a LayerNorm after the last block, as in the shipped models (not the paper's).
     """
 
     def __init__(
@@ -74,6 +81,7 @@ class HyCoTEncoder(nn.Module):
         head_dim: int = 16,
         mlp_dim: int = 8,
         hidden_dim: int = 1024,
+        final_norm: bool = False,
     ) -> None:
         super().__init__()
         self.bands, self.latent, self.group_size = bands, latent, group_size
@@ -83,7 +91,7 @@ class HyCoTEncoder(nn.Module):
         self.compression_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.position = nn.Parameter(torch.randn(1, self.tokens + 1, dim) * 0.02)
         self.blocks = nn.Sequential(*(TransformerBlock(dim, heads, head_dim, mlp_dim) for _ in range(depth)))
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
         self.to_latent = nn.Sequential(
             nn.Linear(dim, hidden_dim), nn.LeakyReLU(), nn.Linear(hidden_dim, latent), nn.Sigmoid()
         )

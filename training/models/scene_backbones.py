@@ -10,8 +10,11 @@ section 5). Each one's default configuration is the smallest named timm model of
   (default w=64, depths 3-4-6-3);
 - mlp-mixer: 12x12-pixel patches (10x10 tokens), ``width``-dim tokens, ``depth`` mixer blocks
   (default 512, 8);
-- convmixer: 7x7-pixel patches, ``width`` channels, ``depth`` blocks of 9x9 depthwise conv
-  (default 768, 32);
+- convmixer: ConvMixer-``width``/``depth`` (Trockman & Kolter, "Patches Are All You Need?", 2022):
+  7x7-pixel patches (17x17 tokens; the last pixel row and column are not seen), 7x7 depthwise
+  kernels, ReLU; default ConvMixer-768/32 as in that paper and timm's ``convmixer_768_32``, which a
+  public federated simulation of the same four models on BigEarthNet-S2 also builds
+  (github.com/felix-zailskas/CV4RS);
 - poolformer: stage widths (w, 2w, 5w, 8w), ``depth`` blocks in every stage (default w=64,
   depths 2-2-6-2).
 
@@ -61,7 +64,9 @@ def scene_backbone(
             **common,
         )
     if model == "convmixer":
-        return ConvMixer(dim=width or 768, depth=depth or 32, kernel_size=9, patch_size=7, **common)
+        return ConvMixer(
+            dim=width or 768, depth=depth or 32, kernel_size=7, patch_size=7, act_layer=nn.ReLU, **common
+        )
     if model == "poolformer":
         base = width or 64
         return MetaFormer(

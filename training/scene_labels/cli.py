@@ -53,7 +53,10 @@ def _add_model_arguments(parser) -> None:
     parser.add_argument(
         "--modalities", choices=tuple(MODALITY_BANDS), default="s1,s2", metavar="{s1,s2|s2|s1}", help="input sensors"
     )
-    parser.add_argument("--model", choices=MODELS, default="resnet50", help="timm backbone")
+    parser.add_argument(
+        "--model", choices=MODELS, default="resnet50",
+        help="timm backbone; convmixer is ConvMixer-<width>/<depth> (kernel 7, patch 7, ReLU), default 768/32",
+    )
     parser.add_argument("--model-width", type=int, help="backbone width (channels / embedding; default: reference)")
     parser.add_argument("--model-depth", type=int, help="blocks per stage / in all (default: reference)")
     parser.add_argument(

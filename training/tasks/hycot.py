@@ -7,7 +7,8 @@ paper), which reaches the same quality with far less computation than whole patc
 Inputs are reflectance in [0, 1] (int16 reflectance / 10000, clipped; ``scale_reflectance``).
 Metrics, as in the paper: PSNR with peak 1.0 (per patch, averaged over patches) and the mean
 spectral angle between original and reconstructed pixel spectra in degrees; at test time the
-latents pass through the 16-bit quantisation the compressed files use (``quantise_latent``).
+latents pass through the 16-bit quantisation the compressed files use (``quantise_latent``). The
+bit rate is the paper's (32-bit latents, ``training.bit_rate``), not the 16 bits the files store.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import torch
 from lightning import LightningModule
 from torchmetrics import MeanMetric
 
-from training.models.hycot import HyCoTDecoder, HyCoTEncoder, latent_channels
+from training.bit_rate import bits_per_pixel_per_channel, latent_channels
+from training.models.hycot import HyCoTDecoder, HyCoTEncoder
 
 REFLECTANCE_SCALE = 10000.0
 LATENT_BITS = 16
@@ -61,7 +63,8 @@ class HyCoTTask(LightningModule):
 
     ``bands``: spectral bands per pixel; ``compression_ratio``: CR, so L = ceil(bands / CR);
     ``pixels_per_patch``: K, each step uses K x K random pixels of every patch. Model widths default
-    to the paper's (token width 64, depth 5, 4 heads of 16, MLP 8, hidden 1024).
+    to the paper's (token width 64, depth 5, 4 heads of 16, MLP 8, hidden 1024); ``final_norm``
+    adds the LayerNorm after the last block that the shipped models have and the paper's has not.
     """
 
     def __init__(
@@ -76,19 +79,21 @@ class HyCoTTask(LightningModule):
         head_dim: int = 16,
         mlp_dim: int = 8,
         hidden_dim: int = 1024,
+        final_norm: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.latent = latent_channels(bands, compression_ratio)
-        self.encoder = HyCoTEncoder(bands, self.latent, 4, dim, depth, heads, head_dim, mlp_dim, hidden_dim)
+        self.encoder = HyCoTEncoder(bands, self.latent, 4, dim, depth, heads, head_dim, mlp_dim, hidden_dim,
+                                    final_norm)
         self.decoder = HyCoTDecoder(self.latent, bands, hidden_dim)
         self.test_psnr = MeanMetric()
         self.test_spectral_angle = MeanMetric()
 
     @property
     def bits_per_pixel_per_channel(self) -> float:
-        """Bit rate of 16-bit latents: L * 16 / bands."""
-        return self.latent * LATENT_BITS / self.hparams.bands
+        """The paper's bit rate: 32 L / bands."""
+        return bits_per_pixel_per_channel(self.hparams.bands, self.latent)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Reconstruction of reflectance images ``[N, bands, H, W]`` in [0, 1]."""
