@@ -63,9 +63,10 @@ class Importer:
 
 def importers() -> dict[str, Importer]:
     """Every known source, by --source name."""
+    from training.crop_maps import importers as crop_maps
     from training.marine import importers as marine
 
-    return {importer.source: importer for family in (marine,) for importer in family.IMPORTERS}
+    return {importer.source: importer for family in (marine, crop_maps) for importer in family.IMPORTERS}
 
 
 def import_model(source: str, checkpoint: Path, out: Path, options: argparse.Namespace,
@@ -204,7 +205,10 @@ def model_card(path: Path, importer: Importer, imported: ImportedModel, sha256: 
         "",
         "## Contract",
         f"- task `{contract.task}`; bands {bands}; normalisation mean {list(contract.mean)}, "
-        f"std {list(contract.std)}; units: {contract.input_units or 'as in the training data'}",
+        f"std {list(contract.std)}; units: {contract.input_units or 'as in the training data'}"
+        if contract.bands else f"- task `{contract.task}`; units: {contract.input_units or 'as in the training data'}",
+        *(f"- time series `{m.name}` (at most {m.max_dates} dates): bands {', '.join(b.name for b in m.bands)}; "
+          f"normalisation mean {list(m.mean)}, std {list(m.std)}" for m in contract.modalities),
         f"- tile {contract.tile_size} px (fixed by the graph), overlap {contract.overlap} px"
         + (f", {contract.gsd_m} m pixels" if contract.gsd_m else ""),
         f"- outputs: {outputs.kind} {', '.join(outputs.names)}"

@@ -124,14 +124,16 @@ def input_names(modalities) -> list[str]:
     return [name for m in modalities for name in (m, f"{m}_doy", f"{m}_mask")]
 
 
-def write_crop_onnx(graph, modalities, channels, tile_size: int, out: Path, contract: ModelContract) -> None:
-    """Export with dynamic batch, dates per modality, height and width; the contract goes into the
-    metadata."""
+def write_crop_onnx(graph, modalities, channels, tile_size: int, out: Path, contract: ModelContract,
+                    dynamic_size: bool = True, max_dates: int | None = None) -> None:
+    """Export with dynamic batch, dates per modality (at most ``max_dates`` when given), height and
+    width (fixed to the tile unless ``dynamic_size``); the contract goes into the metadata."""
     dimension = torch.export.Dim
-    batch, height, width = dimension("batch"), dimension("height"), dimension("width")
+    batch = dimension("batch")
+    height, width = (dimension("height"), dimension("width")) if dynamic_size else (dimension.STATIC,) * 2
     shapes = []
     for modality in modalities:
-        dates = dimension(f"{modality}_dates")
+        dates = dimension(f"{modality}_dates", max=max_dates)
         shapes += [{0: batch, 1: dates, 3: height, 4: width}, {0: batch, 1: dates}, {0: batch, 1: dates, 2: height, 3: width}]
     example = example_series(modalities, channels, [5 + 2 * i for i in range(len(modalities))], 2, tile_size,
                              torch.Generator().manual_seed(0))
