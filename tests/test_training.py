@@ -14,7 +14,7 @@ import torch
 from engine.contract import contract_from_metadata
 from training.__main__ import main as training_cli
 from training.datasets.magicbathynet import IGNORE_INDEX, MagicBathyNet
-from training.datasets.magicbathynet_format import AREA_CLASSES, read_split_file
+from training.datasets.magicbathynet_format import AREA_CLASSES, read_norm_param, read_split_file
 from training.models.light_unet import LightUNet
 from training.simulation.shallow_water import (
     AGIA_NAPA,
@@ -25,7 +25,7 @@ from training.simulation.shallow_water import (
 )
 
 PATCHES = 16
-PATCH_SIZE = 32
+PATCH_SIZE = 18  # real Sentinel-2 patches: 18 x 18 px
 SAND = [seabed.name for seabed in AGIA_NAPA.classes].index("sand")
 
 
@@ -76,6 +76,11 @@ def test_layout_matches_magicbathynet(magicbathynet_root):
     splits = read_split_file(area / "s2_split_bathymetry.txt")
     assert not splits["train"] & splits["test"]
     assert len(splits["train"] | splits["test"]) == PATCHES
+    assert (area / "s2_split_bathymetry.txt").read_text().startswith("annotated sample: ['0', '")
+    low, high = read_norm_param(area / "norm_param_s2_an.txt")
+    images = np.stack([rasterio.open(path).read() for path in sorted(area.glob("img/s2/*.tif"))])
+    np.testing.assert_array_equal(low, images.min(axis=(0, 2, 3)))
+    np.testing.assert_array_equal(high, images.max(axis=(0, 2, 3)))
 
 
 def test_dataset_targets(magicbathynet_root):
@@ -98,15 +103,23 @@ def test_dataset_targets(magicbathynet_root):
     assert torch.all(sample["mask"][torch.from_numpy((rgb == 0).all(0))] == IGNORE_INDEX)
 
 
-def test_dataset_split_without_split_file_and_unknown_colour(magicbathynet_root, tmp_path):
+def test_dataset_names_missing_files_and_refuses_unknown_colours(magicbathynet_root, tmp_path):
     area = tmp_path / "agia_napa"
     for kind in ("img", "gts"):
         (area / kind / "s2").mkdir(parents=True)
         for path in (magicbathynet_root / "agia_napa" / kind / "s2").iterdir():
             (area / kind / "s2" / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(FileNotFoundError, match="norm_param_s2_an.txt does not exist .*copy it from the dataset"):
+        MagicBathyNet(tmp_path, task="seabed")
+    (area / "norm_param_s2_an.txt").write_bytes((magicbathynet_root / "agia_napa" / "norm_param_s2_an.txt").read_bytes())
+    with pytest.raises(FileNotFoundError, match="s2_split_pixel_class.txt does not exist"):
+        MagicBathyNet(tmp_path, task="seabed")
+    (area / "s2_split_pixel_class.txt").write_text("annotated sample: ['0', '1', '999']\ntest sample: ['1']\n")
+    with pytest.raises(FileNotFoundError, match="lists patches whose files are missing: .*img_999.tif"):
+        MagicBathyNet(tmp_path, task="seabed")
+    (area / "s2_split_pixel_class.txt").write_text("annotated sample: ['0', '1']\ntest sample: ['1']\n")
     train = MagicBathyNet(tmp_path, task="seabed", split="train")
-    test = MagicBathyNet(tmp_path, task="seabed", split="test")
-    assert len(train) + len(test) == PATCHES and not set(train.patches) & set(test.patches)
+    assert [path.name for path, _ in train.patches] == ["img_0.tif"]
     with rasterio.open(train.patches[0][1], "r+") as dst:
         dst.write(np.full((3, PATCH_SIZE, PATCH_SIZE), 7, dtype=np.uint8))
     with pytest.raises(ValueError, match="colour"):
@@ -115,7 +128,8 @@ def test_dataset_split_without_split_file_and_unknown_colour(magicbathynet_root,
 
 def test_light_unet_shapes_and_widths():
     network = LightUNet(in_channels=3, out_channels=1, base_channels=4)
-    assert network(torch.zeros(2, 3, 32, 48)).shape == (2, 1, 32, 48)
+    for height, width in ((32, 48), (18, 18), (30, 30), (17, 23)):  # padded inside, as the reference
+        assert network(torch.zeros(2, 3, height, width)).shape == (2, 1, height, width)
     paper = LightUNet()
     assert [block[2].out_channels for block in paper.encoder] == [32, 64, 128, 256]
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in paper.modules())

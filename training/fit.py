@@ -1,9 +1,9 @@
 """Fit a task on MagicBathyNet-layout data and write a safe checkpoint.
 
-Normalisation statistics (per-band mean and std over valid pixels), the mean training depth
-(bathymetry baseline) and the class weights (inverse class frequency, seabed) all come from the
-training split and are stored in the checkpoint's hyperparameters, so evaluation and export use
-exactly what training used.
+The input normalisation is the area's ``norm_param`` file (per-band minimum and maximum, min/max
+normalised as in Agrafiotis et al., IGARSS 2024); the mean training depth (bathymetry baseline) and
+the class weights (inverse class frequency, seabed) come from the training split. All are stored in
+the checkpoint's hyperparameters, so evaluation and export use exactly what training used.
 """
 from __future__ import annotations
 
@@ -45,21 +45,27 @@ def fit(
     """Train ``task`` ("bathymetry" or "seabed"); returns the checkpoint path under ``out``.
 
     ``model_options``: ``base_channels`` (bathymetry) or ``encoder``, ``encoder_depth``,
-    ``decoder_channels`` (seabed). ``lr`` defaults to the task's own default. Depth is scaled by
-    the first area's constant (``DEPTH_SCALE_M``).
+    ``decoder_channels`` (seabed). ``lr`` defaults to the task's own default. One area per model,
+    as in the paper: each has its own normalisation file and depth constant (``DEPTH_SCALE_M``).
     """
     if not max_steps and not epochs:
         raise ValueError("give max_steps or epochs")
+    if len(areas) != 1:
+        raise ValueError(
+            f"fit one area at a time (got {list(areas)}): MagicBathyNet normalises each area with its own "
+            "norm_param file and depth constant"
+        )
+    (area,) = areas
     lightning.seed_everything(seed, workers=True)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     statistics_view = MagicBathyNet(data, areas, modality, task, "train")
     training_set = MagicBathyNet(data, areas, modality, task, "train", transforms=random_dihedral)
-    mean, std = _band_statistics(statistics_view)
+    minimum, maximum = statistics_view.norm_params[area]
     options = dict(model_options or {}) | ({"lr": lr} if lr is not None else {})
     if task == "bathymetry":
         options |= {
-            "depth_scale_m": DEPTH_SCALE_M[areas[0]],
+            "depth_scale_m": DEPTH_SCALE_M[area],
             "mean_training_depth_m": _mean_depth(statistics_view),
         }
     else:
@@ -68,7 +74,7 @@ def fit(
             "class_colours": ["#{:02x}{:02x}{:02x}".format(*colour) for colour in statistics_view.colours],
             "class_weights": _class_weights(statistics_view),
         }
-    module = TASKS[task](band_mean=mean, band_std=std, **options)
+    module = TASKS[task](band_mean=minimum.tolist(), band_std=(maximum - minimum).tolist(), **options)
 
     trainer = fit_trainer(out, accelerator, max_steps or -1, epochs or -1, deterministic="warn")
     started = time.monotonic()
@@ -93,20 +99,6 @@ def fit(
     path = out / CHECKPOINT_NAME
     save_checkpoint(path, task, module.cpu(), data_description, provenance)
     return path
-
-
-def _band_statistics(dataset: MagicBathyNet) -> tuple[list[float], list[float]]:
-    """Mean and std per band over pixels whose image is valid (not 0 in every band)."""
-    total = squares = count = 0.0
-    for sample in dataset:
-        image = sample["image"].double().flatten(1)
-        valid = image[:, (image != 0).any(dim=0)]
-        total = total + valid.sum(dim=1)
-        squares = squares + (valid**2).sum(dim=1)
-        count += valid.shape[1]
-    mean = total / count
-    std = (squares / count - mean**2).clamp_min(1e-12).sqrt()
-    return mean.tolist(), std.tolist()
 
 
 def _mean_depth(dataset: MagicBathyNet) -> float:

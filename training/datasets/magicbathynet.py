@@ -13,9 +13,11 @@ from training.datasets.magicbathynet_format import (
     AREA_CLASSES,
     AREAS,
     MODALITIES,
+    MODALITY_BANDS,
     SPLITS,
     UNDEFINED_COLOUR,
-    default_split,
+    norm_param_file,
+    read_norm_param,
     read_split_file,
     split_file,
 )
@@ -31,23 +33,27 @@ class MagicBathyNet(NonGeoDataset):
     for Bathymetry Prediction and Pixel-based Classification in Shallow Waters", IGARSS 2024.
     Areas: Agia Napa (Cyprus) and Puck Lagoon (Poland).
 
-    On disk::
+    On disk (the dataset's README; real patches cover 180 m: S2 18x18 px, SPOT-6 30x30 px)::
 
         <root>/<area>/img/<modality>/img_<id>.tif       image (red, green, blue), 0 = no data
         <root>/<area>/depth/<modality>/depth_<id>.tif   float metres, negative down, 0 = unknown
         <root>/<area>/gts/<modality>/gts_<id>.tif       seabed classes as RGB colours
-        <root>/<area>/<modality>_split_bathymetry.txt   optional: "train: 409, 418, ..." and
-        <root>/<area>/<modality>_split_pixel_class.txt  "test: 411, ..." lines (ids per split)
+        <root>/<area>/<modality>_split_bathymetry.txt   annotated ids and their train/test split
+        <root>/<area>/<modality>_split_pixel_class.txt  (``read_split_file`` says which forms)
+        <root>/<area>/norm_param_<modality>_<an|pl>.txt per-band minima, then maxima (or .npy)
 
-    Without a split file a patch's split comes from a hash of its id (20% test), so it never
-    changes as patches are added. Colours -> class index (``AREA_CLASSES``): Agia Napa
-    (0, 128, 0) seagrass 0, (0, 0, 255) rock 1, (255, 0, 0) macroalgae 2, (255, 128, 0) sand 3;
-    Puck Lagoon (255, 128, 0) sand 0, (0, 128, 0) eelgrass 1; black (0, 0, 0) is "undefined" and
-    becomes ``IGNORE_INDEX``, as does any pixel whose image is 0 in every band.
+    Only the ids of the task's split file are read: the img folders also hold unannotated patches.
+    Colours -> class index (``AREA_CLASSES``): Agia Napa (0, 128, 0) seagrass 0, (0, 0, 255)
+    rock 1, (255, 0, 0) macroalgae 2, (255, 128, 0) sand 3; Puck Lagoon (255, 128, 0) sand 0,
+    (0, 128, 0) eelgrass 1; black (0, 0, 0) is "undefined" and becomes ``IGNORE_INDEX``, as does any
+    pixel whose image is 0 in every band.
 
-    Samples: ``image`` float32 ``[C, H, W]`` (file values) and, for ``task="bathymetry"``,
-    ``depth`` float32 ``[H, W]`` metres positive down, NaN where unknown or the image has no data;
-    for ``task="seabed"``, ``mask`` int64 ``[H, W]`` class indices.
+    Samples are whole patches at their native size (no crop or zoom; the models pad inside):
+    ``image`` float32 ``[C, H, W]`` (file values; ``norm_params[area]`` holds the area's
+    (minimum, maximum) for min/max normalisation as the reference) and, for ``task="bathymetry"``,
+    ``depth`` float32 ``[H, W]`` metres positive down (file value negated; positive file values,
+    land in Puck Lagoon's surface model, become negative depths as in the reference), NaN where the
+    file says 0 or the image has no data; for ``task="seabed"``, ``mask`` int64 ``[H, W]``.
     """
 
     def __init__(
@@ -76,24 +82,29 @@ class MagicBathyNet(NonGeoDataset):
         self.classes = tuple(name for name, _ in AREA_CLASSES[areas[0]])
         self.colours = tuple(colour for _, colour in AREA_CLASSES[areas[0]])
         target_kind = "depth" if task == "bathymetry" else "gts"
+        bands = len(MODALITY_BANDS[modality])
+        self.norm_params = {}  # area -> (per-band minimum, maximum)
         self.patches = []  # (image path, target path)
         for area in areas:
             area_root = self.root / area
-            image_folder = area_root / "img" / modality
-            if not image_folder.is_dir():
-                raise FileNotFoundError(
-                    f"{image_folder} does not exist: is {self.root} a MagicBathyNet folder?"
-                )
-            ids = sorted(
-                (path.stem.removeprefix("img_") for path in image_folder.glob("img_*.tif")), key=_natural
-            )
+            if not (area_root / "img" / modality).is_dir():
+                raise FileNotFoundError(f"{area_root / 'img' / modality} is missing: is {self.root} a MagicBathyNet folder?")
+            self.norm_params[area] = read_norm_param(norm_param_file(area_root, modality, area), bands)
             splits_file = split_file(area_root, modality, task)
-            in_split = read_split_file(splits_file).get(split, set()) if splits_file.exists() else None
-            for patch_id in ids:
-                if (patch_id in in_split) if in_split is not None else default_split(patch_id) == split:
-                    target = area_root / target_kind / modality / f"{target_kind}_{patch_id}.tif"
-                    if target.exists():
-                        self.patches.append((image_folder / f"img_{patch_id}.tif", target))
+            if not splits_file.is_file():
+                raise FileNotFoundError(
+                    f"{splits_file} does not exist: MagicBathyNet lists each task's annotated patches and their "
+                    f"train/test split in {splits_file.name}; copy it from the dataset"
+                )
+            image_folder, target_folder = area_root / "img" / modality, area_root / target_kind / modality
+            pairs = [
+                (image_folder / f"img_{i}.tif", target_folder / f"{target_kind}_{i}.tif")
+                for i in sorted(read_split_file(splits_file)[split], key=int)
+            ]
+            missing = [str(path) for pair in pairs for path in pair if not path.is_file()]
+            if missing:
+                raise FileNotFoundError(f"{splits_file.name} lists patches whose files are missing: {missing[:3]}")
+            self.patches += pairs
         if not self.patches:
             raise FileNotFoundError(f"no {split} patches for {task} under {self.root} (areas {list(areas)})")
 
@@ -129,7 +140,3 @@ class MagicBathyNet(NonGeoDataset):
             raise ValueError(f"{path}: colour {strange} is not a seabed class of this area ({self.classes})")
         return mask
 
-
-def _natural(patch_id: str) -> tuple:
-    """Sort numeric ids numerically (2 before 10), others alphabetically after them."""
-    return (0, int(patch_id), "") if patch_id.isdigit() else (1, 0, patch_id)

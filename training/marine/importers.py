@@ -40,6 +40,7 @@ from training.datasets.magicbathynet_format import (
     MODALITY_BANDS,
     MODALITY_GSD_M,
     UNDEFINED_COLOUR,
+    read_norm_param,
 )
 from training.export import BAND_ALIASES, PAPER, write_onnx
 from training.importers import ImportedModel, Importer, ImportRefused, load_state_dict, load_weights, static_parity
@@ -56,31 +57,6 @@ BATHYMETRY_PAD = 32
 PARITY_TOLERANCE = 1e-3  # depth / 30 m, probabilities: float32 through deep networks at 256-512 px
 
 
-def read_norm_param(path: Path, bands: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """(minimum, maximum) per band from a ``norm_param`` file: ``np.save``d (.npy) as in the authors'
-    notebooks, or text (``np.savetxt`` or a printed array) as in the dataset folders."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImportRefused(f"normalisation file {path} does not exist; give the area's norm_param_* file")
-    try:
-        if path.suffix == ".npy":
-            values = np.load(path, allow_pickle=False).astype(np.float64).ravel()
-        else:
-            values = np.array([float(v) for v in re.findall(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?",
-                                                             path.read_text())])
-    except (ValueError, OSError) as err:
-        raise ImportRefused(f"cannot read normalisation file {path}: {err}") from None
-    if values.size != 2 * bands:
-        raise ImportRefused(
-            f"normalisation file {path} holds {values.size} numbers; expected {2 * bands} (a row of {bands} "
-            "per-band minima, then a row of maxima)"
-        )
-    low, high = values.reshape(2, bands)
-    if np.any(high <= low):
-        raise ImportRefused(f"normalisation file {path}: every band's maximum must exceed its minimum ({low} vs {high})")
-    return low, high
-
-
 class ZoomedBathymetry(nn.Module):
     """The reference's bathymetry inference on a fixed tile: bilinear zoom, reflect pad, U-Net,
     crop, bilinear zoom back (``align_corners`` as scipy.ndimage.zoom with order 1)."""
@@ -88,7 +64,7 @@ class ZoomedBathymetry(nn.Module):
     def __init__(self, network: nn.Module, tile: int, window: int) -> None:
         super().__init__()
         self.network, self.tile = network, tile
-        self.zoomed = max(8, round(tile * ZOOMED_SIZE / window / 8) * 8)  # the U-Net pools 3 times
+        self.zoomed = round(tile * ZOOMED_SIZE / window)  # scipy.ndimage.zoom's output size; the U-Net pads inside
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         zoomed = F.interpolate(image, size=(self.zoomed, self.zoomed), mode="bilinear", align_corners=True)
@@ -131,7 +107,10 @@ def _required(options: argparse.Namespace, source: str) -> tuple[str, str, np.nd
     missing = [f"--{name.replace('_', '-')}" for name in ("area", "modality", "norm_param") if not getattr(options, name)]
     if missing:
         raise ImportRefused(f"--source {source} needs {', '.join(missing)}")
-    low, high = read_norm_param(options.norm_param)
+    try:
+        low, high = read_norm_param(options.norm_param)
+    except (OSError, ValueError) as err:
+        raise ImportRefused(str(err)) from None
     return options.area, options.modality, low, high
 
 

@@ -3,12 +3,14 @@
 A U-Net (Ronneberger et al., MICCAI 2015) slimmed to four levels with widths
 ``base, 2*base, 4*base, 8*base`` (32-64-128-256 in the paper), two 3x3 convolutions with ReLU per
 level, no BatchNorm, max-pool down, ConvTranspose up and skip connections by concatenation.
-Height and width must be multiples of 8 (three poolings).
+Any height and width: as the reference (``bathymetry/magicbathy_unet.py``), each upsampled map is
+zero-padded to its skip's size, so real 18x18 Sentinel-2 and 30x30 SPOT-6 patches run whole.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -29,7 +31,10 @@ class _UpBlock(nn.Module):
         self.convolve = _double_conv(2 * out_channels, out_channels)
 
     def forward(self, coarse: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.convolve(torch.cat([skip, self.upsample(coarse)], dim=1))
+        upsampled = self.upsample(coarse)
+        rows, cols = skip.shape[-2] - upsampled.shape[-2], skip.shape[-1] - upsampled.shape[-1]
+        upsampled = F.pad(upsampled, [cols // 2, cols - cols // 2, rows // 2, rows - rows // 2])
+        return self.convolve(torch.cat([skip, upsampled], dim=1))
 
 
 class LightUNet(nn.Module):

@@ -42,7 +42,9 @@ from training.datasets.magicbathynet_format import (
     SPLIT_TASK_NAMES,
     UNDEFINED_COLOUR,
     format_split_file,
+    norm_param_name,
     split_file,
+    write_norm_param,
 )
 
 BANDS = MODALITY_BANDS["s2"]
@@ -209,8 +211,10 @@ def write_magicbathynet_layout(
 
     ``<root>/<area>/{img,depth,gts}/<modality>/{img,depth,gts}_<id>.tif`` as in Agrafiotis et al.
     (2024): 3-band uint16 image, float32 depth (negative down, 0 where unknown), RGB class colours;
-    plus the split files ``<modality>_split_{bathymetry,pixel_class}.txt`` (one line per split,
-    ``train: 0, 3, 4`` / ``test: 1, 2``) and ``simulation.json`` saying how the data was made.
+    plus the split files ``<modality>_split_{bathymetry,pixel_class}.txt`` and the normalisation
+    file ``norm_param_<modality>_<an|pl>.txt`` (per-band minimum and maximum over the patches) in
+    the forms ``magicbathynet_format`` reads for the real data, and ``simulation.json`` saying how
+    the data was made.
     Patches are drawn at random from a grid over whole scenes (one per derived seed); only patches
     with ground-truth depth on at least 30% of their pixels qualify, as real patches cover
     surveyed water.
@@ -222,6 +226,7 @@ def write_magicbathynet_layout(
         folder.mkdir(parents=True, exist_ok=True)
     scene_size = max(8 * patch_size, 384)
     written: list[int] = []
+    low, high = np.full(3, np.inf), np.full(3, -np.inf)
     scene_index = 0
     while len(written) < n_patches:
         west = site.upper_left[0] + scene_index * (scene_size + 50) * GSD_M
@@ -234,15 +239,17 @@ def write_magicbathynet_layout(
             if np.isfinite(scene.depth[row : row + patch_size, col : col + patch_size]).mean() >= 0.3
         ]
         for index in np.random.default_rng(scene_seed).permutation(len(windows))[: n_patches - len(written)]:
-            _write_patch(len(written), scene, windows[index], folders)
+            image = _write_patch(len(written), scene, windows[index], folders).reshape(3, -1)
+            low, high = np.minimum(low, image.min(axis=1)), np.maximum(high, image.max(axis=1))
             written.append(len(written))
         scene_index += 1
 
     order = np.random.default_rng(seed).permutation(written)
     n_test = max(1, round(test_fraction * len(written)))
-    splits = {"train": sorted(order[n_test:].tolist()), "test": sorted(order[:n_test].tolist())}
+    train, test = sorted(order[n_test:].tolist()), sorted(order[:n_test].tolist())
     for task in SPLIT_TASK_NAMES:
-        split_file(area_root, modality, task).write_text(format_split_file(splits))
+        split_file(area_root, modality, task).write_text(format_split_file(train, test))
+    write_norm_param(area_root / norm_param_name(modality, area), low, high)
     (area_root / SIMULATION_RECORD).write_text(json.dumps({
         "simulator": "training/simulation/shallow_water.py",
         "description": "SIMULATED Sentinel-2-like shallow-water patches (Lyzenga/Stumpf attenuation "
@@ -263,7 +270,8 @@ def simulation_records(root, areas) -> dict[str, dict]:
     return records
 
 
-def _write_patch(patch_id: int, scene: SimulatedScene, window: Window, folders: dict[str, Path]) -> None:
+def _write_patch(patch_id: int, scene: SimulatedScene, window: Window, folders: dict[str, Path]) -> np.ndarray:
+    """Write one patch's img, depth and gts files; returns the image."""
     rows, cols = window.toslices()
     depth = scene.depth[rows, cols]
     classes = scene.classes[rows, cols]
@@ -275,13 +283,15 @@ def _write_patch(patch_id: int, scene: SimulatedScene, window: Window, folders: 
         transform=window_transform(window, scene.transform),
     )
     path = {kind: folders[kind] / f"{kind}_{patch_id}.tif" for kind in folders}
+    image = scene.image[:, rows, cols]
     with rasterio.open(path["img"], "w", count=3, dtype="uint16", **profile) as dst:
-        dst.write(scene.image[:, rows, cols])
+        dst.write(image)
         _describe_image_bands(dst)
     with rasterio.open(path["depth"], "w", count=1, dtype="float32", **profile) as dst:
         dst.write(np.where(np.isfinite(depth), -depth, 0.0).astype(np.float32), 1)
     with rasterio.open(path["gts"], "w", count=3, dtype="uint8", **profile) as dst:
         dst.write(np.moveaxis(palette[classes], -1, 0))
+    return image
 
 
 def _describe_image_bands(dst) -> None:

@@ -1,7 +1,8 @@
 """Bathymetry regression as in MagicBathyNet (Agrafiotis et al., IGARSS 2024).
 
 The light U-Net regresses depth divided by a per-site constant (30.443 m for Agia Napa) from
-normalised bands; the loss is the RMSE over pixels with known depth and a valid image (torchgeo's
+min/max-normalised bands, on whole patches at native size (the U-Net pads inside; the reference
+zooms them to 256 px); the loss is the RMSE over pixels with known depth and a valid image (torchgeo's
 PixelwiseRegressionTask has no such masking). Adam, learning rate 1e-4 in the paper, lowered late
 in training (here: cosine decay). Metrics: RMSE, MAE and the standard deviation of the error in
 metres over the same pixels.
@@ -49,8 +50,8 @@ class DepthErrorStatistics(Metric):
 class BathymetryTask(LightningModule):
     """Light U-Net depth regression with the loss masked to known depth.
 
-    ``band_mean``/``band_std`` normalise the input (computed on the training split and exported in
-    the model contract); ``mean_training_depth_m`` gives the constant-prediction baseline that
+    ``band_mean``/``band_std`` normalise the input (the area's ``norm_param`` minimum and
+    maximum - minimum, i.e. the reference's min/max normalisation, exported in the model contract); ``mean_training_depth_m`` gives the constant-prediction baseline that
     evaluation reports beside the model's errors.
     """
 

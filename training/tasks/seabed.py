@@ -3,7 +3,9 @@
 A U-Net (Ronneberger et al., MICCAI 2015; here segmentation_models_pytorch's, randomly
 initialised, with a shallow encoder for small patches) trained with class-weighted cross-entropy;
 the "undefined" class is ignored (the paper gives it weight 0). Metrics: overall accuracy and
-per-class F1.
+per-class F1. Whole patches at native size: where the reference zooms 16 px windows to 256 px, the
+input is edge-padded to a multiple of the encoder's stride inside the network (also in the exported
+graph) and the output cropped back, so real 18x18 Sentinel-2 and 30x30 SPOT-6 patches run whole.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import segmentation_models_pytorch as smp
 import torch
 from lightning import LightningModule
 from torch import nn
+from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from engine.contract import Outputs
@@ -20,8 +23,23 @@ from training.datasets.magicbathynet import IGNORE_INDEX
 from training.tasks.schedule import adam_with_cosine_decay
 
 
+class StridePadded(nn.Module):
+    """Run an encoder-decoder on any size: edge-pad to a multiple of its stride, crop the output back."""
+
+    def __init__(self, network: smp.Unet) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        stride = self.network.encoder.output_stride
+        padded = F.pad(image, [0, (-width) % stride, 0, (-height) % stride], mode="replicate")
+        return self.network(padded)[..., :height, :width]
+
+
 class SeabedTask(LightningModule):
-    """Per-pixel seabed classes; ``class_weights`` come from the training split's frequencies."""
+    """Per-pixel seabed classes; ``class_weights`` come from the training split's frequencies,
+    ``band_mean``/``band_std`` are the area's ``norm_param`` minimum and maximum - minimum."""
 
     def __init__(
         self,
@@ -54,7 +72,7 @@ class SeabedTask(LightningModule):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Class logits ``[B, classes, H, W]`` from raw band values ``[B, C, H, W]``."""
-        return self.network((image - self.band_mean) / self.band_std)
+        return StridePadded(self.network)((image - self.band_mean) / self.band_std)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor | None:
         if not (batch["mask"] != IGNORE_INDEX).any():
@@ -89,7 +107,7 @@ class SeabedTask(LightningModule):
 
     def export_graph(self) -> nn.Module:
         """Normalised image -> per-class probabilities (softmax inside the exported graph)."""
-        return nn.Sequential(self.network, nn.Softmax(dim=1))
+        return nn.Sequential(StridePadded(self.network), nn.Softmax(dim=1))
 
     def contract_outputs(self) -> Outputs:
         return Outputs(
