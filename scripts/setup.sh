@@ -36,6 +36,11 @@ fi
 echo "== installing the project (${extras:-runtime only})"
 if [ -n "$extras" ]; then
   "${pip[@]}" -e ".[$extras]"
+  # configilm, the reBEN authors' model library (`python -m training import --source reben` rebuilds their
+  # networks with it), pins transformers<5 for its text models; its image classifiers (timm) work with the
+  # project's transformers 5, so it goes in without its dependencies (appdirs is the one the project lacks).
+  "${pip[@]}" appdirs==1.4.4
+  "${pip[@]}" --no-deps configilm==0.7.1
 else
   "${pip[@]}" -e .
 fi

@@ -14,6 +14,10 @@
 
     python -m training import --source magicbathynet-bathymetry --checkpoint bathymetry_s2_an.zip \
         --area agia_napa --modality s2 --norm-param norm_param_s2_an.npy --out models/bathymetry_s2_an.onnx
+    python -m training import --source reben --checkpoint resnet50-all-v0.2.0/model.safetensors \
+        --out models/reben_resnet50_s1s2.onnx
+    python -m training import --source open-clip --preset remoteclip --checkpoint RemoteCLIP-ViT-B-32.pt \
+        --out models/remoteclip_vit_b32.onnx
 
     reBEN scene labels (prepare, federated, augmentation-consistency, ...): training/scene_labels/cli.py
     Crop maps (TSViT on PASTIS-R, simulate-pastis-r, simulate-crop-series): training/crop_maps/cli.py
@@ -170,7 +174,10 @@ def _parser() -> argparse.ArgumentParser:
         "import", help="turn a published checkpoint into a contract ONNX model with a model card"
     )
     imported.add_argument("--source", required=True, help="who published it, e.g. magicbathynet-bathymetry")
-    imported.add_argument("--checkpoint", type=Path, required=True, help="the downloaded checkpoint (.zip, .pt, .pth)")
+    imported.add_argument(
+        "--checkpoint", type=Path, required=True,
+        help="the downloaded checkpoint (.zip, .pt, .pth, .ckpt, .safetensors)",
+    )
     imported.add_argument("--out", type=Path, required=True, help="model.onnx to write (its card: model.md)")
     imported.add_argument("--sha256", help="expected SHA-256 of the checkpoint; a mismatch is refused")
     marine = imported.add_argument_group("MagicBathyNet (--source magicbathynet-*)")
@@ -183,6 +190,25 @@ def _parser() -> argparse.ArgumentParser:
     marine.add_argument(
         "--tile-size", type=int,
         help="tile side in input pixels, fixed in the graph (default: 2x the training window; aerial 1x)",
+    )
+    # Choices repeated from training/scene_labels/importers.py and training/text_search/importers.py (which
+    # import torch) so that the CLI starts fast; tests keep them equal.
+    reben = imported.add_argument_group("reBEN / BigEarthNet v2.0 (--source reben; default: config.json beside it)")
+    reben.add_argument("--backbone", help="timm name of the published network, e.g. resnet50, mobilevit_s, "
+                       "vit_base_patch8_224")
+    reben.add_argument("--bands", choices=("s1", "s2", "s1s2"), help="modality the weights were trained on")
+    reben.add_argument(
+        "--release", choices=("v0.2.0", "v0.1.1"),
+        help="hub release (band orders differ); default: the -v0.x.y the checkpoint's folder name ends with",
+    )
+    clip = imported.add_argument_group(
+        "open_clip CLIP (--source open-clip; writes <out stem>_image.onnx and <out stem>_text.onnx)"
+    )
+    clip.add_argument("--architecture", help="open_clip model name (ViT-B-32, ViT-L-14-quickgelu, RN50, ...) "
+                      "or model-config JSON; with --preset: the published name")
+    clip.add_argument(
+        "--preset", choices=("remoteclip", "georsclip", "skyclip"),
+        help="known release: picks the architecture and activation from the weights",
     )
     imported.set_defaults(run=_import)
     scene_labels.add_commands(commands)

@@ -5,7 +5,7 @@ options are declared in ``training/__main__.py``, which starts without torch); t
 registry and the one import procedure they share:
 
 1. the checkpoint is checked: it exists, its SHA-256 matches the expected one when one is given,
-   and it loads as tensors only (``torch.load(weights_only=True)``: loading runs no code);
+   and it loads as tensors only (``torch.load(weights_only=True)`` or safetensors: loading runs no code);
 2. the family's importer rebuilds the reference architecture, loads the weights under their
    published parameter names (a missing or unexpected name is refused, never ignored) and writes
    the ONNX file(s) with their contract, checking onnxruntime against torch;
@@ -65,8 +65,11 @@ def importers() -> dict[str, Importer]:
     """Every known source, by --source name."""
     from training.crop_maps import importers as crop_maps
     from training.marine import importers as marine
+    from training.scene_labels import importers as scene_labels
+    from training.text_search import importers as text_search
 
-    return {importer.source: importer for family in (marine, crop_maps) for importer in family.IMPORTERS}
+    families = (marine, crop_maps, scene_labels, text_search)
+    return {importer.source: importer for family in families for importer in family.IMPORTERS}
 
 
 def import_model(source: str, checkpoint: Path, out: Path, options: argparse.Namespace,
@@ -123,9 +126,11 @@ def file_sha256(path: Path) -> str:
 
 
 def load_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a published checkpoint: a ``torch.save``d state dict (or a dict holding one
-    under ``state_dict``/``model``), possibly inside a ``.zip`` as the authors distribute them;
-    a ``module.`` prefix (DataParallel) is removed."""
+    """The tensors of a published checkpoint: a ``.safetensors`` file, or a ``torch.save``d state
+    dict (or a dict holding one under ``state_dict``/``model``), possibly inside a ``.zip`` as the
+    authors distribute them; a ``module.`` prefix (DataParallel) is removed."""
+    if checkpoint.suffix == ".safetensors":
+        return _safetensors(checkpoint)
     payload: bytes | Path = checkpoint
     if zipfile.is_zipfile(checkpoint):
         with zipfile.ZipFile(checkpoint) as archive:
@@ -152,6 +157,22 @@ def load_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:
     if not isinstance(loaded, dict) or not loaded or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
         raise ImportRefused(f"{checkpoint} holds no state dict of tensors; give the checkpoint file the authors publish")
     return {key.removeprefix("module."): value for key, value in loaded.items()}
+
+
+def _safetensors(checkpoint: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        loaded = load_file(checkpoint)
+    except (SafetensorError, OSError) as err:
+        raise ImportRefused(
+            f"{checkpoint} is not a readable safetensors file (truncated or damaged: {str(err)[:200]}); "
+            "download it again"
+        ) from None
+    if not loaded:
+        raise ImportRefused(f"{checkpoint} holds no tensors; give the checkpoint file the authors publish")
+    return loaded
 
 
 def load_weights(network: torch.nn.Module, state: dict[str, torch.Tensor], checkpoint: Path, expected: str) -> None:

@@ -311,7 +311,8 @@ def convert_clip(init: Path, model: str, out: Path, command: str = "") -> dict:
 def export_clip_pair(clip: nn.Module, name: str, stem: Path, space: str, provenance: dict) -> dict:
     clip = clip.eval()
     preprocess = clip.visual.preprocess_cfg
-    size = int(preprocess["size"][0])
+    size = preprocess["size"]
+    size = int(size if isinstance(size, int) else size[0])  # ResNet towers keep one int, ViTs (height, width)
     dim = int(clip.text_projection.shape[1] if isinstance(clip.text_projection, torch.Tensor) else clip.text_projection.out_features)
     stem = Path(stem)
     image_path = stem.with_name(stem.name + "_image.onnx")
