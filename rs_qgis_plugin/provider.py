@@ -8,6 +8,7 @@ from rs_qgis_plugin.algorithms.compress_hyperspectral import CompressHyperspectr
 from rs_qgis_plugin.algorithms.decompress_hyperspectral import DecompressHyperspectral
 from rs_qgis_plugin.algorithms.download_model import DownloadModel
 from rs_qgis_plugin.algorithms.estimate_bathymetry import EstimateBathymetry
+from rs_qgis_plugin.algorithms.import_model import ImportModel
 from rs_qgis_plugin.algorithms.map_crops import MapCrops
 from rs_qgis_plugin.algorithms.run_onnx_model import RunOnnxModel
 from rs_qgis_plugin.algorithms.search_changes import SearchChanges
@@ -37,7 +38,7 @@ class RemoteSensingAIProvider(QgsProcessingProvider):
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
         for algorithm in (EstimateBathymetry(), ClassifySeabed(), RunOnnxModel(), CompressHyperspectral(),
                           DecompressHyperspectral(), ClassifyScenes(), MapCrops(), BuildSearchIndex(),
-                          SearchText(), SearchSimilar(), SearchChanges(), DownloadModel()):
+                          SearchText(), SearchSimilar(), SearchChanges(), DownloadModel(), ImportModel()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self):  # noqa: N802 (QGIS API)

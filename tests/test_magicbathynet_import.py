@@ -161,6 +161,7 @@ def test_import_algorithm_through_qgis_process_then_the_model_runs_unchanged(qgi
                        "MODALITY=2", f"NORM_PARAM={norm_param}", "TILE_SIZE=30", f"OUTPUT={model}")
     assert run.returncode == 0, run.log
     assert run.output["results"]["OUTPUT"] == str(model) and Path(run.output["results"]["CARD"]).is_file()
+    assert run.output["results"]["MODELS"] == str(model)
 
     image, data = _patch(tmp_path / "img_spot6.tif", 30, seed=8, names=("red", "green", "blue"))
     depth = tmp_path / "depth.tif"
@@ -175,3 +176,10 @@ def test_import_algorithm_through_qgis_process_then_the_model_runs_unchanged(qgi
                            "MODALITY=2", f"NORM_PARAM={norm_param}", f"OUTPUT={tmp_path / 'wrong.onnx'}")
     assert refused.returncode != 0 and "is not MagicBathyNet's U-Net" in refused.log
     assert not (tmp_path / "wrong.onnx").exists()
+
+
+def test_the_import_algorithm_offers_every_source_the_cli_knows(qgis_app):
+    from rs_qgis_plugin.algorithms.import_model import SOURCES
+    from training.importers import importers
+
+    assert sorted(SOURCES) == sorted(importers())

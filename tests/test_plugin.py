@@ -23,6 +23,7 @@ HYPERSPECTRAL_IDS = ("rsai:compress_hyperspectral", "rsai:decompress_hyperspectr
 SCENE_IDS = ("rsai:classify_scenes", "rsai:map_crops")
 SEARCH_IDS = ("rsai:build_search_index", "rsai:search_text", "rsai:search_similar", "rsai:search_changes")
 GENERIC_IDS = ("rsai:run_onnx_model",)
+MODEL_STORE_IDS = ("rsai:download_model", "rsai:import_model")
 SEABED_CLASSES = ("sand", "seagrass", "rock")
 SEABED_COLORS = ("#e8d8a0", "#2e8b57", "#555555")
 
@@ -69,7 +70,8 @@ def seabed_model(tmp_path) -> str:
 
 def test_provider_registers_the_algorithms_with_help_for_every_parameter(rsai_provider):
     algorithms = {algorithm.id(): algorithm for algorithm in rsai_provider.algorithms()}
-    assert sorted(algorithms) == sorted(ALGORITHM_IDS + HYPERSPECTRAL_IDS + SCENE_IDS + SEARCH_IDS + GENERIC_IDS)
+    assert sorted(algorithms) == sorted(ALGORITHM_IDS + HYPERSPECTRAL_IDS + SCENE_IDS + SEARCH_IDS + GENERIC_IDS
+                                   + MODEL_STORE_IDS)
     expected = {
         "rsai:estimate_bathymetry": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "OUTPUT"},
         "rsai:classify_seabed": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "OUTPUT",
@@ -84,6 +86,9 @@ def test_provider_registers_the_algorithms_with_help_for_every_parameter(rsai_pr
         "rsai:run_onnx_model": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "OUTPUT", "OUTPUT_KIND",
                                 "CLASSES", "ACTIVATION", "SCALE", "MEAN", "STD", "TILE_SIZE", "OVERLAP",
                                 "PROBABILITIES"},
+        "rsai:download_model": {"MODEL", "FOLDER"},
+        "rsai:import_model": {"SOURCE", "CHECKPOINT", "SHA256", "AREA", "MODALITY", "NORM_PARAM", "TILE_SIZE",
+                              "OPTIONS", "OUTPUT"},
         "rsai:build_search_index": {"LAYERS", "INDEX", "MODEL", "BANDS", "EXTENT", "TILE_SIZE", "OVERLAP", "DEVICE"},
         "rsai:search_text": {"QUERY", "INDEX", "TOP_K", "OUTPUT", "HEATMAP", "DEVICE"},
         "rsai:search_similar": {"INDEX", "LAYER_NAME", "TILE", "POINT", "TOP_K", "OUTPUT", "HEATMAP"},
@@ -330,7 +335,8 @@ def test_packaged_plugin_loads_in_qgis_process(tmp_path, qgis_process):
     run = qgis_process("list", plugin_folder=tmp_path / "plugins")
     assert run.returncode == 0, run.log
     algorithms = run.output["providers"]["rsai"]["algorithms"]
-    assert set(algorithms) == set(ALGORITHM_IDS + HYPERSPECTRAL_IDS + SCENE_IDS + SEARCH_IDS + GENERIC_IDS)
+    assert set(algorithms) == set(ALGORITHM_IDS + HYPERSPECTRAL_IDS + SCENE_IDS + SEARCH_IDS + GENERIC_IDS
+                                   + MODEL_STORE_IDS)
 
 
 def test_plugin_never_imports_the_engines_libraries():

@@ -14,6 +14,7 @@ from engine.tasks.bathymetry import EstimateBathymetry
 from engine.tasks.contract_options import SetContract
 from engine.tasks.crop_map import MapCrops
 from engine.tasks.hycot import CompressHyperspectral, DecompressHyperspectral
+from engine.tasks.import_model import ImportModel
 from engine.tasks.model_store import DownloadModel, InstalledModels
 from engine.tasks.run_onnx import RunOnnx
 from engine.tasks.scene_labels import ClassifyScenes
@@ -27,7 +28,7 @@ RASTER_TASKS = {task.name: task for task in (
     EstimateBathymetry(), ClassifySeabed(), CompressHyperspectral(), DecompressHyperspectral(),
     ClassifyScenes(), MapCrops(), RunOnnx())}
 SEARCH_TASKS = {task.name: task for task in (BuildSearchIndex(), SearchText(), SearchSimilar(), SearchChanges())}
-STORE_TASKS = {task.name: task for task in (DownloadModel(), InstalledModels())}
+STORE_TASKS = {task.name: task for task in (DownloadModel(), InstalledModels(), ImportModel())}
 MODEL_FILE_TASKS = {task.name: task for task in (SetContract(),)}  # write into model files
 TASKS = RASTER_TASKS | SEARCH_TASKS | STORE_TASKS | MODEL_FILE_TASKS
 MODEL_TASKS = {name: task for name, task in TASKS.items() if hasattr(task, "model_path")}  # with a default image model

@@ -1,4 +1,4 @@
-"""Processing algorithm: a published checkpoint (MagicBathyNet, reBEN, remote-sensing CLIP) becomes a
+"""Processing algorithm: a published checkpoint (MagicBathyNet, reBEN, remote-sensing CLIP, TSViT) becomes a
 model the toolbox's algorithms run, with the options of ``python -m training import``."""
 import shlex
 
@@ -15,7 +15,8 @@ from qgis.core import (
 from rs_qgis_plugin.algorithms.model_algorithm import ModelAlgorithm
 from rs_qgis_plugin.worker_client import EngineWorker
 
-SOURCES = ("magicbathynet-bathymetry", "magicbathynet-seabed-unet", "magicbathynet-seabed-segformer")
+SOURCES = ("magicbathynet-bathymetry", "magicbathynet-seabed-unet", "magicbathynet-seabed-segformer", "reben",
+           "open-clip", "tsvit-pastis")  # `python -m training import --source` (tests check they agree)
 AREAS = ("", "agia_napa", "puck_lagoon")
 MODALITIES = ("", "s2", "spot6", "aerial")
 
@@ -31,13 +32,14 @@ class ImportModel(ModelAlgorithm):
         "as their Model.\n\n"
         "MagicBathyNet weights need the area, the modality and the area's normalisation file "
         "(norm_param_*.npy or .txt from the dataset). Other sources take their options as text, as on "
-        "the command line (e.g. '--backbone resnet50 --bands s2').\n\n"
+        "the command line (e.g. '--backbone resnet50 --bands s2' for reBEN, '--preset remoteclip' for a "
+        "remote-sensing CLIP, which yields an image and a text encoder for the text-search algorithms).\n\n"
         "The conversion needs the training extras (torch) in the engine's Python interpreter. A wrong "
         "checkpoint, a damaged file or a checksum mismatch is refused and nothing is written."
     )
     SOURCE, CHECKPOINT, SHA256 = "SOURCE", "CHECKPOINT", "SHA256"
     AREA, MODALITY, NORM_PARAM, TILE_SIZE, OPTIONS = "AREA", "MODALITY", "NORM_PARAM", "TILE_SIZE", "OPTIONS"
-    CARD = "CARD"
+    CARD, MODELS = "CARD", "MODELS"
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.add_parameter(QgsProcessingParameterEnum(self.SOURCE, "Source", options=list(SOURCES), defaultValue=0),
@@ -63,6 +65,8 @@ class ImportModel(ModelAlgorithm):
         self.add_parameter(QgsProcessingParameterFileDestination(self.OUTPUT, "Model", fileFilter="ONNX (*.onnx)"),
                            "The ONNX model to write; its card is written beside it (.md).")
         self.addOutput(QgsProcessingOutputString(self.CARD, "Model card"))
+        self.addOutput(QgsProcessingOutputString(
+            self.MODELS, "Every model written (a CLIP import writes <name>_image.onnx and <name>_text.onnx)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         options = {}
@@ -87,7 +91,7 @@ class ImportModel(ModelAlgorithm):
             result = worker.run(self.task, request, feedback)
         feedback.pushInfo(f"onnxruntime vs torch max difference {result['max_abs_diff']:.2e}; "
                           f"checkpoint SHA-256 {result['checkpoint_sha256']}")
-        return {self.OUTPUT: result["paths"][0], self.CARD: result["cards"][0]}
+        return {self.OUTPUT: result["paths"][0], self.CARD: result["cards"][0], self.MODELS: ";".join(result["paths"])}
 
 
 def parse_options(text: str) -> dict:
