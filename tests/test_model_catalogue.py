@@ -208,7 +208,7 @@ def test_the_catalogue_is_valid_and_lists_every_magicbathynet_checkpoint():
         assert model.task in TASKS
         assert model.url.startswith("https://") and model.citation and model.licence and model.checksum_note
         assert model.sha256 is None or len(model.sha256) == 64 and int(model.sha256, 16) >= 0
-    assert {m.family for m in models} == {"MagicBathyNet", "RemoteCLIP", "GeoRSCLIP", "SkyCLIP", "reBEN"}
+    assert {m.family for m in models} == {"MagicBathyNet", "RemoteCLIP", "GeoRSCLIP", "SkyCLIP", "reBEN", "TSViT"}
 
 
 def test_a_broken_catalogue_names_each_problem(tmp_path):
@@ -356,3 +356,18 @@ def test_plugin_cancel_stops_the_download_and_keeps_nothing(rsai_provider, monke
             processing.run("rsai:download_model", {"MODEL": index, "FOLDER": str(tmp_path)},
                            feedback=CancelOnFirstProgress())
     assert leftovers(tmp_path) == []  # a download that finished first would have left the file
+
+
+def test_every_catalogue_entry_imports_with_the_training_command_line(tmp_path):
+    """Each entry's source is a `python -m training import` source and its options parse there."""
+    from training.__main__ import _parser
+    from training.importers import importers
+
+    assert set(model_catalogue.SOURCES) == set(importers())
+    for model in load_catalogue():
+        words = model.import_command(tmp_path / model.file_name, tmp_path / "out.onnx").split()
+        assert words[:4] == ["python", "-m", "training", "import"], model.id
+        args = _parser().parse_args(words[3:])
+        assert args.source == model.source and args.checkpoint == tmp_path / model.file_name
+        for option, value in model.import_options.items():
+            assert str(getattr(args, option.replace("-", "_"))) == value, (model.id, option)

@@ -18,7 +18,6 @@ succeeded: a refused or failed import leaves no file behind.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import os
 import tempfile
@@ -33,6 +32,7 @@ import onnxruntime
 import torch
 
 from engine.contract import ModelContract, contract_from_metadata
+from engine.model_catalogue import file_sha256
 
 
 class ImportRefused(ValueError):
@@ -115,14 +115,6 @@ def import_model(source: str, checkpoint: Path, out: Path, options: argparse.Nam
         "checkpoint_sha256": measured,
         "seconds": round(seconds, 2),
     }
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_state_dict(checkpoint: Path) -> dict[str, torch.Tensor]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import json
 import math
 import tempfile
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from lightning import LightningModule
 from torch import nn
 
+from engine.model_catalogue import file_sha256
 from training.checkpoint import CHECKPOINT_FORMAT
 from training.tasks.schedule import adam_with_cosine_decay
 from training.text_search.data import radiometric_jitter, random_orientation
@@ -356,14 +356,6 @@ def load_open_clip_weights(model: nn.Module, checkpoint: Path) -> str:
 
     open_clip.load_checkpoint(model, str(checkpoint))
     return file_sha256(checkpoint)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def clip_space(model_name: str, init_sha256: str, alpha: float | None = None, fine_tuned: bool = False) -> str:
