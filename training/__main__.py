@@ -161,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
         help="model.onnx to write; hycot: a stem, writes <stem>_encoder.onnx and <stem>_decoder.onnx",
     )
     export.add_argument(
-        "--tile-size", type=int, default=128, help="tile side the engine should use (multiple of 8)"
+        "--tile-size", type=int, default=128, help="tile side the engine should use (any size: the networks pad inside)"
     )
     export.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (hycot: always 0, pixelwise)")
     export.add_argument(
@@ -303,10 +303,13 @@ def _fit(args: argparse.Namespace) -> None:
             "encoder_depth": args.encoder_depth,
             "decoder_channels": args.decoder_channels,
         }
-    checkpoint = fit(
-        args.task, args.data, args.out, args.areas, args.modality, args.max_steps, args.epochs,
-        args.batch_size, args.lr, args.seed, model_options, args.accelerator, args.command_line,
-    )
+    try:
+        checkpoint = fit(
+            args.task, args.data, args.out, args.areas, args.modality, args.max_steps, args.epochs,
+            args.batch_size, args.lr, args.seed, model_options, args.accelerator, args.command_line,
+        )
+    except ValueError as refused:  # bad data or options: one line, not a traceback
+        sys.exit(f"fit refused: {refused}")
     print(f"wrote {checkpoint}")
 
 
