@@ -164,23 +164,24 @@ class SearchDock(QgsDockWidget):
     def refresh_layers(self) -> None:
         """List the project's raster layers; a new one is checked unless it is hidden in the layer tree
         (a layer just added has no tree node yet)."""
-        checked = {self.layers_list.item(row).data(Qt.UserRole): self.layers_list.item(row).checkState()
+        checked = {self.layers_list.item(row).data(Qt.ItemDataRole.UserRole): self.layers_list.item(row).checkState()
                    for row in range(self.layers_list.count())}
         self.layers_list.clear()
         for layer in self.project.mapLayers().values():
             if layer.type() != QgsMapLayerType.RasterLayer or layer.customProperty(SEARCH_OUTPUT):
                 continue
             node = self.project.layerTreeRoot().findLayer(layer.id())
-            visible = Qt.Checked if node is None or node.isVisible() else Qt.Unchecked
+            visible = Qt.CheckState.Checked if node is None or node.isVisible() else Qt.CheckState.Unchecked
             item = QListWidgetItem(layer.name())
-            item.setData(Qt.UserRole, layer.id())
+            item.setData(Qt.ItemDataRole.UserRole, layer.id())
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
             item.setCheckState(checked.get(layer.id(), visible))
             self.layers_list.addItem(item)
 
     def checked_layers(self) -> list:
         items = (self.layers_list.item(row) for row in range(self.layers_list.count()))
-        return [self.project.mapLayer(item.data(Qt.UserRole)) for item in items if item.checkState() == Qt.Checked]
+        return [self.project.mapLayer(item.data(Qt.ItemDataRole.UserRole)) for item in items
+                if item.checkState() == Qt.CheckState.Checked]
 
     def show_status(self, message: str, error: bool = False) -> None:
         self.status_label.setStyleSheet("color: #b00020;" if error else "")
