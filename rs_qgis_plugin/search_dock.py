@@ -174,7 +174,7 @@ class SearchDock(QgsDockWidget):
             visible = Qt.CheckState.Checked if node is None or node.isVisible() else Qt.CheckState.Unchecked
             item = QListWidgetItem(layer.name())
             item.setData(Qt.ItemDataRole.UserRole, layer.id())
-            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(checked.get(layer.id(), visible))
             self.layers_list.addItem(item)
 
