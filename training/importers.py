@@ -27,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnxruntime
 import torch
 
@@ -184,17 +183,6 @@ def load_weights(network: torch.nn.Module, state: dict[str, torch.Tensor], check
             "(area, modality, backbone) against the file you downloaded"
         )
     network.load_state_dict(state)
-
-
-def static_parity(graph: torch.nn.Module, path: Path, shape: tuple[int, ...], seed: int = 0) -> float:
-    """Largest |onnxruntime - torch| on random inputs of ``shape`` (a fixed-size graph)."""
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    contract_from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
-    image = torch.rand(shape, generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        expected = graph(image).numpy()
-    (actual,) = session.run(None, {session.get_inputs()[0].name: image.numpy()})
-    return float(np.abs(actual - expected).max())
 
 
 def model_card(path: Path, importer: Importer, imported: ImportedModel, sha256: str, command: str,

@@ -42,8 +42,8 @@ from training.datasets.magicbathynet_format import (
     UNDEFINED_COLOUR,
     read_norm_param,
 )
-from training.export import BAND_ALIASES, PAPER, write_onnx
-from training.importers import ImportedModel, Importer, ImportRefused, load_state_dict, load_weights, static_parity
+from training.export import BAND_ALIASES, PAPER, parity_check, write_onnx
+from training.importers import ImportedModel, Importer, ImportRefused, load_state_dict, load_weights
 from training.models.light_unet import LightUNet
 from training.models.seabed_unet import SeabedUNet
 from training.models.segformer import SegFormer, variant_of
@@ -129,10 +129,7 @@ def _contract(out: Path, task: str, modality: str, low, high, outputs: Outputs, 
 def _export(graph: nn.Module, out: Path, contract: ModelContract) -> float:
     graph = graph.eval()
     write_onnx(graph, 3, contract.tile_size, out, contract, dynamic_size=False)
-    diff = static_parity(graph, out, (2, 3, contract.tile_size, contract.tile_size))
-    if diff > PARITY_TOLERANCE:
-        raise RuntimeError(f"{out}: onnxruntime and torch differ by {diff:.2e} (> {PARITY_TOLERANCE:.0e})")
-    return diff
+    return parity_check(graph, out, 3, contract.tile_size, dynamic_size=False, tolerance=PARITY_TOLERANCE)
 
 
 def import_bathymetry(checkpoint: Path, out: Path, options: argparse.Namespace, provenance: dict) -> ImportedModel:
