@@ -199,7 +199,7 @@ def model_card(path: Path, importer: Importer, imported: ImportedModel, sha256: 
         f"- **Source:** `{importer.source}` ({importer.url})",
         f"- **Licence of the weights:** {importer.licence}",
         f"- **Cite:** {importer.citation}",
-        f"- **Trained on:** the authors' data, as published; this toolbox did not train it.",
+        "- **Trained on:** the authors' data, as published; this toolbox did not train it.",
         f"- **Architecture:** {imported.architecture}",
         f"- **Checkpoint SHA-256:** `{sha256}`",
         f"- **Reproduce:** `{command}`" if command else "- **Reproduce:** `python -m training import ...`",

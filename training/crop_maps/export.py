@@ -100,7 +100,8 @@ def export_crop(
     graph = module.export_graph().eval()
     channels = [len(hyper.band_names[m]) for m in hyper.modalities]
     write_crop_onnx(graph, hyper.modalities, channels, tile_size, Path(out), contract)
-    max_abs_diff = parity_check(graph, Path(out), hyper.modalities, channels, tile_size, module.config.patch_size)
+    cases = ((2, [7, 11, 4], tile_size), (1, [3, 1, 6], tile_size + 2 * module.config.patch_size))
+    max_abs_diff = parity_check(graph, Path(out), hyper.modalities, channels, cases)
     return {"path": str(out), "max_abs_diff": max_abs_diff, "contract": contract}
 
 
@@ -155,15 +156,16 @@ def write_crop_onnx(graph, modalities, channels, tile_size: int, out: Path, cont
     onnx.save(model, str(out))
 
 
-def parity_check(graph, path: Path, modalities, channels, tile_size: int, patch_size: int) -> float:
-    """Largest |onnxruntime - torch| over inputs whose date counts differ between modalities and
-    from training, and over another tile size; raises above tolerance."""
+def parity_check(graph, path: Path, modalities, channels, cases) -> float:
+    """Largest |onnxruntime - torch| over ``cases`` of (batch, dates per modality, tile size), e.g.
+    date counts that differ between modalities and from training, or another tile size; raises
+    above tolerance."""
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     contract_from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
     generator = torch.Generator().manual_seed(1)
     names = input_names(modalities)
     worst = 0.0
-    for batch, dates, size in ((2, [7, 11, 4], tile_size), (1, [3, 1, 6], tile_size + 2 * patch_size)):
+    for batch, dates, size in cases:
         series = example_series(modalities, channels, dates[: len(modalities)], batch, size, generator)
         with torch.no_grad():
             expected = graph(*series).numpy()

@@ -31,14 +31,12 @@ import math
 import re
 from pathlib import Path
 
-import numpy as np
-import onnxruntime
 import torch
 from torch import Tensor, nn
 
-from engine.contract import Band, ModelContract, Modality, Outputs, contract_from_metadata
+from engine.contract import Band, ModelContract, Modality, Outputs
 from training.crop_maps.data import class_colour, class_name
-from training.crop_maps.export import CONTRACT_TASK, example_series, input_names, write_crop_onnx
+from training.crop_maps.export import CONTRACT_TASK, parity_check, write_crop_onnx
 from training.datasets.pastis_r_format import GSD_M, INPUT_UNITS, S2_BANDS
 from training.importers import ImportedModel, Importer, ImportRefused, load_state_dict, load_weights
 from training.models.tsvit import TSViT, TSViTConfig
@@ -58,7 +56,6 @@ DAY_ROWS = 366  # Linear(366, dim) over the one-hot day
 MAX_DATES = 60  # max_seq_len: shorter series are padded with zero dates
 CLASSES = 19  # PASTIS 0 (background) .. 18; void (19) is ignored in their training
 HEADS = 4  # every PASTIS24 config (TSViT and TSViT-S); not recoverable from the weights
-PARITY_TOLERANCE = 1e-5  # probabilities
 CONVERTED = {"to_patch_embedding.1.weight", "to_patch_embedding.1.bias", "to_temporal_embedding_input.weight",
              "to_temporal_embedding_input.bias", "space_pos_embedding"}  # by tsvit_names, not renamed
 RENAMES = (  # published -> training.models.tsvit, applied in order
@@ -190,22 +187,6 @@ class PublishedTSViT(nn.Module):
         return logits.flatten(2)[:, :, self.pixel_order].reshape(logits.shape).softmax(dim=1)
 
 
-def parity(graph: nn.Module, path: Path, size: int) -> float:
-    """Largest |onnxruntime - torch| over a full series and a short one, at the tile size."""
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    contract_from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
-    generator, worst = torch.Generator().manual_seed(1), 0.0
-    for batch, dates in ((2, MAX_DATES), (1, 7)):
-        series = example_series(["s2"], [len(S2_BANDS)], [dates], batch, size, generator)
-        with torch.no_grad():
-            expected = graph(*series).numpy()
-        (actual,) = session.run(["output"], {name: t.numpy() for name, t in zip(input_names(["s2"]), series)})
-        worst = max(worst, float(np.abs(actual - expected).max()))
-    if worst > PARITY_TOLERANCE:
-        raise RuntimeError(f"{path}: onnxruntime and torch differ by {worst:.2e} (> {PARITY_TOLERANCE:.0e})")
-    return worst
-
-
 def import_pastis(checkpoint: Path, out: Path, options: argparse.Namespace, provenance: dict) -> ImportedModel:
     state = load_state_dict(checkpoint)
     config = published_config(state, checkpoint)
@@ -229,7 +210,8 @@ def import_pastis(checkpoint: Path, out: Path, options: argparse.Namespace, prov
     write_crop_onnx(graph, ["s2"], [len(S2_BANDS)], config.image_size, out, contract,
                     dynamic_size=False, max_dates=MAX_DATES)
     return ImportedModel(
-        (out,), parity(graph, out, config.image_size),
+        (out,), parity_check(graph, out, ["s2"], [len(S2_BANDS)],
+                             ((2, [MAX_DATES], config.image_size), (1, [7], config.image_size))),
         f"TSViT, {config.dim} wide, {config.temporal_depth} temporal and {config.spatial_depth} spatial layers of "
         f"{HEADS} heads, {config.patch_size} px patches, on {config.image_size} px tiles of up to {MAX_DATES} dates",
         ("Sentinel-2 only, trained on PASTIS (France, Sept. 2018 - Nov. 2019): other regions, years and crop "

@@ -34,9 +34,7 @@ from torch.nn import functional as F
 from engine.contract import Band, ModelContract, Outputs
 from training.datasets.magicbathynet_format import (
     AREA_CLASSES,
-    AREAS,
     DEPTH_SCALE_M,
-    MODALITIES,
     MODALITY_BANDS,
     MODALITY_GSD_M,
     UNDEFINED_COLOUR,
