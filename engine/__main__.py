@@ -15,7 +15,8 @@
     python -m engine contract show --model any.onnx
     python -m engine models list | download ID [--to DIR] | installed
 
-Progress goes to stderr; the result is printed as JSON on stdout. Exit status 2 on bad input.
+Progress goes to stderr; the result is printed as JSON on stdout. Exit status 2 on bad input, 130
+on Ctrl+C and 143 on SIGTERM (temporary files removed, no output written).
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from dataclasses import asdict
 
 from engine.errors import EngineError
 from engine.model_catalogue import load_catalogue
+from engine.output_files import Terminated, stop_cleanly_on_sigterm
 from engine.tasks import RASTER_TASKS, run_task
 
 
@@ -161,6 +163,7 @@ MODELS_TASKS = {"download": "download_model", "installed": "installed_models"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    stop_cleanly_on_sigterm()
     args = vars(_parser().parse_args(argv))
     command = args.pop("command")
     if command == "contract":
@@ -178,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     except EngineError as err:
         print(f"\nerror: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:  # Ctrl+C or SIGTERM, after every output's cleanup
+        print(f"\n{stop or 'interrupted'}: no output was written", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
     print(file=sys.stderr)
     for warning in result.get("warnings", []):
         print(f"warning: {warning}", file=sys.stderr)

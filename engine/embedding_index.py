@@ -5,19 +5,22 @@ An index is a folder::
     manifest.json              version, embedding space and dim, one entry per indexed layer
     <entry id>.embeddings.npy  float16 [tiles, dim], L2-normalised (the cache of one layer)
     <entry id>.tiles.npy       int32 [tiles, 2]: (row, col) of each tile's top-left pixel in the entry's grid
-    store.npy, store_rows.npy  every entry's embeddings in one float32 array, grouped by inverted list,
-                               and (entry, tile) of each row; rebuilt whenever the entries change.
-                               float32 because numpy converts float16 slower than it multiplies
+    store-<g>.npy, store-<g>.rows.npy
+                               every entry's embeddings in one float32 array, grouped by inverted list,
+                               and (entry, tile) of each row; a new generation <g> whenever the entries
+                               change. float32 because numpy converts float16 slower than it multiplies
                                float32: at 10^6 tiles a query's scan took 50 ms from float16, 5 ms
                                from float32 (bench/search.py)
-    store_lists.npz            inverted-file lists: centroids [lists, dim] and row offsets [lists + 1]
+    store-<g>.lists.npz        inverted-file lists: centroids [lists, dim] and row offsets [lists + 1]
 
 An entry's id IS its cache key: a hash of the layer's name, its files (resolved path, size, modification
 time), the model file (path, size, modification time) and the tiling (tile size, stride, band
 mapping, extent, validity threshold). Indexing an unchanged layer again finds its id in the
 manifest and reuses the files (no model run); a changed layer gets a new id, and the entry of the
-same name is replaced. Every file is written under a temporary name and renamed, and the manifest
-last, so a cancelled or failed build leaves the previous index whole.
+same name is replaced. Every file is written under a temporary name and renamed (engine/output_files.py),
+and a build commits by replacing the manifest, which names the store generation it uses: a
+cancelled or failed build (a full disk, a killed process) leaves the previous index exactly as it
+was, and deletes its own files (and the index folder, when the build created it).
 
 Search ranks tiles by the dot product (cosine) between a query embedding and the stored ones.
 Small indexes are scanned exactly. From ``IVF_MIN_TILES`` tiles the store is an inverted file
@@ -37,8 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import EngineError
+from engine.output_files import is_stale_partial, partial_path, write_failed
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: the manifest names its store generation
 MANIFEST = "manifest.json"
 IVF_MIN_TILES = 50_000  # below this an exact scan takes a few ms
 DEFAULT_PROBES = 64  # 10^6 synthetic tiles: recall@10 0.79 at 16, 0.86 at 24, 0.97 at 64 (6 ms)
@@ -100,6 +104,7 @@ class Manifest:
     space: str
     dim: int
     entries: list[Entry] = field(default_factory=list)
+    store: str = ""  # generation of the store files; empty until the first build commits
 
     def entry(self, name: str) -> Entry:
         for entry in self.entries:
@@ -114,6 +119,7 @@ class EmbeddingIndex:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+        self.created_folder = False  # by this build: removed again if the build fails
 
     # ------------------------------------------------------------------ manifest
     def exists(self) -> bool:
@@ -129,7 +135,7 @@ class EmbeddingIndex:
             if data.get("version") != INDEX_VERSION:
                 raise EngineError(f"index {self.folder} has format version {data.get('version')}; this toolbox "
                                   f"reads version {INDEX_VERSION}: build the index again into a new folder")
-            return Manifest(data["space"], data["dim"], [Entry(**e) for e in data["entries"]])
+            return Manifest(data["space"], data["dim"], [Entry(**e) for e in data["entries"]], data["store"])
         except (ValueError, KeyError, TypeError) as err:
             raise EngineError(f"index manifest {path} is damaged ({err}); delete the folder and build it "
                               "again") from None
@@ -155,28 +161,47 @@ class EmbeddingIndex:
         return manifest
 
     def save(self, manifest: Manifest) -> None:
-        """Write the manifest and store atomically, then delete files no entry uses any more."""
-        self.folder.mkdir(exist_ok=True)
-        self._write_store(manifest)
-        data = {"version": INDEX_VERSION, "space": manifest.space, "dim": manifest.dim,
-                "entries": [asdict(e) for e in manifest.entries]}
-        self._replace(MANIFEST, lambda path: path.write_text(json.dumps(data, indent=1)))
-        used = {MANIFEST, "store.npy", "store_rows.npy", "store_lists.npz"}
+        """Commit a build: a new store generation, then the manifest naming it (the one atomic step),
+        then delete the files no entry or store uses any more."""
+        self._make_folder()
+        previous_store, manifest.store = manifest.store, uuid.uuid4().hex[:12]
+        try:
+            self._write_store(manifest)
+            data = {"version": INDEX_VERSION, "space": manifest.space, "dim": manifest.dim, "store": manifest.store,
+                    "entries": [asdict(e) for e in manifest.entries]}
+            self._replace(MANIFEST, lambda path: path.write_text(json.dumps(data, indent=1)))
+        except BaseException:
+            for name in store_files(manifest.store).values():
+                (self.folder / name).unlink(missing_ok=True)
+            manifest.store = previous_store
+            raise
+        used = {MANIFEST, *store_files(manifest.store).values()}
         used |= {f"{e.id}.{part}.npy" for e in manifest.entries for part in ("embeddings", "tiles")}
         for path in self.folder.iterdir():
-            if path.name not in used and (path.suffix in (".npy", ".npz") or ".rsai-partial-" in path.name):
+            if (path.name not in used and path.suffix in (".npy", ".npz")) or is_stale_partial(path):
                 path.unlink(missing_ok=True)
 
     def write_entry(self, entry: Entry, embeddings: np.ndarray, tiles: np.ndarray) -> None:
-        self.folder.mkdir(exist_ok=True)
+        self._make_folder()
         self._replace(f"{entry.id}.embeddings.npy", lambda path: _save(path, embeddings.astype(np.float16)))
         self._replace(f"{entry.id}.tiles.npy", lambda path: _save(path, tiles.astype(np.int32)))
 
     def discard(self, entry_ids: list[str]) -> None:
-        """Delete the files of entries written by a build that did not finish (never in the manifest)."""
+        """Delete the files of entries written by a build that did not finish (never in the manifest),
+        and the index folder when this build created it."""
         for entry_id in entry_ids:
             for part in ("embeddings", "tiles"):
                 (self.folder / f"{entry_id}.{part}.npy").unlink(missing_ok=True)
+        if self.created_folder and self.folder.is_dir() and not any(self.folder.iterdir()):
+            self.folder.rmdir()
+
+    def _make_folder(self) -> None:
+        if not self.folder.exists():
+            try:
+                self.folder.mkdir()
+            except OSError as err:
+                raise write_failed(self.folder, err) from None
+            self.created_folder = True
 
     def entry_embeddings(self, entry: Entry) -> np.ndarray:
         return np.load(self.folder / f"{entry.id}.embeddings.npy", mmap_mode="r")
@@ -188,10 +213,12 @@ class EmbeddingIndex:
         return all((self.folder / f"{entry_id}.{part}.npy").is_file() for part in ("embeddings", "tiles"))
 
     def _replace(self, name: str, write) -> None:
-        partial = self.folder / f".{name}.rsai-partial-{uuid.uuid4().hex[:8]}"
+        partial = partial_path(self.folder / name)
         try:
             write(partial)
             os.replace(partial, self.folder / name)
+        except OSError as err:
+            raise write_failed(self.folder / name, err) from None
         finally:
             partial.unlink(missing_ok=True)
 
@@ -209,9 +236,16 @@ class EmbeddingIndex:
             order = np.argsort(lists, kind="stable")
             vectors, rows = vectors[order], rows[order]
             offsets = np.searchsorted(lists[order], np.arange(len(centroids) + 1))
-        self._replace("store.npy", lambda path: _save(path, vectors))
-        self._replace("store_rows.npy", lambda path: _save(path, rows))
-        self._replace("store_lists.npz", lambda path: _save_npz(path, centroids=centroids, offsets=offsets))
+        names = store_files(manifest.store)
+        self._replace(names["vectors"], lambda path: _save(path, vectors))
+        self._replace(names["rows"], lambda path: _save(path, rows))
+        self._replace(names["lists"], lambda path: _save_npz(path, centroids=centroids, offsets=offsets))
+
+
+def store_files(generation: str) -> dict[str, str]:
+    """The file names of one store generation."""
+    return {"vectors": f"store-{generation}.npy", "rows": f"store-{generation}.rows.npy",
+            "lists": f"store-{generation}.lists.npz"}
 
 
 def _save(path: Path, array: np.ndarray) -> None:
@@ -263,9 +297,10 @@ class LoadedStore:
     def __init__(self, index: EmbeddingIndex):
         self.index = index
         self.manifest = index.manifest()
-        self.vectors = np.load(index.folder / "store.npy", mmap_mode="r")
-        self.rows = np.load(index.folder / "store_rows.npy", mmap_mode="r")
-        lists = np.load(index.folder / "store_lists.npz")
+        names = store_files(self.manifest.store)
+        self.vectors = np.load(index.folder / names["vectors"], mmap_mode="r")
+        self.rows = np.load(index.folder / names["rows"], mmap_mode="r")
+        lists = np.load(index.folder / names["lists"])
         self.centroids, self.offsets = lists["centroids"], lists["offsets"]
         self._tiles: dict[str, np.ndarray] = {}
 

@@ -28,6 +28,7 @@ from typing import Callable
 
 from engine.contract import contract_from_metadata
 from engine.errors import Cancelled, EngineError
+from engine.output_files import partial_path, write_failed
 
 CATALOGUE = Path(__file__).with_name("published_models.json")
 MODELS_DIR_ENV = "RSAI_MODELS_DIR"
@@ -293,7 +294,10 @@ def _receive(response, part: Path, start: int, total: int | None, progress: Prog
                 raise _Interrupted(f"the connection broke after {received} bytes ({err})") from None
             if not chunk:
                 break
-            stream.write(chunk)
+            try:
+                stream.write(chunk)
+            except OSError as err:  # the partial file stays: the next download resumes it
+                raise write_failed(part, err) from None
             received += len(chunk)
             if total:
                 fraction = min(received / total, 1.0)
@@ -337,9 +341,14 @@ def download_published(model: PublishedModel, folder: str | Path | None = None, 
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    scratch = path.with_name(f".{path.name}.tmp")
-    scratch.write_text(text, encoding="utf-8")
-    os.replace(scratch, path)
+    scratch = partial_path(path)
+    try:
+        scratch.write_text(text, encoding="utf-8")
+        os.replace(scratch, path)
+    except OSError as err:
+        raise write_failed(path, err) from None
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def installed_models() -> dict:

@@ -9,12 +9,11 @@ byte for byte.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from engine.errors import EngineError
-from engine.raster_io import PARTIAL_MARKER
+from engine.output_files import partial_path, remove_stale_partials, write_failed
 
 METADATA_PROPS = 14  # ModelProto.metadata_props
 ENTRY_KEY, ENTRY_VALUE = 1, 2  # StringStringEntryProto.key, .value
@@ -108,9 +107,13 @@ def write_metadata(source: str | Path, entries: dict[str, str], target: str | Pa
         data = with_metadata(source.read_bytes(), entries)
     except ValueError as bad:
         raise EngineError(f"{source} is not an ONNX model ({bad}); choose the model's .onnx file") from None
-    partial = target.with_name(f".{target.stem}{PARTIAL_MARKER}{uuid.uuid4().hex[:8]}.onnx")
+    remove_stale_partials(target)
+    partial = partial_path(target, ".onnx")
     try:
-        partial.write_bytes(data)
+        try:
+            partial.write_bytes(data)
+        except OSError as err:
+            raise write_failed(target, err) from None
         check(str(partial))
         os.replace(partial, target)
     finally:

@@ -11,7 +11,6 @@ import contextlib
 import math
 import os
 import re
-import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -24,10 +23,10 @@ from rasterio.windows import Window, from_bounds
 
 from engine.contract import ModelContract
 from engine.errors import EngineError
+from engine.output_files import partial_path, remove_stale_partials, write_failed
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32")
 OUTPUT_BLOCK = 256  # GeoTIFF block size; output strips are flushed in multiples of it
-PARTIAL_MARKER = ".rsai-partial-"  # temporary outputs are named <dir>/.<name>.rsai-partial-<id>.tif
 GDAL_OPTIONS = {"GDAL_CACHEMAX": 64 * 2**20, "GDAL_NUM_THREADS": "1"}  # bounded GDAL block cache
 BAND_TOKEN = re.compile(r"(?<![A-Za-z0-9])(B8A|B\d{1,2}|VV|VH|HH|HV)(?![A-Za-z0-9])", re.IGNORECASE)
 
@@ -150,6 +149,7 @@ class Source:
     is a warped view (WarpedVRT) that has the processing grid itself (offsets 0, scale 1)."""
 
     dataset: rasterio.io.DatasetReader | WarpedVRT
+    path: str  # the file, named in errors
     bands: list[int]  # 1-based bands to read
     positions: list[int]  # their places in the model's band order
     col_off: int = 0  # in grid pixels
@@ -161,8 +161,16 @@ class Source:
         window = Window((self.col_off + col) / k, (self.row_off + row) / k, width / k, height / k)
         shape = (len(self.bands), height, width)
         nearest = rasterio.enums.Resampling.nearest
-        data = self.dataset.read(self.bands, window=window, out_shape=shape, out_dtype="float32", resampling=nearest)
-        masks = self.dataset.read_masks(self.bands, window=window, out_shape=shape, resampling=nearest)
+        try:
+            data = self.dataset.read(self.bands, window=window, out_shape=shape, out_dtype="float32",
+                                     resampling=nearest)
+            masks = self.dataset.read_masks(self.bands, window=window, out_shape=shape, resampling=nearest)
+        except rasterio.errors.RasterioIOError as err:
+            raise EngineError(
+                f"input raster {self.path} is damaged: rows {row}-{row + height}, columns {col}-{col + width} of "
+                f"the processing grid cannot be read ({err}). The file may be truncated (an interrupted "
+                "download or copy): fetch or export it again"
+            ) from None
         return data, np.all(masks > 0, axis=0)
 
 
@@ -309,7 +317,7 @@ def open_input(
             bands_here = [owners[i - 1][1] for i in chosen if owners[i - 1][0] is dataset]
             aligned = _aligned_placement(dataset, crs, transform, width, height)
             if aligned:
-                sources.append(Source(dataset, bands_here, positions, *aligned))
+                sources.append(Source(dataset, path, bands_here, positions, *aligned))
                 continue
             if dataset.crs != crs:
                 warnings.append(f"{Path(path).name} is in {dataset.crs}; reprojected to {crs}")
@@ -319,7 +327,7 @@ def open_input(
                 resampling=rasterio.enums.Resampling.nearest if coarser else rasterio.enums.Resampling.bilinear,
                 add_alpha=all(v is None for v in dataset.nodatavals),  # masks where the file has no data
             ))
-            sources.append(Source(vrt, bands_here, positions))
+            sources.append(Source(vrt, path, bands_here, positions))
         for k in ratios:
             band_info.insert(k, BandInfo("float32", None, f"{contract.bands[k].name} (computed from dB bands)"))
         yield InputGrid(sources, crs, transform, width, height, band_info, warnings,
@@ -444,20 +452,22 @@ class OutputSpec:
 
 @contextlib.contextmanager
 def atomic_outputs(grid: InputGrid | OutputGrid, specs: list[OutputSpec]):
-    """Open every output as a temporary file; rename all into place only if the block succeeds."""
+    """Open every output as a temporary file; rename all into place only if the block succeeds and
+    every file was written completely (engine/output_files.py)."""
     opened = []
     try:
         with rasterio.Env(**GDAL_OPTIONS):
             for spec in specs:
                 target = Path(spec.path)
-                partial = target.with_name(f".{target.stem}{PARTIAL_MARKER}{uuid.uuid4().hex[:8]}.tif")
+                remove_stale_partials(target)
+                partial = partial_path(target, ".tif")
                 profile = dict(
                     driver="GTiff", width=grid.width, height=grid.height, count=spec.count,
                     dtype=spec.dtype, nodata=spec.nodata, crs=grid.crs, transform=grid.transform,
                     compress="deflate", predictor=3 if spec.dtype == "float32" else 2,
                     BIGTIFF="IF_SAFER", tiled=True, blockxsize=OUTPUT_BLOCK, blockysize=OUTPUT_BLOCK,
                 )
-                dataset = rasterio.open(partial, "w", **profile)
+                dataset = _written(target, lambda: rasterio.open(partial, "w", **profile))
                 opened.append((dataset, partial, target))
                 for index, name in enumerate(spec.band_names, start=1):
                     dataset.set_band_description(index, name)
@@ -465,13 +475,42 @@ def atomic_outputs(grid: InputGrid | OutputGrid, specs: list[OutputSpec]):
                     dataset.write_colormap(1, spec.colormap)
                 if spec.tags:
                     dataset.update_tags(**spec.tags)
-            yield [dataset for dataset, _, _ in opened]
-            for dataset, _, _ in opened:
-                dataset.close()
+            try:
+                yield [dataset for dataset, _, _ in opened]
+            except rasterio.errors.RasterioIOError as err:  # input read errors are EngineErrors already
+                raise write_failed(", ".join(str(target) for _, _, target in opened), err) from None
+            for dataset, partial, target in opened:
+                _written(target, dataset.close)
+                _verify_complete(partial, target)
         for _, partial, target in opened:
             os.replace(partial, target)
     except BaseException:
         for dataset, partial, _ in opened:
-            dataset.close()
+            with contextlib.suppress(rasterio.errors.RasterioIOError, OSError):
+                dataset.close()
             partial.unlink(missing_ok=True)
         raise
+
+
+def _written(target: Path, write):
+    try:
+        return write()
+    except (rasterio.errors.RasterioIOError, OSError) as err:
+        raise write_failed(target, err) from None
+
+
+def _verify_complete(partial: Path, target: Path) -> None:
+    """Every block of every band lies inside the closed file. GDAL reports a failed block write
+    (disk full, quota) only to its log when the block cache is flushed at close, so this check is
+    what stops a file with unreadable blocks from being renamed into place."""
+    size = partial.stat().st_size
+    try:
+        with rasterio.open(partial) as dataset:
+            for band in dataset.indexes:
+                for (row, col), _ in dataset.block_windows(band):
+                    offset = dataset.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band)
+                    length = dataset.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band)
+                    if not offset or not length or int(offset) + int(length) > size:
+                        raise write_failed(target, f"block ({row}, {col}) of band {band} did not reach the disk")
+    except rasterio.errors.RasterioIOError as err:
+        raise write_failed(target, f"the written file cannot be read back ({err})") from None

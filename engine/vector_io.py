@@ -2,7 +2,7 @@
 
 Implements the parts of the OGC GeoPackage 1.3 encoding a feature table needs (spatial reference
 system, contents, geometry column, "GP" geometry blobs wrapping little-endian WKB polygons), so
-the engine needs no OGR. Written atomically like the rasters: a temporary file renamed into place.
+the engine needs no OGR. Written atomically like the rasters (engine/output_files.py).
 """
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ import contextlib
 import os
 import sqlite3
 import struct
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import EngineError
-from engine.raster_io import PARTIAL_MARKER
+from engine.output_files import partial_path, remove_stale_partials, write_failed
 
 SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT"}
 
@@ -76,20 +75,25 @@ def atomic_geopackage(path: str, table: str, fields: list[Field], crs_wkt: str, 
         raise EngineError(f"output folder {target.parent} does not exist; create it or choose another path")
     if target.suffix.lower() != ".gpkg":
         raise EngineError(f"output {path} must be a GeoPackage path ending in .gpkg")
-    partial = target.with_name(f".{target.stem}{PARTIAL_MARKER}{uuid.uuid4().hex[:8]}.gpkg")
+    remove_stale_partials(target)
+    partial = partial_path(target, ".gpkg")
     srs_id = epsg or 100000
     connection = sqlite3.connect(partial)
     try:
-        with connection:
-            _create_schema(connection, table, fields, srs_id, crs_wkt, epsg, description)
-            layer = GeoPackageLayer(connection, table, fields, srs_id)
-            yield layer
-            layer.finish()
-        connection.close()
+        try:
+            with connection:
+                _create_schema(connection, table, fields, srs_id, crs_wkt, epsg, description)
+                layer = GeoPackageLayer(connection, table, fields, srs_id)
+                yield layer
+                layer.finish()
+            connection.close()
+        except (sqlite3.Error, OSError) as err:  # "database or disk is full", I/O errors
+            raise write_failed(target, err) from None
         os.replace(partial, target)
     except BaseException:
         connection.close()
         partial.unlink(missing_ok=True)
+        partial.with_name(partial.name + "-journal").unlink(missing_ok=True)
         raise
 
 

@@ -9,7 +9,8 @@ stdout: {"id": "1", "event": "progress", "fraction": 0.5, "message": "..."}
 Exactly one result or error answers each request. Requests run one at a time, in order; cancel
 lines are read while a task runs. Only task names from the registry run, with validated parameters.
 The plugin runs this in a separate process so that ML libraries never load inside QGIS, GPU memory
-is released with the process, and a stuck run can always be killed.
+is released with the process, and a stuck run can always be killed. SIGTERM and SIGINT end it
+after removing the running task's temporary files.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import threading
 import traceback
 
 from engine.errors import EngineError
+from engine.output_files import Terminated, stop_cleanly_on_sigterm
 from engine.tasks import run_task
 
 
@@ -83,4 +85,9 @@ class Worker:
 
 
 if __name__ == "__main__":
-    Worker().serve()
+    stop_cleanly_on_sigterm()
+    try:
+        Worker().serve()
+    except KeyboardInterrupt as stop:  # SIGTERM or SIGINT: the running task's temporaries are gone
+        print(f"engine worker {stop or 'interrupted'}", file=sys.stderr)
+        sys.exit(143 if isinstance(stop, Terminated) else 130)

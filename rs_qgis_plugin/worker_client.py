@@ -27,7 +27,7 @@ EXIT_GRACE_S = 5.0  # a worker whose stdin closed exits; after this long it is k
 POLL_S = 0.1  # how often a waiting request checks the feedback for cancel
 PROGRESS_TEXT_INTERVAL_S = 10.0  # Processing logs every progress text: pass one on this often
 OUTPUT_PARAMS = ("output", "probabilities", "heatmap")  # request params that name files the worker writes
-PARTIAL_MARKER = ".rsai-partial-"  # engine temporaries: <dir>/.<stem>.rsai-partial-<id>.tif
+PARTIAL_MARKER = ".rsai-partial-"  # engine temporaries: <dir>/.<stem>.rsai-partial-<pid>-<id>.tif (engine/output_files.py)
 SETTING_HINT = (
     "Set the engine's interpreter in Settings > Options > Processing > Providers > "
     f"Remote Sensing AI Toolbox, or in the environment variable {ENGINE_PYTHON_ENV}."

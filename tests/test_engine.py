@@ -14,7 +14,7 @@ import rasterio
 from engine.contract import ModelContract, contract_from_metadata
 from engine.errors import Cancelled, EngineError, ModelContractError
 from engine.pipeline import blend_ramp, tile_origins
-from engine.raster_io import PARTIAL_MARKER
+from engine.output_files import PARTIAL_MARKER
 from engine.tasks import run_task
 from raster_fixtures import contract, scene, write_model, write_raster
 

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from engine.contract import contract_from_metadata
 from engine.errors import EngineError, ModelContractError
 from engine.onnx_metadata import with_metadata
-from engine.raster_io import PARTIAL_MARKER
+from engine.output_files import PARTIAL_MARKER
 from engine.runtime import Model
 from engine.tasks import run_task
 from raster_fixtures import contract, scene, write_raster
