@@ -42,6 +42,7 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 CHUNK_BYTES = 1 << 16
 UNKNOWN_SIZE_REPORT_BYTES = 1 << 20  # without a Content-Length, progress text every MiB
 USER_AGENT = "rsai-toolbox-model-download"
+CARD_SUMMARY_CHARS = 400  # installed_models: a card's title and first paragraph, cut to this
 
 Progress = Callable[[float, str], None]
 IsCancelled = Callable[[], bool]
@@ -378,8 +379,34 @@ def installed_models() -> dict:
                 except Exception as err:  # onnxruntime raises its own exception types for corrupt files
                     warnings.append(f"{path} was skipped: {str(err).splitlines()[0][:200]}")
                     continue
-                tasks.setdefault(contract.task, []).append({"name": contract.name, "path": str(path), "origin": origin})
+                tasks.setdefault(contract.task, []).append({
+                    "name": contract.name, "path": str(path), "origin": origin,
+                    "inputs": [f"{m.name} time series" for m in contract.modalities] or contract.band_names,
+                    "summary": card_summary(path)})
     finally:
         ort.set_default_logger_severity(2)
     return {"folders": {origin: str(folder) for origin, folder in folders.items()}, "tasks": tasks,
             "warnings": warnings}
+
+
+def card_summary(model: Path) -> str:
+    """The title and first paragraph of the model's card, as plain text ('' without a card). The
+    card is ``<model>.md`` beside the model, else the card of its pair (``hycot_cr8_enmap_sim.md``
+    for ``hycot_cr8_enmap_sim_encoder.onnx``): the longest card name the model's name begins with."""
+    cards = [card for card in model.parent.glob("*.md") if model.stem == card.stem
+             or model.stem.startswith(card.stem + "_")]
+    if not cards:
+        return ""
+    lines = max(cards, key=lambda card: len(card.stem)).read_text(encoding="utf-8", errors="replace").splitlines()
+    title = next((number for number, line in enumerate(lines) if line.startswith("# ")), None)
+    if title is None:
+        return ""
+    paragraph = []
+    for line in lines[title + 1:]:
+        if line.strip():
+            paragraph.append(line.strip())
+        elif paragraph:
+            break
+    text = " ".join([lines[title][2:].strip(), *paragraph])
+    text = text.replace("**", "").replace("`", "")
+    return text if len(text) <= CARD_SUMMARY_CHARS else text[:CARD_SUMMARY_CHARS - 1].rstrip() + "…"

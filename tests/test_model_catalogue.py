@@ -16,7 +16,14 @@ import pytest
 
 from engine import model_catalogue
 from engine.errors import Cancelled, EngineError
-from engine.model_catalogue import download, find_model, installed_models, load_catalogue, user_models_dir
+from engine.model_catalogue import (
+    CARD_SUMMARY_CHARS,
+    download,
+    find_model,
+    installed_models,
+    load_catalogue,
+    user_models_dir,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PAYLOAD = os.urandom(3 * 1024 * 1024 + 12345)  # checkpoint-sized, not a multiple of the chunk size
@@ -371,3 +378,21 @@ def test_every_catalogue_entry_imports_with_the_training_command_line(tmp_path):
         assert args.source == model.source and args.checkpoint == tmp_path / model.file_name
         for option, value in model.import_options.items():
             assert str(getattr(args, option.replace("-", "_"))) == value, (model.id, option)
+
+
+def test_installed_models_carry_their_inputs_and_card_summary(monkeypatch, tmp_path):
+    monkeypatch.setenv("RSAI_MODELS_DIR", str(tmp_path))
+    shutil.copy(REPO_ROOT / "models_onnx" / "seabed_s2_sim.onnx", tmp_path / "my_seabed.onnx")
+    (tmp_path / "my_seabed.md").write_text("Notes before the title are skipped.\n\n# my_seabed\n\nImported from "
+                                           "the **authors'** weights,\nas `published`.\n\n## Contract\n- bands\n")
+    shutil.copy(REPO_ROOT / "models_onnx" / "bathymetry_s2_sim.onnx", tmp_path / "no_card.onnx")
+    entries = {Path(entry["path"]).name: entry for entries in installed_models()["tasks"].values()
+               for entry in entries}
+    assert entries["my_seabed.onnx"]["summary"] == "my_seabed Imported from the authors' weights, as published."
+    assert entries["no_card.onnx"]["summary"] == "" and entries["no_card.onnx"]["inputs"] == ["B04", "B03", "B02"]
+    assert entries["hycot_cr8_enmap_sim_encoder.onnx"]["summary"].startswith(  # the pair's card
+        "HyCoT CR 8: EnMAP-like hyperspectral compression (trained on SIMULATED spectra) These models were")
+    assert len(entries["hycot_cr8_enmap_sim_encoder.onnx"]["inputs"]) == 202
+    assert entries["crop_tsvit_s1s2_sim.onnx"]["inputs"] == ["s2 time series", "s1 time series"]
+    long_card = entries["scene_labels_s1s2_fixture.onnx"]["summary"]
+    assert len(long_card) <= CARD_SUMMARY_CHARS and long_card.endswith("…")  # cut
