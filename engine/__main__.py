@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="process only this extent (in the raster's CRS)")
     run.add_argument("--resample", action="store_true", help="resample to the model's pixel size")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _add_strict_argument(run)
     run.add_argument("--probabilities", help="classify_seabed/classify_scenes: also write class probabilities")
     run.add_argument("--threshold", type=float, help="classify_scenes: probability from which a label is given")
     run.add_argument("--min-valid", dest="min_valid", type=float,
@@ -144,12 +145,19 @@ def _add_search_commands(commands) -> None:
     _add_tiling_arguments(changes)
 
 
+def _add_strict_argument(parser) -> None:
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse input whose values are implausible for the model (e.g. 8-bit values where "
+                             "reflectance x 10000 is expected) instead of warning")
+
+
 def _add_tiling_arguments(parser) -> None:
     parser.add_argument("--bands", help="band mapping NAME=INDEX,... when band names do not match")
     parser.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"))
     parser.add_argument("--tile-size", dest="tile_size", type=int, help="tile side in px (default: the model's)")
     parser.add_argument("--overlap", type=int, help="overlap of neighbouring tiles in px (default: the model's)")
     parser.add_argument("--min-valid", dest="min_valid", type=float, help="least valid fraction of an indexed tile")
+    _add_strict_argument(parser)
 
 
 def _print_progress(fraction: float, message: str) -> None:

@@ -24,6 +24,7 @@ from rasterio.windows import Window, from_bounds
 from engine.contract import ModelContract
 from engine.errors import EngineError
 from engine.output_files import partial_path, remove_stale_partials, write_failed
+from engine.radiometry import check_radiometry
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32")
 OUTPUT_BLOCK = 256  # GeoTIFF block size; output strips are flushed in multiples of it
@@ -168,7 +169,7 @@ class Source:
         except rasterio.errors.RasterioIOError as err:
             raise EngineError(
                 f"input raster {self.path} is damaged: rows {row}-{row + height}, columns {col}-{col + width} of "
-                f"the processing grid cannot be read ({err}). The file may be truncated (an interrupted "
+                f"the processing grid cannot be read ({_gdal_reason(err)}). The file may be truncated (an interrupted "
                 "download or copy): fetch or export it again"
             ) from None
         return data, np.all(masks > 0, axis=0)
@@ -264,6 +265,7 @@ def open_input(
     extent: list[float] | None = None,
     resample: bool = False,
     target: OutputGrid | None = None,
+    strict: bool = False,
 ):
     """Open one or several rasters of one area as an InputGrid for ``contract``.
 
@@ -271,7 +273,8 @@ def open_input(
     the model's ground sampling distance when ``resample`` is set. Rasters on that grid's pixel
     lattice (or an integer subdivision of theirs) are read directly; others are warped onto it:
     reprojected when their CRS differs, coarser bands upsampled with nearest neighbour (as reBEN
-    prepares 20/60 m bands). Every problem raises EngineError with a fix.
+    prepares 20/60 m bands). Every problem raises EngineError with a fix. Values implausible for the
+    contract's input units (engine/radiometry.py) are a warning, or an EngineError when ``strict``.
     """
     paths = [paths] if isinstance(paths, str) else list(paths)
     if not paths:
@@ -330,8 +333,10 @@ def open_input(
             sources.append(Source(vrt, path, bands_here, positions))
         for k in ratios:
             band_info.insert(k, BandInfo("float32", None, f"{contract.bands[k].name} (computed from dB bands)"))
-        yield InputGrid(sources, crs, transform, width, height, band_info, warnings,
-                        [(k, *ratios[k]) for k in sorted(ratios)])
+        grid = InputGrid(sources, crs, transform, width, height, band_info, warnings,
+                         [(k, *ratios[k]) for k in sorted(ratios)])
+        warnings += check_radiometry(grid, contract, strict)
+        yield grid
 
 
 def _ratio_bands(contract: ModelContract, labels: list[str | None], mapping: dict[str, int]) -> dict:
@@ -478,7 +483,7 @@ def atomic_outputs(grid: InputGrid | OutputGrid, specs: list[OutputSpec]):
             try:
                 yield [dataset for dataset, _, _ in opened]
             except rasterio.errors.RasterioIOError as err:  # input read errors are EngineErrors already
-                raise write_failed(", ".join(str(target) for _, _, target in opened), err) from None
+                raise write_failed(", ".join(str(target) for _, _, target in opened), _gdal_reason(err)) from None
             for dataset, partial, target in opened:
                 _written(target, dataset.close)
                 _verify_complete(partial, target)
@@ -496,7 +501,12 @@ def _written(target: Path, write):
     try:
         return write()
     except (rasterio.errors.RasterioIOError, OSError) as err:
-        raise write_failed(target, err) from None
+        raise write_failed(target, _gdal_reason(err)) from None
+
+
+def _gdal_reason(err: Exception) -> str:
+    """GDAL's own message: rasterio raises "Read failed. See previous exception" from it."""
+    return str(err.__cause__ or err)
 
 
 def _verify_complete(partial: Path, target: Path) -> None:
@@ -513,4 +523,4 @@ def _verify_complete(partial: Path, target: Path) -> None:
                     if not offset or not length or int(offset) + int(length) > size:
                         raise write_failed(target, f"block ({row}, {col}) of band {band} did not reach the disk")
     except rasterio.errors.RasterioIOError as err:
-        raise write_failed(target, f"the written file cannot be read back ({err})") from None
+        raise write_failed(target, f"the written file cannot be read back ({_gdal_reason(err)})") from None

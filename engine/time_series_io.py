@@ -137,7 +137,7 @@ class TimeSeriesGrid:
 
 @contextlib.contextmanager
 def open_time_series(contract: ModelContract, inputs: dict[str, list[str]], dates: dict[str, list[str] | None],
-                     extent: list[float] | None = None, resample: bool = False):
+                     extent: list[float] | None = None, resample: bool = False, strict: bool = False):
     """Open each modality's dated rasters on the grid of the first date of the first modality."""
     missing = [m.name for m in contract.modalities if not inputs.get(m.name)]
     if missing:
@@ -155,7 +155,7 @@ def open_time_series(contract: ModelContract, inputs: dict[str, list[str]], date
         first_modality = contract.modalities[0]
         first = series[first_modality.name][0]
         reference = stack.enter_context(open_input(first.path, modality_contract(contract, first_modality),
-                                                   first.bands, extent, resample))
+                                                   first.bands, extent, resample, strict=strict))
         target = OutputGrid(reference.crs, reference.transform, reference.width, reference.height)
         warnings.extend(reference.warnings)
         dated = {}
@@ -163,7 +163,7 @@ def open_time_series(contract: ModelContract, inputs: dict[str, list[str]], date
             view = modality_contract(contract, modality)
             dated[modality.name] = []
             for item in series[modality.name]:
-                grid = stack.enter_context(open_input(item.path, view, item.bands, target=target))
+                grid = stack.enter_context(open_input(item.path, view, item.bands, target=target, strict=strict))
                 warnings.extend(w for w in grid.warnings if w not in warnings)
                 dated[modality.name].append((item.date, grid))
         yield TimeSeriesGrid(dated, target.crs, target.transform, target.width, target.height, warnings)

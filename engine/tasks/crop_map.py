@@ -31,6 +31,7 @@ class MapCrops(ClassMapTask):
         "extent": (list, False),
         "resample": (bool, False),
         "device": (str, False),
+        "strict": (bool, False),
     }
 
     def check_model(self, contract: ModelContract, params: dict) -> None:
@@ -44,4 +45,5 @@ class MapCrops(ClassMapTask):
     def open_grid(self, params: dict, contract: ModelContract):
         inputs = {name: as_list(params[name]) for name in ("s2", "s1") if params.get(name)}
         dates = {name: params.get(f"dates_{name}") for name in ("s2", "s1")}
-        return open_time_series(contract, inputs, dates, params.get("extent"), params.get("resample", False))
+        return open_time_series(contract, inputs, dates, params.get("extent"), params.get("resample", False),
+                                params.get("strict", False))

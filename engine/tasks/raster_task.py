@@ -23,6 +23,7 @@ RASTER_PARAMS = {
     "extent": (list, False),
     "resample": (bool, False),
     "device": (str, False),
+    "strict": (bool, False),  # refuse input values implausible for the model (engine/radiometry.py)
 }
 
 
@@ -68,7 +69,7 @@ class RasterTask(ABC):
     def open_grid(self, params: dict, contract: ModelContract):
         """Context manager giving the processing grid the pipeline reads tiles from."""
         return open_input(params["input"], contract, params.get("bands"), params.get("extent"),
-                          params.get("resample", False))
+                          params.get("resample", False), strict=params.get("strict", False))
 
     def report(self, params: dict, result: dict, progress: Progress, cancelled: IsCancelled) -> dict:
         """Task-specific figures added to the result once the outputs are in place; none by default."""

@@ -47,6 +47,7 @@ class ClassifyScenes:
         "device": (str, False),
         "threshold": ((int, float), False),
         "min_valid": ((int, float), False),
+        "strict": (bool, False),
     }
 
     def model_path(self, params: dict) -> str:
@@ -71,7 +72,8 @@ class ClassifyScenes:
                   Field("top_probability", float), *(Field(probability_field(n), float) for n in names)]
         patch = contract.tile_size
         counts = {"classified": 0, "nodata": 0}
-        with open_input(params["input"], contract, params.get("bands"), params.get("extent"), resample=True) as grid, \
+        with open_input(params["input"], contract, params.get("bands"), params.get("extent"), resample=True,
+                        strict=params.get("strict", False)) as grid, \
                 ExitStack() as outputs:
             rows = range(0, grid.height, patch)
             cols = list(range(0, grid.width, patch))

@@ -29,7 +29,7 @@ from engine.tasks.search_index import BuildSearchIndex, embedding_model, index_e
 from engine.tasks.search_results import SEARCH_PARAMS, run_search, text_query
 
 FUSION_MODELS = {"gff": "search_change_rgb_gff.onnx", "tff": "search_change_rgb_tff.onnx"}
-TILING_PARAMS = ("bands", "extent", "tile_size", "overlap", "min_valid")
+TILING_PARAMS = ("bands", "extent", "tile_size", "overlap", "min_valid", "strict")
 
 
 class SearchChanges:

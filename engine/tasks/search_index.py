@@ -76,9 +76,10 @@ def index_entry(index: EmbeddingIndex, manifest: Manifest, name: str, kind: str,
     with ExitStack() as stack:
         roles = list(inputs)
         first = stack.enter_context(open_input(inputs[roles[0]], contract, params.get("bands"), params.get("extent"),
-                                               resample=bool(contract.gsd_m)))
+                                               resample=bool(contract.gsd_m), strict=params.get("strict", False)))
         target = OutputGrid(first.crs, first.transform, first.width, first.height)
-        grids = [first] + [stack.enter_context(open_input(inputs[r], contract, params.get("bands"), target=target))
+        grids = [first] + [stack.enter_context(open_input(inputs[r], contract, params.get("bands"), target=target,
+                                                              strict=params.get("strict", False)))
                            for r in roles[1:]]
         feeds = roles if len(roles) > 1 else model.input_names[:1]  # change models take 'before', 'after'
         rows, cols = tile_origins(first.height, tile, tile - stride), tile_origins(first.width, tile, tile - stride)
@@ -135,6 +136,7 @@ class BuildSearchIndex:
         "overlap": (int, False),
         "min_valid": ((int, float), False),
         "device": (str, False),
+        "strict": (bool, False),
     }
 
     def model_path(self, params: dict) -> str:
