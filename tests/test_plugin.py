@@ -73,27 +73,27 @@ def test_provider_registers_the_algorithms_with_help_for_every_parameter(rsai_pr
     assert sorted(algorithms) == sorted(ALGORITHM_IDS + HYPERSPECTRAL_IDS + SCENE_IDS + SEARCH_IDS + GENERIC_IDS
                                    + MODEL_STORE_IDS)
     expected = {
-        "rsai:estimate_bathymetry": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "OUTPUT"},
-        "rsai:classify_seabed": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "OUTPUT",
+        "rsai:estimate_bathymetry": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "STRICT", "OUTPUT"},
+        "rsai:classify_seabed": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "STRICT", "OUTPUT",
                                  "PROBABILITIES"},
-        "rsai:compress_hyperspectral": {"INPUT", "MODEL", "BANDS", "EXTENT", "DEVICE", "OUTPUT", "RATIO",
+        "rsai:compress_hyperspectral": {"INPUT", "MODEL", "BANDS", "EXTENT", "DEVICE", "STRICT", "OUTPUT", "RATIO",
                                         "QUALITY"},
         "rsai:decompress_hyperspectral": {"INPUT", "MODEL", "DEVICE", "OUTPUT"},
-        "rsai:classify_scenes": {"S2", "S1", "MODEL", "BANDS", "EXTENT", "THRESHOLD", "MIN_VALID", "DEVICE",
+        "rsai:classify_scenes": {"S2", "S1", "MODEL", "BANDS", "EXTENT", "THRESHOLD", "MIN_VALID", "DEVICE", "STRICT",
                                  "OUTPUT", "PROBABILITIES"},
-        "rsai:map_crops": {"S2", "S1", "DATES_S2", "DATES_S1", "MODEL", "EXTENT", "RESAMPLE", "DEVICE", "OUTPUT",
+        "rsai:map_crops": {"S2", "S1", "DATES_S2", "DATES_S1", "MODEL", "EXTENT", "RESAMPLE", "DEVICE", "STRICT", "OUTPUT",
                            "PROBABILITIES"},
-        "rsai:run_onnx_model": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "OUTPUT", "OUTPUT_KIND",
+        "rsai:run_onnx_model": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "STRICT", "OUTPUT", "OUTPUT_KIND",
                                 "CLASSES", "ACTIVATION", "SCALE", "MEAN", "STD", "TILE_SIZE", "OVERLAP",
                                 "PROBABILITIES"},
         "rsai:download_model": {"MODEL", "FOLDER"},
         "rsai:import_model": {"SOURCE", "CHECKPOINT", "SHA256", "AREA", "MODALITY", "NORM_PARAM", "TILE_SIZE",
                               "OPTIONS", "OUTPUT"},
-        "rsai:build_search_index": {"LAYERS", "INDEX", "MODEL", "BANDS", "EXTENT", "TILE_SIZE", "OVERLAP", "DEVICE"},
+        "rsai:build_search_index": {"LAYERS", "INDEX", "MODEL", "BANDS", "EXTENT", "TILE_SIZE", "OVERLAP", "DEVICE", "STRICT"},
         "rsai:search_text": {"QUERY", "INDEX", "TOP_K", "OUTPUT", "HEATMAP", "DEVICE"},
         "rsai:search_similar": {"INDEX", "LAYER_NAME", "TILE", "POINT", "TOP_K", "OUTPUT", "HEATMAP"},
         "rsai:search_changes": {"BEFORE", "AFTER", "QUERY", "INDEX", "FUSION", "MODEL", "TOP_K", "OUTPUT", "HEATMAP",
-                                "DEVICE"},
+                                "DEVICE", "STRICT"},
     }
     for algorithm_id, algorithm in algorithms.items():
         assert algorithm.shortHelpString()

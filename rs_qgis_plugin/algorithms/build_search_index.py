@@ -18,6 +18,7 @@ class BuildSearchIndex(SearchAlgorithm):
     LAYERS, BANDS, TILE_SIZE, OVERLAP = "LAYERS", "BANDS", "TILE_SIZE", "OVERLAP"
     TILES, BUILT, REUSED = "TILES", "BUILT", "REUSED"
     task = BUILD_TASK
+    model_tasks = ("image_embedding",)
     display_name = "Build search index"
     help_text = (
         "Cuts each layer into tiles (32 x 32 pixels of 30 m, about 1 km, for the shipped RGB "
@@ -46,7 +47,7 @@ class BuildSearchIndex(SearchAlgorithm):
             "SWIR 1.6 and 2.2 um) and search_image_s1_sim.onnx (Sentinel-1 VV, VH in dB; trained on "
             "simulated backscatter). One index holds the layers of every model of one embedding space "
             "(all of these), so one query searches RGB, multispectral and SAR layers together; a model "
-            "of another space needs another folder.")
+            "of another space needs another folder.", default_model="search_image_rgb.onnx")
         self.add_parameter(
             QgsProcessingParameterString(self.BANDS, "Band mapping", optional=True),
             "MODEL_BAND=RASTER_BAND pairs separated by commas, bands counted from 1, e.g. "
@@ -66,6 +67,7 @@ class BuildSearchIndex(SearchAlgorithm):
             "Pixels shared by neighbouring tiles: more overlap finds objects across tile edges at the "
             "cost of more tiles. Empty: the model's (none for the shipped model).")
         self.add_device_parameter()
+        self.add_strict_parameter()
         self.add_run_outputs()
         self.addOutput(QgsProcessingOutputNumber(self.TILES, "Tiles in the indexed layers"))
         self.addOutput(QgsProcessingOutputNumber(self.BUILT, "Layers embedded by this run"))
@@ -87,7 +89,7 @@ class BuildSearchIndex(SearchAlgorithm):
             feedback.pushInfo(f"{layer['name']}: {layer['tiles']} tiles "
                               f"{'reused' if layer['reused'] else 'embedded'} in {layer['seconds']} s")
         return {self.INDEX: result["index"], self.TILES: result["tiles"], self.BUILT: result["built"],
-                self.REUSED: result["reused"], self.DEVICE_USED: result["device"], self.SECONDS: result["seconds"]}
+                self.REUSED: result["reused"], **self.run_results(result)}
 
     def tiling(self, parameters, context) -> dict:
         """Band mapping, tile size and overlap, when given."""

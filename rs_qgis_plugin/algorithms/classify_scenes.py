@@ -18,6 +18,7 @@ from rs_qgis_plugin.worker_client import EngineWorker
 class ClassifyScenes(ModelAlgorithm):
     S2, S1, BANDS, THRESHOLD, MIN_VALID, PATCHES = "S2", "S1", "BANDS", "THRESHOLD", "MIN_VALID", "PATCHES"
     task = "classify_scenes"
+    model_tasks = ("scene_labels",)
     display_name = "Classify scenes (BigEarthNet 19 classes)"
     group_name, group_id = "Land cover", "land_cover"
     help_text = (
@@ -42,7 +43,8 @@ class ClassifyScenes(ModelAlgorithm):
             "VV and VH backscatter (dB) as a stack or one layer each, for models that use Sentinel-1. "
             "Reprojected onto the Sentinel-2 grid when their CRS differs.")
         self.add_model_parameter(
-            "A scene-labels model exported by the toolbox. Empty: models_onnx/scene_labels_s1s2_fixture.onnx.")
+            "A scene-labels model exported by the toolbox. Empty: models_onnx/scene_labels_s1s2_fixture.onnx.",
+            default_model="scene_labels_s1s2_fixture.onnx")
         self.add_parameter(
             QgsProcessingParameterString(self.BANDS, "Band mapping", optional=True),
             "MODEL_BAND=N pairs, N counting the bands of all Sentinel-2 then Sentinel-1 layers from 1, "
@@ -58,6 +60,7 @@ class ClassifyScenes(ModelAlgorithm):
             "Patches with less valid (non-nodata) area are kept in the output, marked 'nodata', and "
             "not classified.")
         self.add_device_parameter()
+        self.add_strict_parameter()
         self.add_parameter(
             QgsProcessingParameterVectorDestination(self.OUTPUT, "Scene labels", QgsProcessing.TypeVectorPolygon),
             "GeoPackage with one polygon per patch: labels, top label and probability, and one "
@@ -88,5 +91,4 @@ class ClassifyScenes(ModelAlgorithm):
             style = SceneLabelsStyle(result["names"], result.get("colors") or [])
             context.layerToLoadOnCompletionDetails(request["output"]).setPostProcessor(style)
         return {self.OUTPUT: request["output"], self.PROBABILITIES: result["outputs"].get("probabilities"),
-                self.DEVICE_USED: result["device"], self.PATCHES: result["patches"]["classified"],
-                self.SECONDS: result["seconds"]}
+                self.PATCHES: result["patches"]["classified"], **self.run_results(result)}

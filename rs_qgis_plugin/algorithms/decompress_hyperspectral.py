@@ -4,8 +4,10 @@ from rs_qgis_plugin.algorithms.raster_model_algorithm import RasterModelAlgorith
 
 class DecompressHyperspectral(RasterModelAlgorithm):
     task = "decompress_hyperspectral"
+    model_tasks = ("hycot_decoder",)
     default_model = "the decoder named in the compressed file"
     area_parameters = ()
+    checks_input_values = False  # its input is the toolbox's own latent codes
     styled = False
     input_help = "A raster written by 'Compress hyperspectral raster (HyCoT)'."
     output_description = "Decompressed raster"

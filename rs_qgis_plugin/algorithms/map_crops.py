@@ -23,6 +23,7 @@ def parse_dates(text: str) -> list[str] | None:
 class MapCrops(ModelAlgorithm):
     S2, S1, DATES_S2, DATES_S1, RESAMPLE, TILES = "S2", "S1", "DATES_S2", "DATES_S1", "RESAMPLE", "TILES"
     task = "map_crops"
+    model_tasks = ("crop_map",)
     display_name = "Map crops from time series (TSViT)"
     group_name, group_id = "Land cover", "land_cover"
     help_text = (
@@ -53,12 +54,14 @@ class MapCrops(ModelAlgorithm):
         self.add_parameter(QgsProcessingParameterString(self.DATES_S1, "Sentinel-1 dates", optional=True),
                            "As for Sentinel-2, one per Sentinel-1 layer.")
         self.add_model_parameter(
-            "A time-series model exported by the toolbox. Empty: models_onnx/crop_tsvit_s1s2_sim.onnx.")
+            "A time-series model exported by the toolbox. Empty: models_onnx/crop_tsvit_s1s2_sim.onnx.",
+            default_model="crop_tsvit_s1s2_sim.onnx")
         self.add_extent_parameter("Area to map. Empty: the first Sentinel-2 layer's extent.")
         self.add_parameter(
             QgsProcessingParameterBoolean(self.RESAMPLE, "Resample to the model's resolution", False),
             "Resample to the ground sampling distance the model was trained at (10 m for the shipped model).")
         self.add_device_parameter()
+        self.add_strict_parameter()
         self.add_parameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, "Crop classes"),
             "GeoTIFF of class values 0, 1, ... on the first Sentinel-2 date's grid, loaded with the "
@@ -87,4 +90,4 @@ class MapCrops(ModelAlgorithm):
         if context.willLoadLayerOnCompletion(request["output"]):
             context.layerToLoadOnCompletionDetails(request["output"]).setPostProcessor(style_for(result))
         return {self.OUTPUT: request["output"], self.PROBABILITIES: result["outputs"].get("probabilities"),
-                self.DEVICE_USED: result["device"], self.TILES: result["tiles"], self.SECONDS: result["seconds"]}
+                self.TILES: result["tiles"], **self.run_results(result)}

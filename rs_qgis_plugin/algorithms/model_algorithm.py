@@ -4,12 +4,14 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterRasterDestination,
 )
 
+MODEL_SELECTOR = "rs_qgis_plugin.model_selector.ModelSelectorWrapper"  # the dialogs' widget for MODEL
 DEVICES = (
     ("auto", "Automatic (CUDA GPU when available, else CPU)"),
     ("cpu", "CPU"),
@@ -20,9 +22,12 @@ DEVICES = (
 class ModelAlgorithm(QgsProcessingAlgorithm):
     MODEL, EXTENT, DEVICE = "MODEL", "EXTENT", "DEVICE"
     OUTPUT, PROBABILITIES = "OUTPUT", "PROBABILITIES"
-    DEVICE_USED, SECONDS = "DEVICE_USED", "SECONDS"
+    DEVICE_USED, SECONDS, WARNINGS = "DEVICE_USED", "SECONDS", "WARNINGS"
+    STRICT = "STRICT"
 
     task = ""  # the engine task, also the algorithm id
+    model_tasks: tuple[str, ...] = ()  # contract tasks of the installed models offered for MODEL, own first
+    other_model_tasks_except: tuple[str, ...] | None = None  # given: every other task's models too, but these
     display_name = ""
     group_name, group_id = "", ""
     help_text = ""
@@ -49,9 +54,17 @@ class ModelAlgorithm(QgsProcessingAlgorithm):
         parameter.setHelp(help_text)
         self.addParameter(parameter)
 
-    def add_model_parameter(self, help_text: str, optional: bool = True) -> None:
-        self.add_parameter(QgsProcessingParameterFile(self.MODEL, "Model (ONNX)", extension="onnx",
-                                                      optional=optional), help_text)
+    def add_model_parameter(self, help_text: str, default_model: str = "") -> None:
+        """MODEL, a file path; the dialogs show the installed models of ``model_tasks`` to choose
+        from (rs_qgis_plugin/model_selector.py). ``default_model`` says what an empty MODEL runs;
+        without one the parameter is required."""
+        parameter = QgsProcessingParameterFile(self.MODEL, "Model (ONNX)", extension="onnx",
+                                               optional=bool(default_model))
+        parameter.setMetadata({"widget_wrapper": {
+            "class": MODEL_SELECTOR, "tasks": list(self.model_tasks), "default_model": default_model,
+            "other_tasks_except": None if self.other_model_tasks_except is None
+            else list(self.other_model_tasks_except)}})
+        self.add_parameter(parameter, help_text)
 
     def add_extent_parameter(self, help_text: str) -> None:
         self.add_parameter(QgsProcessingParameterExtent(self.EXTENT, "Extent", optional=True), help_text)
@@ -61,6 +74,16 @@ class ModelAlgorithm(QgsProcessingAlgorithm):
             QgsProcessingParameterEnum(self.DEVICE, "Device", options=[label for _, label in DEVICES], defaultValue=0),
             "Where the model runs. Automatic uses a CUDA GPU when the engine's onnxruntime has one and "
             "falls back to the CPU; the log says which device really ran.",
+        )
+
+    def add_strict_parameter(self) -> None:
+        self.add_parameter(
+            QgsProcessingParameterBoolean(self.STRICT, "Refuse implausible input", False),
+            "The engine samples the input and compares its values with the units the model expects "
+            "(surface reflectance x 10000, 8-bit values, backscatter in dB): an 8-bit rendering given "
+            "to a reflectance model, for instance, gives confident nonsense. Off: such input runs "
+            "with a warning in the log and in the Warnings result. On: it is refused and nothing is "
+            "written.",
         )
 
     def add_probabilities_parameter(self, help_text: str) -> None:
@@ -76,11 +99,19 @@ class ModelAlgorithm(QgsProcessingAlgorithm):
     def add_run_outputs(self) -> None:
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device that ran the model"))
         self.addOutput(QgsProcessingOutputNumber(self.SECONDS, "Seconds the engine took"))
+        self.addOutput(QgsProcessingOutputString(self.WARNINGS, "Warnings (one per line)"))
+
+    def run_results(self, result: dict) -> dict:
+        """The outputs of add_run_outputs from the engine's result."""
+        return {self.DEVICE_USED: result["device"], self.SECONDS: result["seconds"],
+                self.WARNINGS: "\n".join(result.get("warnings", []))}
 
     def common_request(self, parameters, context, extent_crs) -> dict:
-        """device, output, model, probabilities and extent (in ``extent_crs``): those the
+        """device, output, model, probabilities, extent (in ``extent_crs``) and strict: those the
         algorithm has and the user gave."""
         request = {}
+        if self.parameterDefinition(self.STRICT) is not None:
+            request["strict"] = self.parameterAsBoolean(parameters, self.STRICT, context)
         if self.parameterDefinition(self.DEVICE) is not None:
             request["device"] = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)][0]
         if self.parameterDefinition(self.OUTPUT) is not None:

@@ -26,15 +26,18 @@ class RasterModelAlgorithm(ModelAlgorithm):
         "(WMS/XYZ, virtual rasters) are first rendered over EXTENT at the model's resolution."
     )
     area_parameters = ("BANDS", "EXTENT", "RESAMPLE")  # which of these the engine task takes
+    checks_input_values = True  # offers "Refuse implausible input" (engine/radiometry.py)
     styled = True  # load the output with the class palette or colour ramp of the result
     output_description = ""
     output_help = ""
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.add_parameter(QgsProcessingParameterRasterLayer(self.INPUT, "Input raster"), self.input_help)
-        self.add_model_parameter(self.model_help(), optional=bool(self.default_model))
+        self.add_model_parameter(self.model_help(), self.default_model)
         self.add_area_parameters()
         self.add_device_parameter()
+        if self.checks_input_values:
+            self.add_strict_parameter()
         self.add_parameter(
             QgsProcessingParameterRasterDestination(self.OUTPUT, self.output_description),
             self.output_help,
@@ -91,8 +94,8 @@ class RasterModelAlgorithm(ModelAlgorithm):
                 request = self.render_input(layer, request, context, feedback, worker)
             result = worker.run(self.task, request, feedback)
         self.style_on_load(request["output"], result, context)
-        return {self.OUTPUT: request["output"], self.DEVICE_USED: result["device"],
-                self.TILES: result["tiles"], self.SECONDS: result["seconds"], **self.task_results(result)}
+        return {self.OUTPUT: request["output"], **self.run_results(result), self.TILES: result["tiles"],
+                **self.task_results(result)}
 
     def engine_request(self, parameters, context, layer) -> dict:
         """The engine's params; ``input`` is None for a layer that must be rendered first."""

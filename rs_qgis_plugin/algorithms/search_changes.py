@@ -21,6 +21,7 @@ FUSIONS = (  # the engine's default first
 class SearchChanges(SearchAlgorithm):
     BEFORE, AFTER, FUSION = "BEFORE", "AFTER", "FUSION"
     task = "search_changes"
+    model_tasks = ("change_embedding",)
     display_name = "Search changes between two dates"
     help_text = (
         "Finds where a described change happened, e.g. 'new buildings on former farmland', "
@@ -48,10 +49,12 @@ class SearchChanges(SearchAlgorithm):
             "search_change_rgb.md). Global fusion is smaller; it gives every pair of identical tiles "
             "the same embedding, so tiles that did not change at all tie in the ranking.")
         self.add_model_parameter("A change-embedding model exported by the toolbox, used instead of the "
-                                 "fusion's shipped model.")
+                                 "fusion's shipped model.", default_model="the shipped model of the fusion")
         self.add_ranking_parameters()
         self.add_device_parameter()
+        self.add_strict_parameter()
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, "Device that ran the change model"))
+        self.addOutput(QgsProcessingOutputString(self.WARNINGS, "Warnings (one per line)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         before, after = (self.parameterAsRasterLayer(parameters, name, context) for name in (self.BEFORE, self.AFTER))
@@ -68,4 +71,4 @@ class SearchChanges(SearchAlgorithm):
             result = self.ranked_tiles(request, context, feedback, worker)
         feedback.pushInfo(f"Pair {result['pair']['name']!r}: {result['pair']['tiles']} tiles "
                           f"{'reused from the index' if result['pair']['reused'] else 'embedded'}")
-        return {**self.ranking_outputs(request, result), self.DEVICE_USED: result["device"]}
+        return {**self.ranking_outputs(request, result), **self.run_results(result)}
