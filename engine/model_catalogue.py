@@ -35,9 +35,11 @@ MODELS_DIR_ENV = "RSAI_MODELS_DIR"
 MIRROR_ENV = "RSAI_MODELS_MIRROR"
 APP_FOLDER = "rsai-toolbox"
 DOWNLOADS = "downloads"  # subfolder of the user models folder that receives checkpoints
-TASKS = ("estimate_bathymetry", "classify_seabed", "classify_scenes", "map_crops", "search_text")
+TASKS = ("estimate_bathymetry", "classify_seabed", "classify_scenes", "map_crops", "search_text",
+         "compress_hyperspectral")
 SOURCES = ("magicbathynet-bathymetry", "magicbathynet-seabed-unet", "magicbathynet-seabed-segformer",
-           "reben", "open-clip", "tsvit-pastis")  # `python -m training import --source` (tests keep them in step)
+           "reben", "open-clip", "tsvit-pastis",
+           "hycot")  # `python -m training import --source` (tests keep them in step)
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 CHUNK_BYTES = 1 << 16
 UNKNOWN_SIZE_REPORT_BYTES = 1 << 20  # without a Content-Length, progress text every MiB

@@ -215,7 +215,8 @@ def test_the_catalogue_is_valid_and_lists_every_magicbathynet_checkpoint():
         assert model.task in TASKS
         assert model.url.startswith("https://") and model.citation and model.licence and model.checksum_note
         assert model.sha256 is None or len(model.sha256) == 64 and int(model.sha256, 16) >= 0
-    assert {m.family for m in models} == {"MagicBathyNet", "RemoteCLIP", "GeoRSCLIP", "SkyCLIP", "reBEN", "TSViT"}
+    assert {m.family for m in models} == {"MagicBathyNet", "RemoteCLIP", "GeoRSCLIP", "SkyCLIP", "reBEN", "TSViT",
+                                          "HyCoT"}
 
 
 def test_a_broken_catalogue_names_each_problem(tmp_path):

@@ -18,6 +18,7 @@
         --out models/reben_resnet50_s1s2.onnx
     python -m training import --source open-clip --preset remoteclip --checkpoint RemoteCLIP-ViT-B-32.pt \
         --out models/remoteclip_vit_b32.onnx
+    python -m training import --source hycot --checkpoint hycot_cr16.pth.tar --out models/hycot_cr16.onnx
 
     reBEN scene labels (prepare, federated, augmentation-consistency, ...): training/scene_labels/cli.py
     Crop maps (TSViT on PASTIS-R, simulate-pastis-r, simulate-crop-series): training/crop_maps/cli.py
@@ -189,7 +190,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     marine.add_argument(
         "--tile-size", type=int,
-        help="tile side in input pixels, fixed in the graph (default: 2x the training window; aerial 1x)",
+        help="tile side in input pixels, fixed in the graph (default: 2x the training window; aerial 1x); "
+        "hycot: the engine's tile (default 64)",
     )
     # Choices repeated from training/scene_labels/importers.py and training/text_search/importers.py (which
     # import torch) so that the CLI starts fast; tests keep them equal.
@@ -209,6 +211,13 @@ def _parser() -> argparse.ArgumentParser:
     clip.add_argument(
         "--preset", choices=("remoteclip", "georsclip", "skyclip"),
         help="known release: picks the architecture and activation from the weights",
+    )
+    hycot_import = imported.add_argument_group(
+        "HyCoT (--source hycot; writes <out stem>_encoder.onnx and <out stem>_decoder.onnx)"
+    )
+    hycot_import.add_argument(
+        "--compression-ratio", type=int,
+        help="the published CR (4, 8, 16, 32); default: inferred from the checkpoint's latent size",
     )
     imported.set_defaults(run=_import)
     scene_labels.add_commands(commands)

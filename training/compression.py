@@ -49,8 +49,8 @@ from training.trainer import fit_provenance, fit_trainer, metrics_on
 TASK = "hycot"
 CHECKPOINT_NAME = "checkpoint.pt"
 PAPER = (
-    "Fuchs, Demir: HyCoT: A Transformer-Based Autoencoder for Hyperspectral Image Compression, 2024 "
-    "(data: Fuchs, Demir: HySpecNet-11k, 2023)"
+    "Fuchs, Rasti, Demir: HyCoT: A Transformer-Based Autoencoder for Hyperspectral Image Compression, WHISPERS "
+    "2024 (arXiv:2408.08700) (data: Fuchs, Demir: HySpecNet-11k, IGARSS 2023)"
 )
 INPUT_UNITS = "surface reflectance x 10000"
 ENCODER_BATCH = 1  # a 128 x 128 tile is 16384 pixel sequences of 52 tokens: keep one tile per run
@@ -157,7 +157,26 @@ def export_hycot(
     """Write ``<stem>_encoder.onnx`` and ``<stem>_decoder.onnx`` with their contracts; returns
     ``{"encoder", "decoder", "max_abs_diff", "pair_id"}`` (onnxruntime vs torch, both parts)."""
     module, saved = load_hycot_checkpoint(checkpoint)
-    data, stem = saved["data"], Path(stem)
+    data = saved["data"]
+    provenance = {
+        "paper": PAPER,
+        "training_data": describe_hycot_training_data(data),
+        "command": saved["provenance"]["command"],
+        "export_command": command,
+        "training": {key: saved["provenance"][key] for key in ("seed", "steps", "epochs", "seconds")},
+        "metrics": metrics or {},
+    }
+    return write_hycot_pair(module, stem, data, provenance, tile_size)
+
+
+def write_hycot_pair(module: HyCoTTask, stem: Path, data: dict, provenance: dict, tile_size: int) -> dict:
+    """The encoder/decoder pair of ``module`` as ``<stem>_encoder.onnx`` and ``<stem>_decoder.onnx``.
+
+    ``data``: ``bands`` (EnMAP names ``B<n>``), ``wavelengths_nm``, ``gsd_m`` and ``input_units`` of
+    the training data; ``provenance`` is recorded in both contracts, with the codec's figures
+    (compression ratio, latent size and bits, the paper's bit rate, pair id, model sizes) added.
+    Returns ``{"encoder", "decoder", "max_abs_diff", "pair_id"}`` (onnxruntime vs torch, both parts)."""
+    stem = Path(stem)
     enmap_bands = [int(name[1:]) for name in data["bands"]]
     spectral = tuple(
         Band(band_name(n), (f"B{n}", band_label(n), band_label(n).replace(" ", "")),
@@ -165,21 +184,15 @@ def export_hycot(
         for n in enmap_bands
     )
     latents = tuple(f"z{i:02d}" for i in range(1, module.latent + 1))
-    provenance = {
-        "paper": PAPER,
+    provenance = provenance | {
         "cr": module.hparams.compression_ratio,
         "latent_channels": module.latent,
         "latent_bits": LATENT_BITS,
         "bits_per_pixel_per_channel": round(module.bits_per_pixel_per_channel, 4),
         "pair_id": pair_id(module),
         "wavelengths_nm": data["wavelengths_nm"],
-        "training_data": describe_hycot_training_data(data),
-        "command": saved["provenance"]["command"],
-        "export_command": command,
-        "training": {key: saved["provenance"][key] for key in ("seed", "steps", "epochs", "seconds")},
         "model": {key: module.hparams[key]
                   for key in ("dim", "depth", "heads", "head_dim", "mlp_dim", "hidden_dim", "final_norm")},
-        "metrics": metrics or {},
     }
     common = dict(tile_size=tile_size, overlap=0, gsd_m=data["gsd_m"], provenance=provenance)
     encoder_contract = ModelContract(

@@ -63,11 +63,12 @@ class Importer:
 def importers() -> dict[str, Importer]:
     """Every known source, by --source name."""
     from training.crop_maps import importers as crop_maps
+    from training.hyperspectral import importers as hyperspectral
     from training.marine import importers as marine
     from training.scene_labels import importers as scene_labels
     from training.text_search import importers as text_search
 
-    families = (marine, crop_maps, scene_labels, text_search)
+    families = (marine, crop_maps, scene_labels, text_search, hyperspectral)
     return {importer.source: importer for family in families for importer in family.IMPORTERS}
 
 
@@ -190,7 +191,7 @@ def model_card(path: Path, importer: Importer, imported: ImportedModel, sha256: 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     contract: ModelContract = contract_from_metadata(session.get_modelmeta().custom_metadata_map, path.name)
     outputs = contract.outputs
-    bands = ", ".join(contract.band_names)
+    fixed_size = all(isinstance(side, int) for side in session.get_inputs()[0].shape[2:])
     lines = [
         f"# {path.stem}",
         "",
@@ -205,14 +206,16 @@ def model_card(path: Path, importer: Importer, imported: ImportedModel, sha256: 
         f"- **Reproduce:** `{command}`" if command else "- **Reproduce:** `python -m training import ...`",
         "",
         "## Contract",
-        f"- task `{contract.task}`; bands {bands}; normalisation mean {list(contract.mean)}, "
-        f"std {list(contract.std)}; units: {contract.input_units or 'as in the training data'}"
+        f"- task `{contract.task}`; bands {_listed(contract.band_names)}; normalisation mean "
+        f"{_per_band(contract.mean)}, std {_per_band(contract.std)}; units: "
+        f"{contract.input_units or 'as in the training data'}"
         if contract.bands else f"- task `{contract.task}`; units: {contract.input_units or 'as in the training data'}",
         *(f"- time series `{m.name}` (at most {m.max_dates} dates): bands {', '.join(b.name for b in m.bands)}; "
           f"normalisation mean {list(m.mean)}, std {list(m.std)}" for m in contract.modalities),
-        f"- tile {contract.tile_size} px (fixed by the graph), overlap {contract.overlap} px"
+        f"- tile {contract.tile_size} px ({'fixed by the graph' if fixed_size else 'the graph takes any size'}), "
+        f"overlap {contract.overlap} px"
         + (f", {contract.gsd_m} m pixels" if contract.gsd_m else ""),
-        f"- outputs: {outputs.kind} {', '.join(outputs.names)}"
+        f"- outputs: {outputs.kind} {_listed(outputs.names)}"
         + (f" in {outputs.units} (value x {outputs.scale:g})" if outputs.units else ""),
         "",
         "## Measured here",
@@ -226,3 +229,13 @@ def model_card(path: Path, importer: Importer, imported: ImportedModel, sha256: 
         "",
     ]
     return "\n".join(lines)
+
+
+def _listed(names: tuple[str, ...] | list[str]) -> str:
+    """Band or output names for a card, the middle of a long list left out."""
+    return ", ".join(names) if len(names) <= 24 else f"{names[0]}, {names[1]}, ... {names[-1]} ({len(names)} in all)"
+
+
+def _per_band(values: tuple[float, ...]) -> str:
+    """A per-band normalisation for a card: one value when every band has it."""
+    return f"{values[0]:g} for every band" if len(set(values)) == 1 else str(list(values))

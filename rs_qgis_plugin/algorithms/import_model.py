@@ -16,7 +16,7 @@ from rs_qgis_plugin.algorithms.model_algorithm import ModelAlgorithm
 from rs_qgis_plugin.worker_client import EngineWorker
 
 SOURCES = ("magicbathynet-bathymetry", "magicbathynet-seabed-unet", "magicbathynet-seabed-segformer", "reben",
-           "open-clip", "tsvit-pastis")  # `python -m training import --source` (tests check they agree)
+           "open-clip", "tsvit-pastis", "hycot")  # `python -m training import --source` (tests check they agree)
 AREAS = ("", "agia_napa", "puck_lagoon")
 MODALITIES = ("", "s2", "spot6", "aerial")
 

@@ -1,0 +1,1 @@
+"""Learned hyperspectral compression (HyCoT): importer of the authors' published weights."""
