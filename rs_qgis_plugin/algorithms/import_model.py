@@ -1,5 +1,5 @@
-"""Processing algorithm: a published checkpoint (MagicBathyNet, reBEN, remote-sensing CLIP, TSViT) becomes a
-model the toolbox's algorithms run, with the options of ``python -m training import``."""
+"""Processing algorithm: a published checkpoint (MagicBathyNet, reBEN, remote-sensing CLIP, TSViT, HyCoT) becomes
+a model the toolbox's algorithms run, with the options of ``python -m training import``."""
 import shlex
 
 from qgis.core import (
@@ -33,7 +33,8 @@ class ImportModel(ModelAlgorithm):
         "MagicBathyNet weights need the area, the modality and the area's normalisation file "
         "(norm_param_*.npy or .txt from the dataset). Other sources take their options as text, as on "
         "the command line (e.g. '--backbone resnet50 --bands s2' for reBEN, '--preset remoteclip' for a "
-        "remote-sensing CLIP, which yields an image and a text encoder for the text-search algorithms).\n\n"
+        "remote-sensing CLIP, which yields an image and a text encoder for the text-search algorithms). A HyCoT "
+        "checkpoint yields an encoder and a decoder for the hyperspectral compression algorithms.\n\n"
         "The conversion needs the training extras (torch) in the engine's Python interpreter. A wrong "
         "checkpoint, a damaged file or a checksum mismatch is refused and nothing is written."
     )
@@ -66,7 +67,8 @@ class ImportModel(ModelAlgorithm):
                            "The ONNX model to write; its card is written beside it (.md).")
         self.addOutput(QgsProcessingOutputString(self.CARD, "Model card"))
         self.addOutput(QgsProcessingOutputString(
-            self.MODELS, "Every model written (a CLIP import writes <name>_image.onnx and <name>_text.onnx)"))
+            self.MODELS, "Every model written (a CLIP import writes <name>_image.onnx and <name>_text.onnx, HyCoT "
+            "<name>_encoder.onnx and <name>_decoder.onnx)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
         options = {}
