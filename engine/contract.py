@@ -17,6 +17,8 @@ contract so that models made for that QGIS plugin run here too.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
 
 from engine.errors import ModelContractError
@@ -26,6 +28,9 @@ TOKENIZER_KEY = "rsai_tokenizer"  # text encoders: the HuggingFace tokenizers JS
 CONTRACT_VERSION = 1
 OUTPUT_KINDS = ("regression", "classes", "embedding")  # embedding: L2-normalised vectors of provenance["dim"]
 ACTIVATIONS = ("none", "softmax", "sigmoid")  # applied by the engine to a classes output (Outputs.activation)
+COLOUR = re.compile(r"#[0-9a-fA-F]{6}")  # a class colour, "#rrggbb"
+STORED_CONTRACT_FIX = (f"Re-export the model (`python -m training export`), or correct the field in its "
+                       f"{CONTRACT_KEY!r} metadata")
 
 
 @dataclass(frozen=True)
@@ -91,44 +96,83 @@ class ModelContract:
     version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
+        problems = self._input_problems() + self._output_problems() + self._run_problems()
+        if problems:
+            raise ModelContractError(f"invalid model contract for {self.name!r}: " + "; ".join(problems))
+
+    def _input_problems(self) -> list[str]:
         problems = []
         if not self.bands and not self.modalities:
-            problems.append("'bands' is empty")
+            problems.append("'bands' is empty: list the model's input bands")
         for label, bands, mean, std in [("", self.bands, self.mean, self.std),
-                                        *((f"{m.name}: ", m.bands, m.mean, m.std) for m in self.modalities)]:
+                                        *((f"modality {m.name}: ", m.bands, m.mean, m.std) for m in self.modalities)]:
             if len(mean) != len(bands) or len(std) != len(bands):
                 problems.append(
-                    f"{label}normalisation has {len(mean)} means and {len(std)} stds for {len(bands)} bands"
+                    f"{label}normalisation has {len(mean)} means and {len(std)} stds for {len(bands)} bands; "
+                    "give one mean and one std per band"
                 )
-            if any(s <= 0 for s in std):
-                problems.append(f"{label}every normalisation std must be > 0")
-        if any(m.max_dates < 1 for m in self.modalities):
-            problems.append("every modality needs max_dates >= 1")
-        if self.outputs.kind not in OUTPUT_KINDS:
-            problems.append(f"outputs.kind must be one of {OUTPUT_KINDS}, got {self.outputs.kind!r}")
-        if self.outputs.channels < 1:
-            problems.append("outputs.names is empty")
-        if self.outputs.colors and len(self.outputs.colors) != self.outputs.channels:
+            if not all(math.isfinite(v) for v in mean):
+                problems.append(f"{label}mean is {list(mean)}; every mean must be a finite number")
+            if not all(math.isfinite(s) and s > 0 for s in std):
+                problems.append(f"{label}std is {list(std)}; every std must be a finite number > 0")
+            names = [b.name for b in bands]
+            twice = sorted({name for name in names if names.count(name) > 1})
+            if twice:
+                problems.append(f"{label}bands list {', '.join(map(repr, twice))} more than once; "
+                                "give each input band once, in the model's input order")
+        for modality in self.modalities:
+            if not modality.bands:
+                problems.append(f"modality {modality.name}: 'bands' is empty")
+            if modality.max_dates < 1:
+                problems.append(f"modality {modality.name}: max_dates is {modality.max_dates}; it must be a "
+                                "whole number >= 1 (the most dates the model was trained with)")
+        return problems
+
+    def _output_problems(self) -> list[str]:
+        problems = []
+        outputs = self.outputs
+        if outputs.kind not in OUTPUT_KINDS:
+            problems.append(f"outputs.kind must be one of {OUTPUT_KINDS}, got {outputs.kind!r}")
+        if outputs.channels < 1:
+            problems.append("outputs.names is empty: give one name per output channel")
+        if outputs.colors and len(outputs.colors) != outputs.channels:
             problems.append("outputs.colors must give one colour per class")
-        if self.outputs.activation not in ACTIVATIONS:
-            problems.append(f"outputs.activation must be one of {ACTIVATIONS}, got {self.outputs.activation!r}")
-        elif self.outputs.activation != "none" and self.outputs.kind != "classes":
-            problems.append(f"outputs.activation {self.outputs.activation!r} applies to class scores only; "
-                            f"a {self.outputs.kind} output needs 'none'")
+        bad_colours = [c for c in outputs.colors if not COLOUR.fullmatch(str(c))]
+        if bad_colours:
+            problems.append(f"outputs.colors has {bad_colours[:3]}; write each colour as '#rrggbb'")
+        if outputs.activation not in ACTIVATIONS:
+            problems.append(f"outputs.activation must be one of {ACTIVATIONS}, got {outputs.activation!r}")
+        elif outputs.activation != "none" and outputs.kind != "classes":
+            problems.append(f"outputs.activation {outputs.activation!r} applies to class scores only; "
+                            f"a {outputs.kind} output needs 'none'")
+        for name in ("scale", "offset"):
+            value = getattr(outputs, name)
+            if not math.isfinite(value):
+                problems.append(f"outputs.{name} is {value}; it must be a finite number "
+                                "(physical value = network output * scale + offset)")
+        if outputs.kind == "embedding" and not _positive_whole(self.provenance.get("dim")):
+            problems.append(f"provenance.dim is {self.provenance.get('dim')!r}; an embedding model must state "
+                            "its embedding size as a whole number >= 1")
+        return problems
+
+    def _run_problems(self) -> list[str]:
+        problems = []
         if self.tile_size < 1 or not 0 <= self.overlap < self.tile_size:
             problems.append(
-                f"tiling needs tile_size >= 1 and 0 <= overlap < tile_size "
-                f"(got {self.tile_size}, {self.overlap})"
+                f"tile_size is {self.tile_size} and overlap {self.overlap}; tiling needs tile_size >= 1 and "
+                "0 <= overlap < tile_size (pixels)"
             )
-        if self.gsd_m is not None and self.gsd_m <= 0:
-            problems.append("gsd_m must be > 0")
+        if self.batch_size < 1:
+            problems.append(f"batch_size is {self.batch_size}; it must be a whole number >= 1 (tiles per model "
+                            "run, e.g. 8)")
+        if self.gsd_m is not None and not (math.isfinite(self.gsd_m) and self.gsd_m > 0):
+            problems.append(f"gsd_m is {self.gsd_m}; it must be a finite number of metres > 0, or absent")
         if self.version > CONTRACT_VERSION:
             problems.append(
                 f"contract version {self.version} is newer than this engine's ({CONTRACT_VERSION}); "
                 "update the toolbox"
             )
-        if problems:
-            raise ModelContractError(f"invalid model contract for {self.name!r}: " + "; ".join(problems))
+        return problems
 
     @property
     def band_names(self) -> list[str]:
@@ -142,46 +186,74 @@ class ModelContract:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelContract:
-        def bands(items):
-            return tuple(Band(b["name"], tuple(b.get("aliases", ())), b.get("description", "")) for b in items)
+        """A contract from its JSON form; a missing or malformed field raises ModelContractError naming it."""
+        contract = _Fields(data, "")
+        outputs = _Fields(contract.get("outputs", _object), "outputs.")
 
+        def bands(items: list) -> tuple[Band, ...]:
+            return tuple(Band(item.get("name", _text), tuple(item.get("aliases", _texts, ())),
+                              item.get("description", _text, ""))
+                         for item in (_Fields(b, f"bands[{k}].") for k, b in enumerate(items)))
+
+        modalities = [_Fields(m, f"modalities[{k}].") for k, m in enumerate(contract.get("modalities", _list, []))]
+        return cls(
+            task=contract.get("task", _text),
+            name=contract.get("name", _text),
+            bands=bands(contract.get("bands", _list)),
+            modalities=tuple(
+                Modality(m.get("name", _text), bands(m.get("bands", _list)), tuple(m.get("mean", _number_list)),
+                         tuple(m.get("std", _number_list)), m.get("max_dates", _integer))
+                for m in modalities
+            ),
+            mean=tuple(contract.get("mean", _number_list)),
+            std=tuple(contract.get("std", _number_list)),
+            outputs=Outputs(
+                kind=outputs.get("kind", _text),
+                names=tuple(outputs.get("names", _texts)),
+                colors=tuple(outputs.get("colors", _texts, ())),
+                units=outputs.get("units", _text, ""),
+                scale=outputs.get("scale", _number, 1.0),
+                offset=outputs.get("offset", _number, 0.0),
+                description=outputs.get("description", _text, ""),
+                activation=outputs.get("activation", _text, "none"),
+            ),
+            tile_size=contract.get("tile_size", _integer),
+            overlap=contract.get("overlap", _integer),
+            gsd_m=contract.get("gsd_m", _number, None),
+            batch_size=contract.get("batch_size", _integer, 8),
+            input_units=contract.get("input_units", _text, ""),
+            provenance=contract.get("provenance", _object, {}),
+            version=contract.get("version", _integer, CONTRACT_VERSION),
+        )
+
+
+_REQUIRED = object()
+
+
+class _Fields:
+    """The fields of one JSON object of a contract, each read with the form it must have."""
+
+    def __init__(self, data, where: str):
+        if not isinstance(data, dict):
+            raise ModelContractError(f"model contract field {where.rstrip('.') or '(the whole contract)'} is "
+                                     f"{_shown(data)}; expected a JSON object")
+        self.data, self.where = data, where
+
+    def get(self, key: str, read, default=_REQUIRED):
+        if key not in self.data or (self.data[key] is None and default is not _REQUIRED):
+            if default is _REQUIRED:
+                raise ModelContractError(f"model contract is missing the field {self.where + key!r}")
+            return default
         try:
-            return cls(
-                task=data["task"],
-                name=data["name"],
-                bands=bands(data["bands"]),
-                modalities=tuple(
-                    Modality(m["name"], bands(m["bands"]), tuple(map(float, m["mean"])),
-                             tuple(map(float, m["std"])), int(m["max_dates"]))
-                    for m in data.get("modalities", ())
-                ),
-                mean=tuple(float(v) for v in data["mean"]),
-                std=tuple(float(v) for v in data["std"]),
-                outputs=Outputs(
-                    kind=data["outputs"]["kind"],
-                    names=tuple(data["outputs"]["names"]),
-                    colors=tuple(data["outputs"].get("colors", ())),
-                    units=data["outputs"].get("units", ""),
-                    scale=float(data["outputs"].get("scale", 1.0)),
-                    offset=float(data["outputs"].get("offset", 0.0)),
-                    description=data["outputs"].get("description", ""),
-                    activation=data["outputs"].get("activation", "none"),
-                ),
-                tile_size=int(data["tile_size"]),
-                overlap=int(data["overlap"]),
-                gsd_m=None if data.get("gsd_m") is None else float(data["gsd_m"]),
-                batch_size=int(data.get("batch_size", 8)),
-                input_units=data.get("input_units", ""),
-                provenance=dict(data.get("provenance", {})),
-                version=int(data.get("version", CONTRACT_VERSION)),
-            )
-        except KeyError as missing:
-            raise ModelContractError(
-                f"model contract is missing the field {missing}; re-export the model with "
-                "`python -m training export`"
-            ) from None
-        except (TypeError, ValueError) as bad:
-            raise ModelContractError(f"model contract has a malformed field: {bad}") from None
+            return read(self.data[key])
+        except (TypeError, ValueError):
+            raise ModelContractError(f"model contract field {self.where + key!r} is {_shown(self.data[key])}; "
+                                     f"expected {FORMS[read]}") from None
+
+
+def _shown(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def has_contract(metadata: dict[str, str]) -> bool:
@@ -196,9 +268,10 @@ def contract_from_metadata(metadata: dict[str, str], source: str) -> ModelContra
             data = json.loads(metadata[CONTRACT_KEY])
         except json.JSONDecodeError as bad:
             raise ModelContractError(f"{source}: the model contract is not valid JSON ({bad})") from None
-        if not isinstance(data, dict):
-            raise ModelContractError(f"{source}: the model contract is not a JSON object")
-        return ModelContract.from_dict(data)
+        try:
+            return ModelContract.from_dict(data)
+        except ModelContractError as bad:
+            raise ModelContractError(f"{source}: {bad}. {STORED_CONTRACT_FIX}.") from None
     if "model_type" in metadata:
         return _from_deepness(metadata, source)
     raise ModelContractError(
@@ -215,22 +288,69 @@ def _text(value) -> str:
     return value
 
 
+def _texts(value) -> list[str]:
+    if not isinstance(value, list):
+        raise TypeError
+    return [_text(v) for v in value]
+
+
 def _number(value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError
+    if not math.isfinite(value):  # JSON as Python reads it may hold NaN and Infinity
+        raise ValueError
     return float(value)
 
 
+def _integer(value) -> int:
+    number = _number(value)
+    if number != int(number):
+        raise ValueError
+    return int(number)
+
+
+def _positive_whole(value) -> bool:
+    try:
+        return _integer(value) >= 1
+    except (TypeError, ValueError):
+        return False
+
+
 def _whole(value) -> int:
-    if _number(value) != int(value) or value < 1:
+    if _integer(value) < 1:
         raise ValueError
     return int(value)
 
 
-def _numbers(value) -> list[float]:
-    if not isinstance(value, list) or not value:
+def _number_list(value) -> list[float]:
+    if not isinstance(value, list):
         raise TypeError
     return [_number(v) for v in value]
+
+
+def _numbers(value) -> list[float]:
+    numbers = _number_list(value)
+    if not numbers:
+        raise TypeError
+    return numbers
+
+
+def _list(value) -> list:
+    if not isinstance(value, list):
+        raise TypeError
+    return value
+
+
+def _object(value) -> dict:
+    if not isinstance(value, dict):
+        raise TypeError
+    return value
+
+
+FORMS = {  # what each reader of a contract field accepts, for the refusal
+    _text: "text", _texts: "a list of texts", _number: "a finite number", _integer: "a whole number",
+    _number_list: "a list of finite numbers", _list: "a list", _object: "a JSON object",
+}
 
 
 def _class_names(value) -> list[str]:
@@ -292,15 +412,19 @@ def _from_deepness(metadata: dict[str, str], source: str) -> ModelContract:
     std = value("standardization_std", [1.0] * len(mean))
     names = value("class_names", []) or ["value"]
     resolution_cm = value("resolution")
-    return ModelContract(
-        task="deepness-" + model_type,
-        name=source,
-        bands=tuple(Band(f"band{i + 1}") for i in range(len(mean))),
-        mean=tuple(m * 255.0 for m in mean),  # Deepness scales UInt8 input to [0, 1] first
-        std=tuple(s * 255.0 for s in std),
-        outputs=Outputs(kind=kind, names=tuple(names), scale=value("reg_output_scaling", 1.0)),
-        tile_size=tile,
-        overlap=int(tile * value("tiles_overlap", 15.0) / 100),
-        gsd_m=None if resolution_cm is None else resolution_cm / 100.0,
-        provenance={"format": "deepness"},
-    )
+    try:
+        return ModelContract(
+            task="deepness-" + model_type,
+            name=source,
+            bands=tuple(Band(f"band{i + 1}") for i in range(len(mean))),
+            mean=tuple(m * 255.0 for m in mean),  # Deepness scales UInt8 input to [0, 1] first
+            std=tuple(s * 255.0 for s in std),
+            outputs=Outputs(kind=kind, names=tuple(names), scale=value("reg_output_scaling", 1.0)),
+            tile_size=tile,
+            overlap=int(tile * value("tiles_overlap", 15.0) / 100),
+            gsd_m=None if resolution_cm is None else resolution_cm / 100.0,
+            provenance={"format": "deepness"},
+        )
+    except ModelContractError as bad:
+        raise ModelContractError(f"{source}: {bad}. Correct the model's Deepness metadata, or write this "
+                                 "engine's contract with `python -m engine contract set`.") from None

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from engine.errors import EngineError
-from engine.output_files import partial_path, remove_stale_partials, write_failed
+from engine.output_files import check_output_file, partial_path, remove_stale_partials, write_failed
 
 METADATA_PROPS = 14  # ModelProto.metadata_props
 ENTRY_KEY, ENTRY_VALUE = 1, 2  # StringStringEntryProto.key, .value
@@ -99,10 +99,7 @@ def write_metadata(source: str | Path, entries: dict[str, str], target: str | Pa
     temporary file beside ``target``, passed to ``check`` (which raises to refuse it), then renamed
     into place. ``source`` is only read unless it is ``target``; nothing is left on failure."""
     source, target = Path(source), Path(target)
-    if not target.parent.is_dir():
-        raise EngineError(f"output folder {target.parent} does not exist; create it or choose another path")
-    if target.suffix.lower() != ".onnx":
-        raise EngineError(f"output {target} must be an ONNX file ending in .onnx")
+    check_output_file(target, "ONNX model", (".onnx",))
     try:
         data = with_metadata(source.read_bytes(), entries)
     except ValueError as bad:

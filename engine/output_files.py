@@ -31,6 +31,22 @@ def partial_path(target: str | Path, suffix: str | None = None) -> Path:
     return target.with_name(f".{target.stem}{PARTIAL_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
 
 
+def check_output_file(path: str | Path, kind: str, suffixes: tuple[str, ...]) -> None:
+    """Refuse, before any work, a path that cannot become an output file of ``kind`` (named by
+    ``suffixes``, the first one suggested): an existing folder, a missing or read-only folder, another
+    file type."""
+    target = Path(path)
+    if target.is_dir():
+        raise EngineError(f"output {path} is an existing folder; give a file path, e.g. "
+                          f"{target / ('result' + suffixes[0])}")
+    if not target.parent.is_dir():
+        raise EngineError(f"output folder {target.parent} does not exist; create it or choose another output path")
+    if not os.access(target.parent, os.W_OK):
+        raise EngineError(f"output folder {target.parent} is not writable; choose another output path")
+    if target.suffix.lower() not in suffixes:
+        raise EngineError(f"output {path} must be a {kind} path ending in {suffixes[0]}")
+
+
 def remove_stale_partials(target: str | Path) -> list[Path]:
     """Delete the temporaries of ``target`` whose process no longer runs; return what was deleted."""
     target = Path(target)

@@ -23,7 +23,7 @@ from rasterio.windows import Window, from_bounds
 
 from engine.contract import ModelContract
 from engine.errors import EngineError
-from engine.output_files import partial_path, remove_stale_partials, write_failed
+from engine.output_files import check_output_file, partial_path, remove_stale_partials, write_failed
 from engine.radiometry import check_radiometry
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32")
@@ -50,8 +50,12 @@ def parse_band_mapping(text: str | dict | None) -> dict[str, int]:
             items.append((name, index))
     mapping = {}
     for name, index in items:
+        name = str(name).strip()
+        if name in mapping:
+            raise EngineError(f"band mapping names {name} twice ({text}); give each model band one input band, "
+                              "like 'B02=1,B03=2,B04=3'")
         try:
-            mapping[str(name).strip()] = int(index)
+            mapping[name] = int(index)
         except ValueError:
             raise EngineError(f"band mapping for {name!r}: {index!r} is not a band number") from None
     return mapping
@@ -237,13 +241,20 @@ def normalise(data: np.ndarray, valid: np.ndarray, mean, std) -> np.ndarray:
     return np.where(valid, (data - mean) / std, 0.0).astype(np.float32, copy=False)
 
 
-def _open_georeferenced(path: str):
+def _open_raster(path: str):
     if not Path(path).exists():
         raise EngineError(f"input raster {path} does not exist")
     try:
-        src = rasterio.open(path)
+        return rasterio.open(path)
     except rasterio.errors.RasterioIOError as err:
-        raise EngineError(f"cannot open input raster {path}: {err}") from None
+        raise EngineError(
+            f"cannot open input raster {path}: {str(err).rstrip('.')}. The file is not a raster GDAL reads, or "
+            "it is damaged (an interrupted download or copy): check that it opens in QGIS, or export or fetch it again"
+        ) from None
+
+
+def _open_georeferenced(path: str):
+    src = _open_raster(path)
     if src.crs is None or src.transform == Affine.identity():
         src.close()
         raise EngineError(
@@ -405,41 +416,33 @@ def _window_for(src, bounds) -> Window:
 
 def read_tags(path: str) -> dict[str, str]:
     """The dataset-level metadata tags of a raster."""
-    with _open_metadata(path) as dataset:
+    with _open_raster(path) as dataset:
         return dataset.tags()
 
 
 def read_band_descriptions(path: str) -> list[str | None]:
-    with _open_metadata(path) as dataset:
+    with _open_raster(path) as dataset:
         return list(dataset.descriptions)
 
 
-@contextlib.contextmanager
-def _open_metadata(path: str):
-    if not Path(path).exists():
-        raise EngineError(f"input raster {path} does not exist")
-    try:
-        dataset = rasterio.open(path)
-    except rasterio.errors.RasterioIOError as err:
-        raise EngineError(f"cannot open input raster {path}: {err}") from None
-    with dataset:
-        yield dataset
-
-
 def check_output_path(path: str, *inputs: str) -> None:
-    """Refuse outputs that would fail late or overwrite an input."""
+    """Refuse a GeoTIFF output that would fail late or overwrite an input."""
+    check_output_file(path, "GeoTIFF", (".tif", ".tiff"))
     target = Path(path)
-    if not target.parent.is_dir():
-        raise EngineError(
-            f"output folder {target.parent} does not exist; create it or choose another output path"
-        )
-    if not os.access(target.parent, os.W_OK):
-        raise EngineError(f"output folder {target.parent} is not writable; choose another output path")
-    if target.suffix.lower() not in (".tif", ".tiff"):
-        raise EngineError(f"output {path} must be a GeoTIFF path ending in .tif")
     for source in inputs:
         if Path(source).exists() and target.exists() and target.samefile(source):
             raise EngineError(f"output {path} is the input raster; inputs are never overwritten")
+
+
+def check_output_paths(outputs: dict[str, str], *inputs: str) -> None:
+    """``check_output_path`` for each output (by parameter name), and no two of them the same file."""
+    seen: dict[str, str] = {}
+    for key, path in outputs.items():
+        check_output_path(path, *inputs)
+        same = seen.setdefault(os.path.realpath(path), key)
+        if same != key:
+            raise EngineError(f"{same} and {key} are the same file {path}; one would overwrite the other: "
+                              f"give {key} another file name")
 
 
 @dataclass

@@ -92,7 +92,7 @@ class Model:
         except Exception as err:  # onnxruntime raises its own exception types for corrupt files
             raise EngineError(
                 f"model file {self.path} is not a valid ONNX model (corrupt, truncated or not ONNX): "
-                f"{str(err).splitlines()[0][:300]}. Re-export it or choose another model file."
+                f"{str(err).splitlines()[0][:300].rstrip('.')}. Re-export it or choose another model file."
             ) from None
         finally:
             ort.set_default_logger_severity(2)
@@ -112,6 +112,16 @@ class Model:
                     (m.name, ("tensor(float)", 5)), (f"{m.name}_doy", ("tensor(int64)", 2)),
                     (f"{m.name}_mask", ("tensor(float)", 4)))
             }, f"the contract's modality list ({', '.join(m.name for m in contract.modalities)})")
+            shapes = {i.name: i.shape for i in inputs}
+            for modality in contract.modalities:
+                bands = static(shapes[modality.name][2])
+                if bands and bands != len(modality.bands):
+                    raise ModelContractError(
+                        f"{self.path}: the graph takes {bands} {modality.name} bands but the contract lists "
+                        f"{len(modality.bands)} ({', '.join(b.name for b in modality.bands)}); give the "
+                        f"contract's modality {modality.name} the model's {bands} bands in its input order "
+                        "(re-export the model with `python -m training export`)"
+                    )
             return
         if contract.task in NAMED_INPUTS:
             self._check_named_inputs(inputs, NAMED_INPUTS[contract.task], f"a {contract.task!r} model")

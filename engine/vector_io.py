@@ -14,8 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import EngineError
-from engine.output_files import partial_path, remove_stale_partials, write_failed
+from engine.output_files import check_output_file, partial_path, remove_stale_partials, write_failed
 
 SQL_TYPES = {int: "INTEGER", float: "REAL", str: "TEXT"}
 
@@ -71,10 +70,7 @@ def atomic_geopackage(path: str, table: str, fields: list[Field], crs_wkt: str, 
                       description: str = "") -> Iterator[GeoPackageLayer]:
     """Create ``path`` (a new GeoPackage with one polygon layer) only if the block succeeds."""
     target = Path(path)
-    if not target.parent.is_dir():
-        raise EngineError(f"output folder {target.parent} does not exist; create it or choose another path")
-    if target.suffix.lower() != ".gpkg":
-        raise EngineError(f"output {path} must be a GeoPackage path ending in .gpkg")
+    check_output_file(target, "GeoPackage", (".gpkg",))
     remove_stale_partials(target)
     partial = partial_path(target, ".gpkg")
     srs_id = epsg or 100000

@@ -52,7 +52,7 @@ def test_contract_names_a_missing_field():
 
 
 def test_contract_rejects_inconsistent_values():
-    with pytest.raises(ModelContractError, match="std must be > 0"):
+    with pytest.raises(ModelContractError, match=r"std is \[1.0, 0.0, 1.0\]; every std must be a finite number > 0"):
         contract(std=(1.0, 0.0, 1.0))
     with pytest.raises(ModelContractError, match="overlap < tile_size"):
         contract(tile=32, overlap=32)

@@ -1,7 +1,7 @@
 """The engine's task registry: the only names the worker and the CLI will run.
 
-Parameters are validated here, once, against each task's declared parameters (name -> (type,
-required)); nothing else from a request reaches the tasks.
+Parameters are validated here, once, against each task's declared parameters (name -> (form,
+required), engine.tasks.parameters); nothing else from a request reaches the tasks.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from engine.tasks.crop_map import MapCrops
 from engine.tasks.hycot import CompressHyperspectral, DecompressHyperspectral
 from engine.tasks.import_model import ImportModel
 from engine.tasks.model_store import DownloadModel, InstalledModels
+from engine.tasks.parameters import PATH, describe, mismatch
 from engine.tasks.run_onnx import RunOnnx
 from engine.tasks.scene_labels import ClassifyScenes
 from engine.tasks.search_changes import SearchChanges
@@ -41,7 +42,7 @@ def describe_model(params: dict, progress: Progress, cancelled: IsCancelled) -> 
     return {"model": path, "contract": asdict(model.contract)}
 
 
-DESCRIBE_PARAMS = {"model": (str, False), "task": (str, False)}
+DESCRIBE_PARAMS = {"model": (PATH, False), "task": (str, False)}
 
 
 def validate(task: str, params: dict) -> dict:
@@ -54,14 +55,15 @@ def validate(task: str, params: dict) -> dict:
     unknown = set(params) - set(declared)
     if unknown:
         raise EngineError(f"task {task}: unknown parameter(s) {sorted(unknown)}; allowed: {sorted(declared)}")
-    for name, (kind, required) in declared.items():
+    for name, (form, required) in declared.items():
         value = params.get(name)
         if value is None or value == "":
             if required:
                 raise EngineError(f"task {task}: parameter {name!r} is required")
             continue
-        if not isinstance(value, kind):
-            raise EngineError(f"task {task}: parameter {name!r} has the wrong type ({type(value).__name__})")
+        problem = mismatch(value, form)
+        if problem:
+            raise EngineError(f"task {task}: parameter {name!r} must be {describe(form)}; {problem}")
     if task == "describe_model" and params.get("task") not in (None, *MODEL_TASKS):
         raise EngineError(f"describe_model: task must be one of {sorted(MODEL_TASKS)}")
     return {k: v for k, v in params.items() if v is not None and v != ""}

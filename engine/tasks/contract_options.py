@@ -8,37 +8,38 @@ the result into the ONNX file.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from engine.contract import OUTPUT_KINDS, Band, ModelContract, Outputs, contract_from_metadata, has_contract
+from engine.contract import (COLOUR, OUTPUT_KINDS, Band, ModelContract, Outputs, contract_from_metadata,
+                             has_contract)
 from engine.errors import EngineError, ModelContractError
 from engine.onnx_metadata import write_metadata
 from engine.pipeline import IsCancelled, Progress
 from engine.runtime import Model, static
+from engine.tasks.parameters import PATH, ListOf
 
 CONTRACT_OPTIONS = {
-    "band_names": (list, False),  # the model's input bands in order, matched against band descriptions
-    "mean": (list, False),  # one value, or one per band, of values already divided by scale
-    "std": (list, False),
-    "scale": ((int, float), False),  # raw values are divided by it first (Deepness: 255)
+    "band_names": (ListOf(str), False),  # the model's input bands in order, matched against band descriptions
+    "mean": (ListOf(float), False),  # one value, or one per band, of values already divided by scale
+    "std": (ListOf(float), False),
+    "scale": (float, False),  # raw values are divided by it first (Deepness: 255)
     "tile_size": (int, False),
     "overlap": (int, False),
-    "classes": (list, False),  # "name" or "name:#rrggbb" per output channel
+    "classes": (ListOf(str), False),  # "name" or "name:#rrggbb" per output channel
     "output_kind": (str, False),  # classes, regression or embedding
     "activation": (str, False),  # none, softmax or sigmoid (engine.contract.ACTIVATIONS)
     "units": (str, False),
 }
 NORMALISATION = ("mean", "std", "scale")
 DEFAULT_OVERLAP_PERCENT = 15  # as Deepness
-COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 
 
 def contract_with_options(model: Model, options: dict) -> ModelContract:
     """``model``'s contract with ``options`` (CONTRACT_OPTIONS keys) applied; without a contract
     in the model, one made from the options and its graph. Mean, std and scale replace the whole
-    normalisation when any is given: inputs become (raw / scale - mean) / std."""
+    normalisation when any is given: inputs become (raw / scale - mean) / std. ``options`` have the
+    forms CONTRACT_OPTIONS declares (checked by engine.tasks.validate)."""
     base = contract_from_metadata(model.metadata, model.name) if has_contract(model.metadata) else None
     given = {key: value for key, value in options.items() if key in CONTRACT_OPTIONS and value is not None}
     inputs, outputs = model.session.get_inputs(), model.session.get_outputs()
@@ -81,7 +82,7 @@ def contract_with_options(model: Model, options: dict) -> ModelContract:
     if base and len(base.bands) == count and not any(key in given for key in NORMALISATION):
         mean, std = base.mean, base.std
     else:
-        scale = _number("scale", given.get("scale", 1.0))
+        scale = float(given.get("scale", 1.0))
         if scale <= 0:
             raise ModelContractError(f"scale must be > 0 (raw values are divided by it), got {scale}")
         mean = tuple(v * scale for v in _per_band("mean", given.get("mean", [0.0]), count))
@@ -105,19 +106,17 @@ def contract_with_options(model: Model, options: dict) -> ModelContract:
     provenance = dict(base.provenance) if base else {}
     if kind == "embedding" and not (same_outputs and "classes" not in given):  # one name per dimension
         provenance["dim"] = len(names)
-    return ModelContract(
-        task=base.task if base else "run_onnx", name=base.name if base else Path(model.path).stem,
-        bands=bands, mean=mean, std=std, outputs=outputs, tile_size=tile, overlap=overlap,
-        gsd_m=base.gsd_m if base else None, batch_size=base.batch_size if base else 8,
-        input_units=base.input_units if base else "", provenance=provenance,
-        modalities=base.modalities if base else (),
-    )
-
-
-def _number(option: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ModelContractError(f"{option} must be a number, got {value!r}")
-    return float(value)
+    try:
+        return ModelContract(
+            task=base.task if base else "run_onnx", name=base.name if base else Path(model.path).stem,
+            bands=bands, mean=mean, std=std, outputs=outputs, tile_size=tile, overlap=overlap,
+            gsd_m=base.gsd_m if base else None, batch_size=base.batch_size if base else 8,
+            input_units=base.input_units if base else "", provenance=provenance,
+            modalities=base.modalities if base else (),
+        )
+    except ModelContractError as bad:
+        raise ModelContractError(f"{model.name}: {bad}. Correct the options of 'Run ONNX model' or "
+                                 "`python -m engine contract set`.") from None
 
 
 def _per_band(option: str, values: list, count: int) -> tuple[float, ...]:
@@ -125,7 +124,7 @@ def _per_band(option: str, values: list, count: int) -> tuple[float, ...]:
         values = values * count
     if len(values) != count:
         raise ModelContractError(f"{option} has {len(values)} values for {count} bands; give one, or one per band")
-    return tuple(_number(option, v) for v in values)
+    return tuple(float(v) for v in values)
 
 
 def _classes(items: list) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -151,7 +150,7 @@ class SetContract:
     it replaces anything, so a contract that does not fit the graph is refused and nothing written."""
 
     name = "set_contract"
-    params = {"model": (str, True), "out": (str, False), "task": (str, False), **CONTRACT_OPTIONS}
+    params = {"model": (PATH, True), "out": (PATH, False), "task": (str, False), **CONTRACT_OPTIONS}
 
     def run(self, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
         source = Path(params["model"])

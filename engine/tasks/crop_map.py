@@ -12,6 +12,7 @@ from __future__ import annotations
 from engine.contract import ModelContract
 from engine.errors import ModelContractError
 from engine.tasks.class_map import ClassMapTask
+from engine.tasks.parameters import EXTENT, PATH, ListOf
 from engine.tasks.raster_task import as_list
 from engine.time_series_io import open_time_series
 
@@ -21,14 +22,14 @@ class MapCrops(ClassMapTask):
     default_model = "crop_tsvit_s1s2_sim.onnx"
     output_description = "crop class"
     params = {
-        "s2": ((str, list), True),
-        "s1": ((str, list), False),
-        "dates_s2": (list, False),
-        "dates_s1": (list, False),
-        "output": (str, True),
-        "probabilities": (str, False),
-        "model": (str, False),
-        "extent": (list, False),
+        "s2": ((PATH, ListOf(PATH)), True),
+        "s1": ((PATH, ListOf(PATH)), False),
+        "dates_s2": (ListOf(str), False),
+        "dates_s1": (ListOf(str), False),
+        "output": (PATH, True),
+        "probabilities": (PATH, False),
+        "model": (PATH, False),
+        "extent": (EXTENT, False),
         "resample": (bool, False),
         "device": (str, False),
         "strict": (bool, False),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from engine.errors import Cancelled, EngineError
 from engine.pipeline import IsCancelled, Progress
+from engine.tasks.parameters import PATH, DictOf
 
 OPTION_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 POLL_S = 0.2
@@ -26,10 +27,11 @@ class ImportModel:
     name = "import_model"
     params = {
         "source": (str, True),
-        "checkpoint": (str, True),
-        "output": (str, True),
+        "checkpoint": (PATH, True),
+        "output": (PATH, True),
         "sha256": (str, False),
-        "options": (dict, False),  # the source's own options, e.g. {"area": "agia_napa", "norm-param": "n.npy"}
+        # the source's own options, e.g. {"area": "agia_napa", "norm-param": "n.npy"}
+        "options": (DictOf((str, float, bool)), False),
     }
 
     def run(self, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from engine.model_catalogue import download_published, find_model, installed_models
 from engine.pipeline import IsCancelled, Progress
+from engine.tasks.parameters import PATH
 
 
 class DownloadModel:
     name = "download_model"
-    params = {"id": (str, True), "folder": (str, False)}
+    params = {"id": (str, True), "folder": (PATH, False)}
 
     def run(self, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
         return download_published(find_model(params["id"]), params.get("folder"), progress, cancelled)

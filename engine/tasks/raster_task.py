@@ -12,15 +12,16 @@ import numpy as np
 from engine.contract import ModelContract
 from engine.errors import ModelContractError
 from engine.pipeline import IsCancelled, Progress, RunStats, Strip, infer_strips
-from engine.raster_io import InputGrid, OutputSpec, atomic_outputs, check_output_path, open_input
+from engine.raster_io import InputGrid, OutputSpec, atomic_outputs, check_output_paths, open_input
 from engine.runtime import MODELS_DIR, Model
+from engine.tasks.parameters import EXTENT, PATH, DictOf, ListOf
 
 RASTER_PARAMS = {
-    "input": ((str, list), True),  # one raster, or several files of one area (e.g. one per band)
-    "output": (str, True),
-    "model": (str, False),
-    "bands": ((str, dict), False),
-    "extent": (list, False),
+    "input": ((PATH, ListOf(PATH)), True),  # one raster, or several files of one area (e.g. one per band)
+    "output": (PATH, True),
+    "model": (PATH, False),
+    "bands": ((str, DictOf(int)), False),  # 'B02=1,B03=2' or {"B02": 1, "B03": 2}
+    "extent": (EXTENT, False),
     "resample": (bool, False),
     "device": (str, False),
     "strict": (bool, False),  # refuse input values implausible for the model (engine/radiometry.py)
@@ -84,8 +85,7 @@ class RasterTask(ABC):
         with self.open_grid(params, contract) as grid:
             outputs = self.outputs(contract, params, grid)
             specs = list(outputs.values())
-            for spec in specs:
-                check_output_path(spec.path, *self.input_paths(params))
+            check_output_paths({key: spec.path for key, spec in outputs.items()}, *self.input_paths(params))
             warnings = list(grid.warnings)
             grid_info = {"width": grid.width, "height": grid.height, "crs": grid.crs.to_string()}
             valid_pixels = self._write(model, grid, specs, progress, cancelled, stats)

@@ -18,6 +18,7 @@ from engine.raster_io import InputGrid, OutputSpec
 from engine.runtime import NAMED_INPUTS, Model
 from engine.tasks.class_map import ClassMapTask
 from engine.tasks.contract_options import CONTRACT_OPTIONS, contract_with_options
+from engine.tasks.parameters import PATH
 from engine.tasks.raster_task import RASTER_PARAMS, RasterTask
 from engine.tasks.value_map import ValueMapTask
 
@@ -26,7 +27,7 @@ WRITERS = {"classes": ClassMapTask(), "regression": ValueMapTask(), "embedding":
 
 class RunOnnx(RasterTask):
     name = "run_onnx"
-    params = {**RASTER_PARAMS, "model": (str, True), "probabilities": (str, False), **CONTRACT_OPTIONS}
+    params = {**RASTER_PARAMS, "model": (PATH, True), "probabilities": (PATH, False), **CONTRACT_OPTIONS}
 
     def model_path(self, params: dict) -> str:
         if not params.get("model"):

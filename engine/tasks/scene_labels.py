@@ -25,7 +25,8 @@ from engine.pipeline import IsCancelled, Progress
 from engine.raster_io import OutputGrid, OutputSpec, atomic_outputs, check_output_path, open_input
 from engine.runtime import MODELS_DIR, Model
 from engine.tasks.class_map import PROBABILITY_NODATA
-from engine.tasks.raster_task import as_list
+from engine.tasks.parameters import EXTENT, PATH
+from engine.tasks.raster_task import RASTER_PARAMS, as_list
 from engine.vector_io import Field, atomic_geopackage
 
 
@@ -38,15 +39,15 @@ class ClassifyScenes:
     name = "classify_scenes"
     default_model = "scene_labels_s1s2_fixture.onnx"
     params = {
-        "input": ((str, list), True),
-        "output": (str, True),
-        "probabilities": (str, False),
-        "model": (str, False),
-        "bands": ((str, dict), False),
-        "extent": (list, False),
+        "input": RASTER_PARAMS["input"],
+        "output": (PATH, True),
+        "probabilities": (PATH, False),
+        "model": (PATH, False),
+        "bands": RASTER_PARAMS["bands"],
+        "extent": (EXTENT, False),
         "device": (str, False),
-        "threshold": ((int, float), False),
-        "min_valid": ((int, float), False),
+        "threshold": (float, False),
+        "min_valid": (float, False),
         "strict": (bool, False),
     }
 

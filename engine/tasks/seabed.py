@@ -7,6 +7,7 @@ Shallow Waters", IGARSS 2024).
 from __future__ import annotations
 
 from engine.tasks.class_map import ClassMapTask
+from engine.tasks.parameters import PATH
 from engine.tasks.raster_task import RASTER_PARAMS
 
 
@@ -14,4 +15,4 @@ class ClassifySeabed(ClassMapTask):
     name = "classify_seabed"
     default_model = "seabed_s2_sim.onnx"
     output_description = "seabed class"
-    params = {**RASTER_PARAMS, "probabilities": (str, False)}
+    params = {**RASTER_PARAMS, "probabilities": (PATH, False)}

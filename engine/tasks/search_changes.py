@@ -24,7 +24,8 @@ from engine.embedding_index import EmbeddingIndex, load_store
 from engine.errors import EngineError
 from engine.pipeline import IsCancelled, Progress
 from engine.runtime import MODELS_DIR
-from engine.tasks.raster_task import as_list
+from engine.tasks.parameters import PATH
+from engine.tasks.raster_task import RASTER_PARAMS, as_list
 from engine.tasks.search_index import BuildSearchIndex, embedding_model, index_entry, layer_name, put_entry
 from engine.tasks.search_results import SEARCH_PARAMS, run_search, text_query
 
@@ -34,9 +35,9 @@ TILING_PARAMS = ("bands", "extent", "tile_size", "overlap", "min_valid", "strict
 
 class SearchChanges:
     name = "search_changes"
-    params = {**SEARCH_PARAMS, "query": (str, True), "text_model": (str, False),
-              "before": ((str, list), True), "after": ((str, list), True), "name": (str, False),
-              "fusion": (str, False), "model": (str, False),
+    params = {**SEARCH_PARAMS, "query": (str, True), "text_model": (PATH, False),
+              "before": RASTER_PARAMS["input"], "after": RASTER_PARAMS["input"], "name": (str, False),
+              "fusion": (str, False), "model": (PATH, False),
               **{key: BuildSearchIndex.params[key] for key in TILING_PARAMS}}
 
     def model_path(self, params: dict) -> str:

@@ -24,7 +24,8 @@ from engine.errors import Cancelled, EngineError, ModelContractError
 from engine.pipeline import IsCancelled, Progress, tile_origins
 from engine.raster_io import OutputGrid, open_input
 from engine.runtime import MODELS_DIR, Model, shared_model
-from engine.tasks.raster_task import as_list
+from engine.tasks.parameters import EXTENT, PATH, ListOf
+from engine.tasks.raster_task import RASTER_PARAMS, as_list
 
 DEFAULT_IMAGE_MODEL = "search_image_rgb.onnx"
 DEFAULT_MIN_VALID = 0.5
@@ -126,15 +127,15 @@ def layer_name(paths: list[str]) -> str:
 class BuildSearchIndex:
     name = "build_search_index"
     params = {
-        "input": ((str, list), True),  # layers: each a raster path, or a list of files of one area
-        "index": (str, True),  # folder
-        "names": (list, False),  # one display name per layer (default: file names)
-        "model": (str, False),
-        "bands": ((str, dict), False),
-        "extent": (list, False),
+        "input": ((PATH, ListOf((PATH, ListOf(PATH)))), True),  # layers: each a raster path, or files of one area
+        "index": (PATH, True),  # folder
+        "names": (ListOf(str), False),  # one display name per layer (default: file names)
+        "model": (PATH, False),
+        "bands": RASTER_PARAMS["bands"],
+        "extent": (EXTENT, False),
         "tile_size": (int, False),
         "overlap": (int, False),
-        "min_valid": ((int, float), False),
+        "min_valid": (float, False),
         "device": (str, False),
         "strict": (bool, False),
     }
@@ -145,8 +146,8 @@ class BuildSearchIndex:
     def run(self, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
         started = time.perf_counter()
         layers = [as_list(layer) for layer in as_list(params["input"])]
-        if not layers or not all(paths and all(isinstance(p, str) for p in paths) for paths in layers):
-            raise EngineError("input must be a raster path, or a list of layers, each a path or a list of paths")
+        if not layers or not all(layers):
+            raise EngineError("input has an empty layer: give each layer a raster path, or a list of paths")
         names = params.get("names") or [layer_name(paths) for paths in layers]
         if len(names) != len(layers) or len(set(names)) != len(names):
             raise EngineError(f"give one distinct name per layer: {len(layers)} layer(s), names {names}")

@@ -21,6 +21,7 @@ from engine.embedding_index import DEFAULT_PROBES, Entry, Hit, LoadedStore
 from engine.errors import EngineError
 from engine.raster_io import OutputGrid, OutputSpec, atomic_outputs, check_output_path
 from engine.runtime import MODELS_DIR, Model
+from engine.tasks.parameters import PATH
 from engine.tasks.search_index import embedding_model
 from engine.vector_io import Field, atomic_geopackage
 
@@ -28,9 +29,9 @@ DEFAULT_TEXT_MODEL = "search_text_minilm.onnx"
 DEFAULT_TOP_K = 20
 HEATMAP_NODATA = -2.0  # cosine scores lie in [-1, 1]
 SEARCH_PARAMS = {
-    "index": (str, True),
-    "output": (str, False),  # GeoPackage of the result tiles
-    "heatmap": (str, False),  # GeoTIFF: every tile's score on the best result's layer
+    "index": (PATH, True),
+    "output": (PATH, False),  # GeoPackage of the result tiles
+    "heatmap": (PATH, False),  # GeoTIFF: every tile's score on the best result's layer
     "top_k": (int, False),
     "probes": (int, False),  # inverted lists scanned per query (large indexes)
     "exact": (bool, False),  # scan every tile instead

@@ -11,6 +11,7 @@ from pyproj import CRS, Transformer
 from engine.embedding_index import Entry, LoadedStore, load_store
 from engine.errors import EngineError
 from engine.pipeline import IsCancelled, Progress
+from engine.tasks.parameters import ListOf
 from engine.tasks.search_results import SEARCH_PARAMS, image_entries, run_search
 
 
@@ -37,7 +38,7 @@ def tile_at(store: LoadedStore, entry: Entry, point: list[float], point_crs: str
 
 class SearchSimilar:
     name = "search_similar"
-    params = {**SEARCH_PARAMS, "layer": (str, True), "tile": (int, False), "point": (list, False),
+    params = {**SEARCH_PARAMS, "layer": (str, True), "tile": (int, False), "point": (ListOf(float, 2), False),
               "point_crs": (str, False)}
 
     def run(self, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:

@@ -8,12 +8,13 @@ import time
 
 from engine.embedding_index import load_store
 from engine.pipeline import IsCancelled, Progress
+from engine.tasks.parameters import PATH
 from engine.tasks.search_results import SEARCH_PARAMS, image_entries, run_search, text_query
 
 
 class SearchText:
     name = "search_text"
-    params = {**SEARCH_PARAMS, "query": (str, True), "text_model": (str, False)}
+    params = {**SEARCH_PARAMS, "query": (str, True), "text_model": (PATH, False)}
 
     def run(self, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
         started = time.perf_counter()
