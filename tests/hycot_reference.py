@@ -7,8 +7,10 @@ Written from the authors' code (git.tu-berlin.de/rsim/hycot, read in public copi
 ``transformer.layers.<i>.<0|1>.fn.(norm|fn)``, the ``transformer.skipcat`` convolutions that only
 their unused "CAF" mode applies, ``to_latent``, ``patch_deembed``), their zero padding at the
 short-wavelength end, their token grouping and their output reshape, which names the spatial axes
-``(w h)`` and so is exact on square inputs only. Their weights come from the default
-initialisation with the compression token and the position embeddings drawn from N(0, 1).
+``(w h)`` and so is exact on square inputs only. Their PreNorm, Attention and FeedForward blocks are
+those of TSViT's reference (``tsvit_reference``): both codes take them from vit-pytorch. Their
+weights come from the default initialisation with the compression token and the position
+embeddings drawn from N(0, 1).
 
 A checkpoint is saved as their training script leaves ``final.pth.tar`` (``strip_checkpoint``:
 ``{"state_dict": model.state_dict()}``), the form their test script loads; during training
@@ -22,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tsvit_reference import _Attention, _FeedForward, _PreNorm
+
 TINY = {"hidden_dim": 32, "dim": 16, "depth": 3, "heads": 4, "mlp_dim": 8, "dim_head": 4}  # fast tests
 
 
@@ -32,39 +36,6 @@ class _Residual(nn.Module):
 
     def forward(self, x):
         return self.fn(x) + x
-
-
-class _PreNorm(nn.Module):
-    def __init__(self, dim, fn):
-        super().__init__()
-        self.norm, self.fn = nn.LayerNorm(dim), fn
-
-    def forward(self, x):
-        return self.fn(self.norm(x))
-
-
-class _Attention(nn.Module):
-    def __init__(self, dim, heads, dim_head):
-        super().__init__()
-        self.heads, self.scale = heads, dim_head**-0.5
-        self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(heads * dim_head, dim), nn.Dropout(0.0))
-
-    def forward(self, x):
-        batch, count, _ = x.shape
-        q, k, v = (part.reshape(batch, count, self.heads, -1).transpose(1, 2) for part in self.to_qkv(x).chunk(3, -1))
-        attention = (torch.einsum("bhid,bhjd->bhij", q, k) * self.scale).softmax(dim=-1)
-        return self.to_out(torch.einsum("bhij,bhjd->bhid", attention, v).transpose(1, 2).reshape(batch, count, -1))
-
-
-class _FeedForward(nn.Module):
-    def __init__(self, dim, hidden):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(0.0), nn.Linear(hidden, dim),
-                                 nn.Dropout(0.0))
-
-    def forward(self, x):
-        return self.net(x)
 
 
 class _Transformer(nn.Module):

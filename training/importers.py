@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import re
 import tempfile
 import time
 import zipfile
@@ -165,6 +166,21 @@ def _safetensors(checkpoint: Path) -> dict[str, torch.Tensor]:
     if not loaded:
         raise ImportRefused(f"{checkpoint} holds no tensors; give the checkpoint file the authors publish")
     return loaded
+
+
+def toolbox_name(key: str, rules: tuple[tuple[str, str], ...]) -> str:
+    """The toolbox's name of a published parameter: each (pattern, replacement) of ``rules`` applied
+    in order; a name no rule matches stays as it is, so that ``load_weights`` reports it."""
+    for pattern, replacement in rules:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def refuse_mismatches(checks: tuple[tuple[str, bool], ...], checkpoint: Path, expected: str) -> None:
+    """Refuse ``checkpoint`` as not ``expected``, naming the problem of every (problem, found) check found."""
+    problems = [problem for problem, found in checks if found]
+    if problems:
+        raise ImportRefused(f"{checkpoint} is not {expected} ({'; '.join(problems)})")
 
 
 def load_weights(network: torch.nn.Module, state: dict[str, torch.Tensor], checkpoint: Path, expected: str) -> None:

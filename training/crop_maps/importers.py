@@ -38,7 +38,15 @@ from engine.contract import Band, ModelContract, Modality, Outputs
 from training.crop_maps.data import class_colour, class_name
 from training.crop_maps.export import CONTRACT_TASK, parity_check, write_crop_onnx
 from training.datasets.pastis_r_format import GSD_M, INPUT_UNITS, S2_BANDS
-from training.importers import ImportedModel, Importer, ImportRefused, load_state_dict, load_weights
+from training.importers import (
+    ImportedModel,
+    Importer,
+    ImportRefused,
+    load_state_dict,
+    load_weights,
+    refuse_mismatches,
+    toolbox_name,
+)
 from training.models.tsvit import TSViT, TSViTConfig
 from training.scene_labels.export import BAND_ALIASES
 
@@ -95,7 +103,7 @@ def published_config(state: dict[str, Tensor], checkpoint: Path) -> TSViTConfig:
     patch = math.isqrt(shape["to_patch_embedding.1.weight"][-1] // len(S2_BANDS))
     grid = math.isqrt(shape["space_pos_embedding"][1]) if len(shape["space_pos_embedding"]) == 3 else 0
     inner = shape["temporal_transformer.layers.0.0.fn.to_qkv.weight"][0] // 3
-    problems = [problem for problem, found in (
+    refuse_mismatches((
         (f"temporal_token {shape['temporal_token']}: {CLASSES} PASTIS classes expected",
          shape["temporal_token"] != (1, CLASSES, dim)),
         (f"to_patch_embedding.1.weight {shape['to_patch_embedding.1.weight']}: patches of the "
@@ -109,9 +117,7 @@ def published_config(state: dict[str, Tensor], checkpoint: Path) -> TSViTConfig:
          or shape["to_temporal_embedding_input.bias"] != (dim,)),
         (f"to_qkv {shape['temporal_transformer.layers.0.0.fn.to_qkv.weight']}: {HEADS} heads expected",
          inner % HEADS),
-    ) if found]
-    if problems:
-        raise ImportRefused(f"{checkpoint} is not TSViT for PASTIS24 Sentinel-2 ({'; '.join(problems)})")
+    ), checkpoint, "TSViT for PASTIS24 Sentinel-2")
 
     def depth(encoder: str) -> int:
         return len({match[1] for name in state if (match := re.match(rf"{encoder}\.layers\.(\d+)\.", name))})
@@ -134,9 +140,9 @@ def tsvit_names(state: dict[str, Tensor], config: TSViTConfig) -> dict[str, Tens
             query, key_value = value.split([value.shape[0] // 3, 2 * value.shape[0] // 3])
             prefix = key.removesuffix("0.fn.to_qkv.weight")
             for new, tensor in (("to_query", query), ("to_key_value", key_value)):
-                renamed[_rename(prefix) + f"attention.{new}.weight"] = tensor
+                renamed[toolbox_name(prefix, RENAMES) + f"attention.{new}.weight"] = tensor
         elif key not in CONVERTED:
-            renamed[_rename(key)] = value
+            renamed[toolbox_name(key, RENAMES)] = value
     p, grid, bands = config.patch_size, config.image_size // config.patch_size, len(S2_BANDS)
     patch = state["to_patch_embedding.1.weight"].reshape(config.dim, p, p, bands).permute(0, 3, 1, 2)
     renamed["tokenizer.patch_embedding.weight"] = torch.cat([patch, patch.new_zeros(config.dim, 1, p, p)], dim=1)
@@ -146,12 +152,6 @@ def tsvit_names(state: dict[str, Tensor], config: TSViTConfig) -> dict[str, Tens
     renamed["decoder.position_embedding"] = (
         state["space_pos_embedding"].reshape(1, grid, grid, config.dim).permute(0, 3, 1, 2))
     return renamed
-
-
-def _rename(key: str) -> str:
-    for pattern, replacement in RENAMES:
-        key = re.sub(pattern, replacement, key)
-    return key
 
 
 def legacy_pixel_order(config: TSViTConfig) -> Tensor:

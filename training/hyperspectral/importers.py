@@ -36,7 +36,15 @@ from torch import Tensor
 
 from training.bit_rate import latent_channels
 from training.compression import INPUT_UNITS, PAPER, write_hycot_pair
-from training.importers import ImportedModel, Importer, ImportRefused, load_state_dict, load_weights
+from training.importers import (
+    ImportedModel,
+    Importer,
+    ImportRefused,
+    load_state_dict,
+    load_weights,
+    refuse_mismatches,
+    toolbox_name,
+)
 from training.simulation.hyperspectral import GSD_M, KEPT_BANDS, WAVELENGTHS_NM
 from training.tasks.hycot import HyCoTTask
 
@@ -84,7 +92,7 @@ def published_sizes(state: dict[str, Tensor], checkpoint: Path) -> dict:
                for i in range(depth - 2) for kind in ("weight", "bias")}
     found_skipcat = {name: tuple(tensor.shape) for name, tensor in state.items() if SKIPCAT.match(name)}
     inner = shape["transformer.layers.0.0.fn.fn.to_qkv.weight"][0] // 3
-    problems = [problem for problem, found in (
+    refuse_mismatches((
         (f"patch_deembed.2.weight {shape['patch_deembed.2.weight']}: HySpecNet-11k's {BANDS} bands expected",
          shape["patch_deembed.2.weight"][0] != BANDS),
         (f"patch_to_embedding.weight {shape['patch_to_embedding.weight']}: groups of {GROUP} bands expected",
@@ -94,9 +102,7 @@ def published_sizes(state: dict[str, Tensor], checkpoint: Path) -> dict:
         (f"to_qkv {shape['transformer.layers.0.0.fn.fn.to_qkv.weight']}: {HEADS} heads expected", inner % HEADS),
         (f"transformer.skipcat {sorted(found_skipcat.items())}: {depth - 2} Conv2d({tokens}, {tokens}, (1, 2)) "
          f"expected for {depth} layers", found_skipcat != skipcat),
-    ) if found]
-    if problems:
-        raise ImportRefused(f"{checkpoint} is not HyCoT for HySpecNet-11k ({'; '.join(problems)})")
+    ), checkpoint, "HyCoT for HySpecNet-11k")
     return {"dim": dim, "depth": depth, "heads": HEADS, "head_dim": inner // HEADS,
             "mlp_dim": shape["transformer.layers.0.1.fn.fn.net.0.weight"][0],
             "hidden_dim": shape["to_latent.0.weight"][0], "latent": shape["to_latent.2.weight"][0]}
@@ -121,13 +127,7 @@ def hycot_names(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """The published tensors under ``HyCoTTask``'s names, without the unused ``skipcat``
     convolutions (checked by ``published_sizes``). Names it does not know are kept, so that
     ``load_weights`` reports them."""
-    renamed = {}
-    for key, value in state.items():
-        if not SKIPCAT.match(key):
-            for pattern, replacement in HYCOT_NAMES:
-                key = re.sub(pattern, replacement, key)
-            renamed[key] = value
-    return renamed
+    return {toolbox_name(key, HYCOT_NAMES): value for key, value in state.items() if not SKIPCAT.match(key)}
 
 
 def import_hycot(checkpoint: Path, out: Path, options: argparse.Namespace, provenance: dict) -> ImportedModel:
