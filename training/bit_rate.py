@@ -1,5 +1,5 @@
 """Latent size and bit rate of the learned hyperspectral codecs (HyCoT and the PCA baseline), in the
-convention of Fuchs & Demir, "HyCoT: A Transformer-Based Autoencoder for Hyperspectral Image
+convention of Fuchs, Rasti & Demir, "HyCoT: A Transformer-Based Autoencoder for Hyperspectral Image
 Compression", 2024, and of the authors' code (git.tu-berlin.de/rsim/hycot): CR = C / L and
 bpppc = 32 / CR, i.e. every latent value counts as a 32-bit float and C is the number of input
 bands before any padding (202 for HySpecNet-11k, not the 204 the encoder pads to).

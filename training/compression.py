@@ -1,6 +1,6 @@
 """Fit, evaluate and export HyCoT hyperspectral compression models on HySpecNet-11k.
 
-HyCoT: Fuchs & Demir, "HyCoT: A Transformer-Based Autoencoder for Hyperspectral Image
+HyCoT: Fuchs, Rasti & Demir, "HyCoT: A Transformer-Based Autoencoder for Hyperspectral Image
 Compression", 2024; HySpecNet-11k: Fuchs & Demir, "HySpecNet-11k: A Large-Scale Hyperspectral
 Dataset for Benchmarking Learning-Based Hyperspectral Image Compression Methods", 2023. Data is
 read with torchgeo's ``HySpecNet11k`` (202 bands, water-vapour bands dropped), real or simulated

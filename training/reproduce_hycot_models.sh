@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild models_onnx/hycot_cr{4,8,16,32}_enmap_sim_{encoder,decoder}.onnx from SIMULATED EnMAP-like
 # data (training/simulation/hyperspectral.py), with the commands and seeds their model cards list.
-# HyCoT (Fuchs & Demir 2024) on 202 bands, trained on the hard (tilewise) split's train tiles and
+# HyCoT (Fuchs, Rasti & Demir 2024) on 202 bands, trained on the hard (tilewise) split's train tiles and
 # evaluated on its test tiles. --final-norm: the shipped models have a LayerNorm after the last
 # transformer block that the paper's model has not (model cards). 800 steps per model: 6-8 minutes
 # each on one thread of 2 shared CPU cores. Same commands and seeds as the cards; across machines,

@@ -1,4 +1,4 @@
-"""HyCoT: Hyperspectral Compression Transformer (Fuchs & Demir, "HyCoT: A Transformer-Based
+"""HyCoT: Hyperspectral Compression Transformer (Fuchs, Rasti & Demir, "HyCoT: A Transformer-Based
 Autoencoder for Hyperspectral Image Compression", 2024; reference code git.tu-berlin.de/rsim/hycot).
 
 A pixelwise autoencoder. The encoder pads each pixel's spectrum with zeros at its short-wavelength
@@ -18,7 +18,12 @@ projection and MLP Linear(64, 8) -> GELU -> Linear(8, 64), latent head, decoder)
   neither has a model trained without ``final_norm``.
 - The compression token and position embeddings start from N(0, 0.02^2); the reference draws them
   from N(0, 1). This changes training, not the architecture.
-- Inputs are clipped to [0, 1] inside the encoder; the reference relies on the data preparation.
+- Inputs are clipped to [0, 1] inside the encoder; the reference relies on the data preparation
+  (HySpecNet-11k's clip to [0, 10000] and division by 10000), which this reproduces.
+
+The parameter names differ; the authors' published checkpoints load one to one through the name
+map of ``training/hyperspectral/importers.py``. The reference also holds ``transformer.skipcat``
+convolutions that only its "CAF" mode runs, never HyCoT: they have no counterpart here.
 
 Encoder and decoder are separate modules on images ``[N, channels, H, W]`` (pixels are flattened
 inside), so each exports to ONNX on its own: the encoder writes the compressed file, the decoder

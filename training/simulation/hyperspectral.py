@@ -1,7 +1,7 @@
 """Physically grounded simulation of EnMAP-like hyperspectral scenes (numpy + rasterio only).
 
 No real hyperspectral cube can be downloaded here, so the shipped HyCoT compression models
-(Fuchs & Demir, "HyCoT: A Transformer-Based Autoencoder for Hyperspectral Image Compression", 2024)
+(Fuchs, Rasti & Demir, "HyCoT: A Transformer-Based Autoencoder for Hyperspectral Image Compression", 2024)
 learn from scenes simulated the way imaging spectroscopy explains real ones:
 
 - Spectral sampling: EnMAP's 224 band centres (VNIR 418-993 nm, SWIR 902-2445 nm; the two

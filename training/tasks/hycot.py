@@ -1,4 +1,4 @@
-"""Learned hyperspectral compression with HyCoT (Fuchs & Demir, "HyCoT: A Transformer-Based
+"""Learned hyperspectral compression with HyCoT (Fuchs, Rasti & Demir, "HyCoT: A Transformer-Based
 Autoencoder for Hyperspectral Image Compression", 2024).
 
 Loss: mean squared error of the reconstruction; Adam. The paper's efficient training: the model is
