@@ -141,8 +141,7 @@ def import_hycot(checkpoint: Path, out: Path, options: argparse.Namespace, prove
             "gsd_m": GSD_M, "input_units": INPUT_UNITS}
     tile_size = getattr(options, "tile_size", None) or TILE_SIZE
     written = write_hycot_pair(module.eval(), out.with_suffix(""), data,
-                               provenance | {"paper": PAPER, "architecture": "HyperspectralCompressionTransformer"},
-                               tile_size)
+                               provenance | {"architecture": "HyperspectralCompressionTransformer"}, tile_size)
     reported = (f" The authors report {REPORTED_PSNR_DB[ratio]} dB PSNR at CR {ratio} on HySpecNet-11k's test set "
                 "(their README)." if ratio in REPORTED_PSNR_DB else "")
     return ImportedModel(
