@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from engine.output_files import is_stale_partial, partial_path, write_failed
 
 INDEX_VERSION = 2  # 2: the manifest names its store generation
 MANIFEST = "manifest.json"
+FILE_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")  # entry ids (cache keys) and store generations: parts of file names
 IVF_MIN_TILES = 50_000  # below this an exact scan takes a few ms
 DEFAULT_PROBES = 64  # 10^6 synthetic tiles: recall@10 0.79 at 16, 0.86 at 24, 0.97 at 64 (6 ms)
 KMEANS_SAMPLE = 64  # training points per list
@@ -135,10 +137,20 @@ class EmbeddingIndex:
             if data.get("version") != INDEX_VERSION:
                 raise EngineError(f"index {self.folder} has format version {data.get('version')}; this toolbox "
                                   f"reads version {INDEX_VERSION}: build the index again into a new folder")
-            return Manifest(data["space"], data["dim"], [Entry(**e) for e in data["entries"]], data["store"])
-        except (ValueError, KeyError, TypeError) as err:
+            manifest = Manifest(data["space"], data["dim"], [Entry(**e) for e in data["entries"]], data["store"])
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise EngineError(f"index manifest {path} is damaged ({err}); delete the folder and build it "
                               "again") from None
+        keys = [("the store generation", manifest.store)] + [(f"the id of entry {e.name!r}", e.id)
+                                                             for e in manifest.entries]
+        for what, key in keys:
+            if not isinstance(key, str) or not FILE_KEY.fullmatch(key):
+                raise EngineError(
+                    f"index manifest {path} is damaged: {what} is {key!r}, not a plain name (letters, digits, - and "
+                    "_). The index names its files by such keys only, never by paths: delete the folder and build "
+                    "the index again"
+                )
+        return manifest
 
     def open_for(self, space: str, dim: int) -> Manifest:
         """The manifest to add entries of embedding ``space`` to (a new one for a new folder)."""

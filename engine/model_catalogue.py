@@ -23,7 +23,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Callable
 
 from engine.contract import contract_from_metadata
@@ -354,15 +354,41 @@ def _write_atomically(path: Path, text: str) -> None:
         scratch.unlink(missing_ok=True)
 
 
+def models_folders() -> dict[str, Path]:
+    """Where installed models live, by origin: the shipped models_onnx/ and the user models folder."""
+    from engine.runtime import MODELS_DIR
+
+    return {"shipped": MODELS_DIR, "user": user_models_dir()}
+
+
+def installed_model(name: str, named_by: str) -> Path:
+    """The installed model file called ``name``, a name read from a data file (``named_by``), which
+    is not trusted to choose a path: a plain ``.onnx`` file name, looked up in the shipped folder,
+    then in the user models folder and its subfolders. Anything else is refused."""
+    folders = models_folders()
+    places = f"{folders['shipped']} or {folders['user']}"
+    if PurePosixPath(name).name != name or PureWindowsPath(name).name != name or not name.endswith(".onnx"):
+        raise EngineError(
+            f"{named_by} names the model {name!r}, which is not a plain .onnx file name: a model named by a data "
+            f"file must be an installed model ({places}) and is never looked for elsewhere. If you trust the "
+            "file, give that model yourself (the model parameter)"
+        )
+    user = folders["user"]
+    in_subfolders = sorted(path for path in user.rglob("*.onnx") if path.name == name) if user.is_dir() else []
+    for candidate in [folders["shipped"] / name, user / name, *in_subfolders]:
+        if candidate.is_file():
+            return candidate
+    raise EngineError(f"{named_by} names the model {name}, which is not installed ({places}); put it in the user "
+                      "models folder, or give the model file yourself (the model parameter)")
+
+
 def installed_models() -> dict:
     """The ``.onnx`` models in the shipped folder (models_onnx/) and the user models folder, grouped
     by their contract's task; a file that onnxruntime cannot read or that has no contract is left
     out with a warning."""
     import onnxruntime as ort
 
-    from engine.runtime import MODELS_DIR
-
-    folders = {"shipped": MODELS_DIR, "user": user_models_dir()}
+    folders = models_folders()
     tasks: dict[str, list[dict]] = {}
     warnings, seen = [], set()
     options = ort.SessionOptions()

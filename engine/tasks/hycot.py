@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from engine.contract import ModelContract
 from engine.errors import EngineError, ModelContractError
+from engine.model_catalogue import installed_model
 from engine.pipeline import IsCancelled, Progress, RunStats, Strip, infer_strips
 from engine.raster_io import InputGrid, OutputSpec, normalise, open_input, read_tags
 from engine.runtime import MODELS_DIR, Model
@@ -154,33 +156,31 @@ class DecompressHyperspectral(RasterTask):
     def model_path(self, params: dict) -> str:
         if params.get("model"):
             return params["model"]
-        decoder = _codec_tags(params.get("input", ""))["decoder"]
-        if not (MODELS_DIR / decoder).is_file():
-            raise EngineError(f"the decoder {decoder} named in {params['input']} is not among the shipped "
-                              "models; give the decoder .onnx file as the model")
-        return str(MODELS_DIR / decoder)
+        decoder = compressed_file(params["input"]).decoder
+        return str(installed_model(decoder, f"the decoder tag of {params['input']}"))
 
     def check_model(self, contract: ModelContract, params: dict) -> None:
         _require_task(contract, "hycot_decoder", "decoder")
-        tags = _codec_tags(params["input"])
-        if str(contract.provenance.get("pair_id", "")) != tags.get("pair_id", ""):
+        compressed = compressed_file(params["input"])
+        if str(contract.provenance.get("pair_id", "")) != compressed.pair_id:
             raise ModelContractError(
-                f"{params['input']} was compressed by encoder {tags.get('encoder')!r} (pair "
-                f"{tags.get('pair_id')!r}), not by the partner of decoder {contract.name!r} (pair "
-                f"{contract.provenance.get('pair_id')!r}); decompress it with the decoder {tags.get('decoder')!r}"
+                f"{params['input']} was compressed by encoder {compressed.encoder!r} (pair "
+                f"{compressed.pair_id!r}), not by the partner of decoder {contract.name!r} (pair "
+                f"{contract.provenance.get('pair_id')!r}); decompress it with the decoder {compressed.decoder!r}"
             )
+        if len(compressed.band_names) != contract.outputs.channels:
+            raise _damaged_tag(params["input"], "original_band_names",
+                               f"names {len(compressed.band_names)} bands but its decoder restores "
+                               f"{contract.outputs.channels}")
 
     def outputs(self, contract: ModelContract, params: dict, grid: InputGrid) -> dict[str, OutputSpec]:
-        tags = _codec_tags(params["input"])
-        dtype = tags["original_dtype"]
-        if dtype not in DTYPE_RANGES and dtype != "float32":
-            raise EngineError(f"{params['input']}: cannot restore original data type {dtype!r}")
-        nodata = json.loads(tags["original_nodata"])
+        compressed = compressed_file(params["input"])
+        dtype, nodata = compressed.dtype, compressed.nodata
         return {"output": OutputSpec(
             params["output"], contract.outputs.channels, dtype,
             nodata if nodata is not None else (0 if dtype in DTYPE_RANGES else -9999.0),
-            band_names=tuple(json.loads(tags["original_band_names"])),
-            tags={"decompressed_by": contract.name, "pair_id": tags["pair_id"]},
+            band_names=compressed.band_names,
+            tags={"decompressed_by": contract.name, "pair_id": compressed.pair_id},
         )}
 
     def convert(self, contract: ModelContract, strip: Strip, specs: list[OutputSpec]) -> list[np.ndarray]:
@@ -192,11 +192,53 @@ class DecompressHyperspectral(RasterTask):
         return [values.astype(spec.dtype)]
 
 
-def _codec_tags(path: str) -> dict:
+@dataclass(frozen=True)
+class CompressedFile:
+    """What the tags of a compressed file say, each checked (the tags are not trusted)."""
+
+    decoder: str  # a file name, resolved among the installed models only (installed_model)
+    encoder: str
+    pair_id: str
+    dtype: str  # of the original raster
+    nodata: float | None
+    band_names: tuple[str, ...]
+
+
+def compressed_file(path: str) -> CompressedFile:
+    """The tags of a HyCoT-compressed raster; a missing or malformed tag raises EngineError naming it."""
     tags = read_tags(path)
     if tags.get(CODEC_TAG) != "hycot":
         raise EngineError(
             f"{path} is not a HyCoT-compressed raster (no {CODEC_TAG}=hycot tag); "
             "decompress only files written by 'Compress hyperspectral raster'"
         )
-    return tags
+    missing = [tag for tag in ("decoder", "original_dtype", "original_nodata", "original_band_names")
+               if not tags.get(tag)]
+    if missing:
+        raise _damaged_tag(path, missing[0], "is missing")
+    dtype = tags["original_dtype"]
+    if dtype not in DTYPE_RANGES and dtype != "float32":
+        raise _damaged_tag(path, "original_dtype", f"is {dtype!r}, not one of {[*DTYPE_RANGES, 'float32']}")
+    nodata = _json_tag(path, tags, "original_nodata")
+    if isinstance(nodata, bool) or not isinstance(nodata, (int, float, type(None))):
+        raise _damaged_tag(path, "original_nodata", f"is {tags['original_nodata']!r}, not a number or null")
+    names = _json_tag(path, tags, "original_band_names")
+    if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+        raise _damaged_tag(path, "original_band_names",
+                           f"is {tags['original_band_names'][:80]!r}, not a list of band names")
+    return CompressedFile(tags["decoder"], tags.get("encoder", ""), tags.get("pair_id", ""), dtype, nodata,
+                          tuple(names))
+
+
+def _json_tag(path: str, tags: dict[str, str], tag: str):
+    try:
+        return json.loads(tags[tag])
+    except json.JSONDecodeError as bad:
+        raise _damaged_tag(path, tag, f"is {tags[tag][:80]!r}, not valid JSON ({bad})") from None
+
+
+def _damaged_tag(path: str, tag: str, problem: str) -> EngineError:
+    return EngineError(
+        f"{path}: the HyCoT tag {tag!r} {problem}. The file's tags were damaged or edited after compression: "
+        "compress the original raster again with 'Compress hyperspectral raster' (or restore the tag)"
+    )
