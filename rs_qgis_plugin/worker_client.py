@@ -11,6 +11,7 @@ Protocol (JSON lines): the plugin writes ``{"id", "task", "params"}`` requests a
 import json
 import os
 import queue
+import signal
 import subprocess
 import threading
 import time
@@ -33,6 +34,21 @@ SETTING_HINT = (
     f"Remote Sensing AI Toolbox, or in the environment variable {ENGINE_PYTHON_ENV}."
 )
 CANCELLED_MESSAGE = "Cancelled: no output was written."
+STDERR_LINES_SHOWN = 20  # the last lines of the engine's stderr quoted when it fails
+SHELL_SIGNAL_EXIT = 128  # a shell (an interpreter wrapper) and the engine itself exit 128 + n after signal n
+MEMORY_ADVICE = (
+    "Linux's out-of-memory killer ends a process this way when memory runs out, so the run most likely needed "
+    "more memory than was free: process a smaller extent, use a smaller tile size (the TILE_SIZE of 'Run ONNX "
+    "model' or 'Build search index') or a model whose contract has a smaller batch_size, or close other "
+    "programs, then run again."
+)
+SIGNAL_ADVICE = {  # by name: Windows has no SIGKILL
+    "SIGKILL": MEMORY_ADVICE,
+    "SIGTERM": "Another program or the system asked it to stop (a shutdown, a job scheduler); run again.",
+    "SIGINT": "It was interrupted (Ctrl+C); run again.",
+    "SIGSEGV": "It crashed in a native library (onnxruntime, GDAL); please report it with the engine output below.",
+    "SIGABRT": "A native library (onnxruntime, GDAL, CUDA) aborted it; please report it with the engine output below.",
+}
 
 
 class EngineWorker:
@@ -63,6 +79,7 @@ class EngineWorker:
                 f"({error.strerror}). {SETTING_HINT}"
             ) from None
         self._lines = queue.Queue()  # stdout lines, then None when the worker closes stdout
+        self._answered = False  # whether the worker has sent any event: it started, its interpreter works
         self._progress_text_due = 0.0  # when the next progress text may be passed on
         self._stderr_tail = deque(maxlen=40)
         self._stdout_reader = threading.Thread(target=self._read_stdout, daemon=True)
@@ -107,6 +124,7 @@ class EngineWorker:
                     raise QgsProcessingException(CANCELLED_MESSAGE)
                 raise self._stopped_unexpectedly()
             event = self._parse(line, feedback)
+            self._answered |= event is not None
             if event is not None and event.get("id") == request_id:
                 if event.get("event") == "result":
                     return event["result"]
@@ -194,6 +212,19 @@ class EngineWorker:
             self.kill()
             code = self._process.returncode
         excerpt = self._stderr_excerpt()
+        engine = f"The engine ({self.python} -m engine.worker)"
+        stopped_by = stopping_signal(code)
+        if stopped_by is not None:
+            how = "killed" if stopped_by.name == "SIGKILL" else "stopped"
+            return QgsProcessingException(
+                f"{engine} was {how} by signal {stopped_by.name}{'' if code < 0 else f' (exit code {code})'}. "
+                f"{SIGNAL_ADVICE.get(stopped_by.name, 'Run again.')}{excerpt}"
+            )
+        if self._answered:
+            return QgsProcessingException(
+                f"{engine} exited with code {code} in the middle of the task: a bug in the engine or a library it "
+                f"uses; please report it with the engine output below.{excerpt}"
+            )
         hint = SETTING_HINT
         if "No module named 'engine'" in excerpt:
             hint = (
@@ -201,13 +232,24 @@ class EngineWorker:
                 f"environment (pip install <toolbox folder>) or choose its interpreter. {SETTING_HINT}"
             )
         return QgsProcessingException(
-            f"The engine ({self.python} -m engine.worker) stopped unexpectedly with exit code "
-            f"{code}. {hint}{excerpt}"
+            f"{engine} stopped unexpectedly while starting, with exit code {code}: that interpreter cannot run "
+            f"the engine. {hint}{excerpt}"
         )
 
     def _stderr_excerpt(self) -> str:
         self._stderr_reader.join(timeout=POLL_S)  # let it catch a failing worker's last lines
-        return "\nEngine output:\n" + "\n".join(self._stderr_tail) if self._stderr_tail else ""
+        lines = list(self._stderr_tail)[-STDERR_LINES_SHOWN:]
+        return "\nLast engine output:\n" + "\n".join(lines) if lines else ""
+
+
+def stopping_signal(code: int) -> signal.Signals | None:
+    """The signal that ended a process with exit status ``code``: -n from Python's subprocess, 128 + n
+    from a shell wrapping the interpreter or from the engine itself (after SIGTERM or SIGINT)."""
+    number = -code if code < 0 else code - SHELL_SIGNAL_EXIT if code > SHELL_SIGNAL_EXIT else None
+    try:
+        return signal.Signals(number) if number is not None else None
+    except ValueError:
+        return None
 
 
 def remove_leftovers(params: dict, since: float) -> None:
