@@ -1,5 +1,8 @@
 """What every algorithm of the provider shares: identity from class attributes, parameters with
-help, the device choice, and the engine request entries common to all tasks."""
+help, the device choice, the engine request entries common to all tasks, and raster files that do
+not open named as such."""
+import os
+
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingOutputNumber,
@@ -8,7 +11,10 @@ from qgis.core import (
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
+    QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsRasterLayer,
 )
 
 MODEL_SELECTOR = "rs_qgis_plugin.model_selector.ModelSelectorWrapper"  # the dialogs' widget for MODEL
@@ -49,6 +55,29 @@ class ModelAlgorithm(QgsProcessingAlgorithm):
 
     def createInstance(self):  # noqa: N802 (QGIS API)
         return type(self)()
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
+        """QGIS's checks, except that for a raster file that exists but does not open QGIS says "not
+        found": say what is wrong with the file instead."""
+        ok, message = super().checkParameterValues(parameters, context)
+        if ok:
+            return ok, message
+        for definition in self.parameterDefinitions():
+            if not isinstance(definition, (QgsProcessingParameterRasterLayer, QgsProcessingParameterMultipleLayers)):
+                continue
+            values = parameters.get(definition.name())
+            for path in values if isinstance(values, list) else [values]:
+                if not (isinstance(path, str) and os.path.isfile(path)):
+                    continue
+                layer = QgsRasterLayer(path, "", "gdal")
+                if not layer.isValid():
+                    reason = layer.error().summary().strip().splitlines()[-1]
+                    return False, (
+                        f"{definition.description()}: {path} exists but does not open as a raster ({reason}). "
+                        "The file is damaged (an interrupted download or copy) or is not a raster: check that "
+                        "it is the right file, or export or fetch it again."
+                    )
+        return ok, message
 
     def add_parameter(self, parameter, help_text: str) -> None:
         parameter.setHelp(help_text)

@@ -1,5 +1,6 @@
-"""A worker that dies gets the right advice (issue #14): real engine worker processes started by the
-plugin's client, ended by real signals mid-task or while idle, and interpreters that cannot start it."""
+"""Faults named right in QGIS (issue #14): a worker that dies gets the right advice (real engine worker
+processes started by the plugin's client, ended by real signals mid-task or while idle, and
+interpreters that cannot start it), and a raster file that does not open is not reported "not found"."""
 from __future__ import annotations
 
 import os
@@ -118,3 +119,23 @@ def test_an_interpreter_that_cannot_start_the_engine_gets_the_setting_hint(rsai_
     message = str(stopped.value)
     assert "stopped unexpectedly while starting, with exit code 3: that interpreter cannot run the engine" in message
     assert SETTING in message and message.endswith("Last engine output:\nconda: environment rsai not found")
+
+
+@pytest.mark.parametrize("algorithm, parameter, value", [
+    ("rsai:estimate_bathymetry", "INPUT", "GARBAGE"),
+    ("rsai:classify_scenes", "S2", ["GARBAGE"]),
+])
+def test_a_raster_file_that_does_not_open_is_named_as_damaged_not_missing(rsai_provider, tmp_path, algorithm,
+                                                                          parameter, value):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    garbage = tmp_path / "scene.tif"
+    garbage.write_bytes(b"II*\x00" + bytes(range(256)) * 40)  # a TIFF header, then no TIFF
+    value = [str(garbage)] if isinstance(value, list) else str(garbage)
+    output = tmp_path / ("out.gpkg" if algorithm.endswith("scenes") else "out.tif")
+    with pytest.raises(QgsProcessingException, match=rf"{garbage} exists but does not open as a raster \(.*"
+                                                     r"TIFFReadDirectory.*\)\. The file is damaged .* or is not a "
+                                                     "raster: check that it is the right file, or export or fetch"):
+        processing.run(algorithm, {parameter: value, "OUTPUT": str(output)})
+    assert not output.exists()
