@@ -220,6 +220,14 @@ def test_a_300_character_file_name_is_a_user_error(tmp_path, scene_tif, depth_mo
         run("estimate_bathymetry", **params)
 
 
+def test_a_symbolic_link_loop_is_a_user_error(tmp_path, scene_tif):
+    (tmp_path / "a.onnx").symlink_to(tmp_path / "b.onnx")
+    (tmp_path / "b.onnx").symlink_to(tmp_path / "a.onnx")
+    with pytest.raises(EngineError, match=r"parameter 'model' .*a.onnx' is refused by the operating system \(Too many "
+                                          r"levels of symbolic links\): choose a file in a folder you can read"):
+        run("estimate_bathymetry", input=scene_tif, output=str(tmp_path / "d.tif"), model=str(tmp_path / "a.onnx"))
+
+
 def test_a_path_holding_a_nul_character_is_a_user_error(tmp_path, depth_model):
     with pytest.raises(EngineError, match="parameter 'input' .* holds a NUL character"):
         run("estimate_bathymetry", input=str(tmp_path / "sce\x00ne.tif"), output=str(tmp_path / "d.tif"),
