@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     _add_strict_argument(run)
     run.add_argument("--probabilities", help="classify_seabed/classify_scenes: also write class probabilities")
+    run.add_argument("--quality-layer", dest="quality_layer",
+                     help="estimate_bathymetry/classify_seabed: also write the reason per pixel (valid, land, cloud, "
+                          "sun glint, optically deep, out of range)")
+    run.add_argument("--keep-masked", dest="keep_masked", action="store_true",
+                     help="estimate_bathymetry/classify_seabed: keep values where the quality layer finds land, "
+                          "cloud, glint, deep water or out-of-range depths (default: they become nodata)")
     run.add_argument("--threshold", type=float, help="classify_scenes: probability from which a label is given")
     run.add_argument("--min-valid", dest="min_valid", type=float,
                      help="classify_scenes: least valid fraction of a patch to classify it (default 0.9)")

@@ -93,10 +93,14 @@ class ModelContract:
     input_units: str = ""  # what raw pixel values mean, e.g. "surface reflectance x 10000"
     provenance: dict = field(default_factory=dict)  # paper, training_data, command, metrics
     modalities: tuple[Modality, ...] = ()  # multi-temporal models: their inputs (bands stays empty)
+    # water tasks, from the training data (engine/quality.py): "depth_range_m" [low, high] and
+    # "deep_water" {band: deep-water signal in raw input units}
+    quality: dict = field(default_factory=dict)
     version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
-        problems = self._input_problems() + self._output_problems() + self._run_problems()
+        problems = (self._input_problems() + self._output_problems() + self._run_problems()
+                    + self._quality_problems())
         if problems:
             raise ModelContractError(f"invalid model contract for {self.name!r}: " + "; ".join(problems))
 
@@ -174,6 +178,22 @@ class ModelContract:
             )
         return problems
 
+    def _quality_problems(self) -> list[str]:
+        problems = []
+        depth_range = self.quality.get("depth_range_m")
+        if depth_range is not None and not (
+                isinstance(depth_range, list | tuple) and len(depth_range) == 2
+                and all(isinstance(v, int | float) and math.isfinite(v) for v in depth_range)
+                and depth_range[0] < depth_range[1]):
+            problems.append(f"quality.depth_range_m is {depth_range!r}; give [low, high] in metres with low < high")
+        for name, signal in self.quality.get("deep_water", {}).items():
+            if name not in self.band_names:
+                problems.append(f"quality.deep_water names band {name!r}, which is not an input band of the model")
+            elif not (isinstance(signal, int | float) and math.isfinite(signal) and signal > 0):
+                problems.append(f"quality.deep_water[{name!r}] is {signal!r}; give the deep-water signal as a number "
+                                "> 0 in the input's units")
+        return problems
+
     @property
     def band_names(self) -> list[str]:
         return [b.name for b in self.bands]
@@ -223,6 +243,7 @@ class ModelContract:
             batch_size=contract.get("batch_size", _integer, 8),
             input_units=contract.get("input_units", _text, ""),
             provenance=contract.get("provenance", _object, {}),
+            quality=contract.get("quality", _object, {}),
             version=contract.get("version", _integer, CONTRACT_VERSION),
         )
 

@@ -21,7 +21,7 @@ from pyproj import Geod
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window, from_bounds
 
-from engine.contract import ModelContract
+from engine.contract import Band, ModelContract
 from engine.errors import EngineError
 from engine.output_files import check_output_file, partial_path, remove_stale_partials, write_failed
 from engine.radiometry import check_radiometry
@@ -96,6 +96,15 @@ def resolve_bands(labels: list[str | None], contract: ModelContract, mapping: di
     if bad:
         raise EngineError(f"band mapping refers to band(s) {bad}, but the input has bands 1..{count}")
     return chosen
+
+
+def present_bands(paths: list[str], bands: tuple[Band, ...]) -> tuple[Band, ...]:
+    """Those of ``bands`` that a band of the input files is named after (descriptions, file names)."""
+    labels = []
+    for path in paths:
+        with _open_raster(path) as dataset:
+            labels += band_labels(dataset, path)
+    return tuple(band for band in bands if any(label and band.matches(label) for label in labels))
 
 
 COLOUR_BANDS = ("red", "green", "blue")  # GDAL colour interpretations that name a band
@@ -280,8 +289,9 @@ def open_input(
 ):
     """Open one or several rasters of one area as an InputGrid for ``contract``.
 
-    The grid is ``target`` when given, else the first raster's (over ``extent``, in its CRS), at
-    the model's ground sampling distance when ``resample`` is set. Rasters on that grid's pixel
+    The grid is ``target`` when given, else that of the finest raster holding a band the model uses
+    (over ``extent``, in its CRS; files of unused bands are ignored, with a warning), at the model's
+    ground sampling distance when ``resample`` is set. Rasters on that grid's pixel
     lattice (or an integer subdivision of theirs) are read directly; others are warped onto it:
     reprojected when their CRS differs, coarser bands upsampled with nearest neighbour (as reBEN
     prepares 20/60 m bands). Every problem raises EngineError with a fix. Values implausible for the
@@ -310,10 +320,14 @@ def open_input(
                 f"does not read; supported: {', '.join(SUPPORTED_DTYPES)}. Convert it, e.g. "
                 "gdal_translate -ot Float32 in.tif out.tif"
             )
-        reference = datasets[0]
-        warnings = []
+        used = [k for k, dataset in enumerate(datasets) if any(owners[i - 1][0] is dataset for i in chosen)]
+        warnings = [f"{', '.join(Path(paths[k]).name for k in range(len(paths)) if k not in used)}: no band the "
+                    "model uses, so the model does not read it"] if len(used) < len(paths) else []
+        # The grid is that of the finest file the model reads (a product folder's 60 m B01 never decides it).
+        first = min(used, key=lambda k: (datasets[k].crs != datasets[used[0]].crs, abs(datasets[k].transform.a), k))
+        reference = datasets[first]
         crs = reference.crs if target is None else target.crs
-        bounds = reference.bounds if extent is None else _clip_extent(reference, extent, paths[0])
+        bounds = reference.bounds if extent is None else _clip_extent(reference, extent, paths[first])
         if target is not None:
             transform, width, height = target.transform, target.width, target.height
         elif resample and contract.gsd_m:
@@ -462,13 +476,14 @@ class OutputSpec:
 def atomic_outputs(grid: InputGrid | OutputGrid, specs: list[OutputSpec]):
     """Open every output as a temporary file; rename all into place only if the block succeeds and
     every file was written completely (engine/output_files.py)."""
-    opened = []
+    opened, partials = [], []  # a partial is listed before it exists: a signal may come at any line
     try:
         with rasterio.Env(**GDAL_OPTIONS):
             for spec in specs:
                 target = Path(spec.path)
                 remove_stale_partials(target)
                 partial = partial_path(target, ".tif")
+                partials.append(partial)
                 profile = dict(
                     driver="GTiff", width=grid.width, height=grid.height, count=spec.count,
                     dtype=spec.dtype, nodata=spec.nodata, crs=grid.crs, transform=grid.transform,
@@ -493,9 +508,10 @@ def atomic_outputs(grid: InputGrid | OutputGrid, specs: list[OutputSpec]):
         for _, partial, target in opened:
             os.replace(partial, target)
     except BaseException:
-        for dataset, partial, _ in opened:
+        for dataset, _, _ in opened:
             with contextlib.suppress(rasterio.errors.RasterioIOError, OSError):
                 dataset.close()
+        for partial in partials:
             partial.unlink(missing_ok=True)
         raise
 

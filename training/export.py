@@ -62,6 +62,7 @@ def export_onnx(
         overlap=overlap,
         gsd_m=data["gsd_m"],
         input_units=data["input_units"],
+        quality=data.get("quality", {}),
         provenance={
             "paper": PAPER,
             "architecture": module.architecture,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import lightning
+import numpy as np
 import rasterio
 import torch
 from torch.utils.data import DataLoader
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader
 from training.checkpoint import save_checkpoint
 from training.datasets.magicbathynet import IGNORE_INDEX, MagicBathyNet
 from training.datasets.magicbathynet_format import DEPTH_SCALE_M, MODALITY_BANDS, MODALITY_GSD_M
-from training.simulation.shallow_water import simulation_records
+from training.simulation.shallow_water import REFLECTANCE_SCALE, SITES, simulation_records
 from training.tasks import TASKS
 from training.transforms import random_dihedral
 from training.trainer import fit_provenance, fit_trainer
@@ -75,6 +76,7 @@ def fit(
             "class_weights": _class_weights(statistics_view),
         }
     module = TASKS[task](band_mean=minimum.tolist(), band_std=(maximum - minimum).tolist(), **options)
+    quality = _quality_record(statistics_view, task, modality, simulation_records(data, areas))
 
     trainer = fit_trainer(out, accelerator, max_steps or -1, epochs or -1, deterministic="warn")
     started = time.monotonic()
@@ -91,6 +93,7 @@ def fit(
         "input_units": _input_units(training_set),
         "training_patches": len(training_set),
         "simulation": simulation_records(data, areas),
+        "quality": quality,
     }
     provenance = {
         **fit_provenance(trainer, command, seed, started),
@@ -99,6 +102,23 @@ def fit(
     path = out / CHECKPOINT_NAME
     save_checkpoint(path, task, module.cpu(), data_description, provenance)
     return path
+
+
+def _quality_record(dataset: MagicBathyNet, task: str, modality: str, simulation: dict) -> dict:
+    """What the engine's quality layers need from the training data (engine/quality.py): the
+    depths trained on (0.5 and 99.5 percentiles, bathymetry) and the deep-water signal per band,
+    which only simulated data knows (the simulator's R_inf); real MagicBathyNet patches cover
+    surveyed water only."""
+    record = {}
+    if task == "bathymetry":
+        depths = torch.cat([sample["depth"].flatten() for sample in dataset]).numpy()
+        record["depth_range_m"] = [round(float(v), 2) for v in np.nanquantile(depths, [0.005, 0.995])]
+    if simulation:
+        (site_name,) = {entry["area"] for entry in simulation.values()}
+        deep = SITES[site_name].deep_water_reflectance
+        record["deep_water"] = {band: round(value * REFLECTANCE_SCALE, 1)
+                                for band, value in zip(MODALITY_BANDS[modality], deep)}
+    return record
 
 
 def _mean_depth(dataset: MagicBathyNet) -> float:

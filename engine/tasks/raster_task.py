@@ -4,15 +4,26 @@ output becomes its output bands (``RasterTask.outputs`` and ``RasterTask.convert
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 import numpy as np
 
 from engine.contract import ModelContract
 from engine.errors import ModelContractError
 from engine.pipeline import IsCancelled, Progress, RunStats, Strip, infer_strips
-from engine.raster_io import InputGrid, OutputSpec, atomic_outputs, check_output_paths, open_input
+from engine.quality import NO_DATA, REASON_COLOURS, REASONS, VALID, QualityLayer, nir_contract
+from engine.raster_io import (
+    InputGrid,
+    OutputGrid,
+    OutputSpec,
+    atomic_outputs,
+    check_output_paths,
+    open_input,
+    present_bands,
+)
 from engine.runtime import MODELS_DIR, Model
 from engine.tasks.parameters import EXTENT, PATH, DictOf, ListOf
 
@@ -26,6 +37,10 @@ RASTER_PARAMS = {
     "device": (str, False),
     "strict": (bool, False),  # refuse input values implausible for the model (engine/radiometry.py)
 }
+WATER_PARAMS = {  # tasks over water: quality layers (engine/quality.py)
+    "quality_layer": (PATH, False),  # GeoTIFF of the reason per pixel (valid, land, cloud, glint, deep, out of range)
+    "keep_masked": (bool, False),  # keep the values of pixels the quality layer flags (default: nodata)
+}
 
 
 def as_list(paths: str | list[str]) -> list[str]:
@@ -38,6 +53,7 @@ class RasterTask(ABC):
     name: str
     default_model: str  # file name in models_onnx/
     output_kind: str  # the contract's outputs.kind this task can use
+    over_water = False  # quality layers: land, cloud, glint, optically deep, out of range (WATER_PARAMS)
     params = RASTER_PARAMS
 
     def model_path(self, params: dict) -> str:
@@ -82,13 +98,16 @@ class RasterTask(ABC):
         contract = model.contract
         self.check_model(contract, params)
         stats = RunStats()
-        with self.open_grid(params, contract) as grid:
+        with self.open_grid(params, contract) as grid, contextlib.ExitStack() as stack:
             outputs = self.outputs(contract, params, grid)
+            quality = self.open_quality(params, contract, grid, stack) if self.over_water else None
+            if quality and quality.spec:
+                outputs["quality_layer"] = quality.spec
             specs = list(outputs.values())
             check_output_paths({key: spec.path for key, spec in outputs.items()}, *self.input_paths(params))
             warnings = list(grid.warnings)
             grid_info = {"width": grid.width, "height": grid.height, "crs": grid.crs.to_string()}
-            valid_pixels = self._write(model, grid, specs, progress, cancelled, stats)
+            valid_pixels = self._write(model, grid, specs, progress, cancelled, stats, quality)
         if valid_pixels == 0:
             warnings.append(
                 "the input has no valid pixels (all nodata or masked) in the processed area: "
@@ -108,16 +127,60 @@ class RasterTask(ABC):
             "grid": grid_info,
             "warnings": warnings,
         }
+        if quality:
+            result["quality"] = {"shares": quality.layer.summary(), "not_checked": quality.layer.notes()}
         result.update(self.report(params, result, progress, cancelled))
         result["seconds"] = round(time.perf_counter() - started, 3)
         return result
 
-    def _write(self, model, grid: InputGrid, specs, progress, cancelled, stats) -> int:
+    def open_quality(self, params: dict, contract: ModelContract, grid: InputGrid, stack) -> WaterQuality:
+        """The quality layer of this run, reading NIR beside the model's bands where the input has it."""
+        paths = self.input_paths(params)
+        has_nir = bool(present_bands(paths, nir_contract(contract).bands))
+        nir = stack.enter_context(open_input(paths, nir_contract(contract), target=OutputGrid(
+            grid.crs, grid.transform, grid.width, grid.height))) if has_nir else None
+        spec = OutputSpec(params["quality_layer"], 1, "uint8", NO_DATA, band_names=("quality",),
+                          colormap=REASON_COLOURS, tags={"model": contract.name, **{
+                              f"reason_{code}": name for code, name in REASONS.items()}}) \
+            if params.get("quality_layer") else None
+        return WaterQuality(QualityLayer(contract, has_nir), nir, not params.get("keep_masked", False), spec)
+
+    def _write(self, model, grid: InputGrid, specs, progress, cancelled, stats, quality: WaterQuality | None) -> int:
+        """``specs``: the task's outputs, then the quality raster when one is asked for."""
         valid_pixels = 0
+        task_specs = specs[:-1] if quality and quality.spec else specs
         with atomic_outputs(grid, specs) as datasets:
             for strip in infer_strips(model, grid, progress, cancelled, stats):
+                reasons = quality.apply(model.contract, grid, strip) if quality else None
                 valid_pixels += int(strip.valid.sum())
                 window = ((strip.row, strip.row + strip.valid.shape[0]), (0, grid.width))
-                for dataset, array in zip(datasets, self.convert(model.contract, strip, specs)):
+                arrays = self.convert(model.contract, strip, task_specs)
+                if quality and quality.spec:
+                    arrays.append(reasons[None])
+                for dataset, array in zip(datasets, arrays):
                     dataset.write(array, window=window)
         return valid_pixels
+
+
+@dataclass
+class WaterQuality:
+    """One run's quality layer: the NIR grid it reads beside the model's bands, whether masked
+    pixels become nodata, and the quality raster to write (if asked for)."""
+
+    layer: QualityLayer
+    nir: InputGrid | None
+    mask: bool
+    spec: OutputSpec | None
+
+    def apply(self, contract: ModelContract, grid: InputGrid, strip: Strip) -> np.ndarray:
+        """The strip's reasons; masked pixels leave ``strip.valid`` when masking."""
+        height = strip.valid.shape[0]
+        values, _ = grid.read(strip.row, 0, height, grid.width)
+        if self.nir is not None:
+            values = np.concatenate([values, self.nir.read(strip.row, 0, height, grid.width)[0]])
+        depth = (strip.values[0] * contract.outputs.scale + contract.outputs.offset
+                 if contract.outputs.kind == "regression" else None)
+        reasons = self.layer.reasons(values, strip.valid, depth)
+        if self.mask:
+            strip.valid &= reasons == VALID
+        return reasons

@@ -14,6 +14,13 @@ follows Dean's equilibrium profile h = A * x^(2/3) (Dean 1991, J. Coastal Resear
 smooth reefs and bars; bottom types are smooth random patches whose plausibility depends on depth.
 Water clarity and illumination vary smoothly; the sensor adds noise and quantises to uint16.
 
+For the quality layers (engine/quality.py) a scene also has a NIR band (B08, which pure water
+absorbs within decimetres: K about 3 per m, after Pope & Fry's absorption of about 2.9 per m at
+840 nm, Applied Optics 36(33), 1997), optional opaque clouds and sun-glint patches, and a truth of
+what each pixel is: the reasons of engine/quality.py, where optically deep means that the bottom
+adds less than the sensor noise to every visible band. None of this changes the visible bands of
+a scene without clouds or glint, so the shipped models' training data stays as it was.
+
 Arrays and files (bands always in MagicBathyNet's red, green, blue order: B04, B03, B02):
 
 - image: uint16 ``[3, H, W]``, surface reflectance x 10000 (0 would be nodata; never produced).
@@ -36,6 +43,7 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from engine.quality import CLOUD, DEEP, GLINT, LAND, VALID
 from training.datasets.magicbathynet_format import (
     AREA_CLASSES,
     MODALITY_BANDS,
@@ -49,6 +57,12 @@ from training.datasets.magicbathynet_format import (
 
 BANDS = MODALITY_BANDS["s2"]
 BAND_DESCRIPTIONS = ("red (665 nm)", "green (560 nm)", "blue (490 nm)")
+NIR_BAND, NIR_DESCRIPTION = "B08", "NIR (842 nm)"
+NIR_ATTENUATION_PER_M = 3.0
+NIR_DEEP_WATER, NIR_LAND = 0.002, 0.30  # reflectance
+NIR_NOISE = 0.0010
+CLOUD_REFLECTANCE = 0.5  # opaque cloud tops, spectrally flat
+GLINT_REFLECTANCE = 0.09  # added to every band where the sun's reflection reaches the sensor
 REFLECTANCE_SCALE = 10000.0
 GSD_M = 10.0
 UNDEFINED = 255
@@ -128,6 +142,8 @@ class SimulatedScene:
     classes: np.ndarray  # uint8 [H, W], class index, 255 = undefined
     transform: rasterio.Affine
     site: Site
+    nir: np.ndarray  # uint16 [H, W], B08 reflectance x 10000
+    surface: np.ndarray  # uint8 [H, W], what each pixel is: engine.quality's VALID, LAND, CLOUD, GLINT, DEEP
 
 
 def water_leaving_reflectance(
@@ -148,8 +164,11 @@ def simulate_scene(
     seed: int,
     site: str | Site = "agia_napa",
     upper_left: tuple[float, float] | None = None,
+    clouds: float = 0.0,
+    glint: float = 0.0,
 ) -> SimulatedScene:
-    """Simulate one georeferenced scene: image, ground-truth depth and seabed classes."""
+    """Simulate one georeferenced scene: image, ground-truth depth and seabed classes, NIR and the
+    surface truth; ``clouds`` and ``glint`` are the shares of the scene and of its water covered."""
     site = SITES[site] if isinstance(site, str) else site
     rng = np.random.default_rng(seed)
     shape = (height, width)
@@ -165,14 +184,35 @@ def simulate_scene(
     reflectance = np.where(land, land_reflectance, reflectance)
     reflectance *= 1.0 + 0.03 * _smooth_field(rng, shape, 200.0)  # illumination, thin haze
     reflectance += rng.standard_normal((3, *shape)) * np.reshape(SENSOR_NOISE, (3, 1, 1))
+    quality_rng = np.random.default_rng([seed, 1])  # draws of their own: the visible bands stay as they were
+    water_depth = np.maximum(true_depth, 0.0)
+    bottom_signal = np.abs(bottom - np.reshape(site.deep_water_reflectance, (3, 1, 1))) * np.exp(
+        -2.0 * np.reshape(site.attenuation_per_m, (3, 1, 1)) * clarity * water_depth)
+    surface = np.where(land, LAND, VALID).astype(np.uint8)
+    surface[~land & np.all(bottom_signal < np.reshape(SENSOR_NOISE, (3, 1, 1)), axis=0)] = DEEP
+    nir = NIR_DEEP_WATER + (1.2 * bottom[0] - NIR_DEEP_WATER) * np.exp(-2.0 * NIR_ATTENUATION_PER_M * water_depth)
+    nir = np.where(land, NIR_LAND * land_texture, nir) + quality_rng.standard_normal(shape) * NIR_NOISE
+    if glint and (~land).any():
+        field = _smooth_field(quality_rng, shape, 20.0)
+        glinted = ~land & (field > np.quantile(field[~land], 1.0 - glint))
+        reflectance[:, glinted] += GLINT_REFLECTANCE
+        nir[glinted] += GLINT_REFLECTANCE
+        surface[glinted] = GLINT
+    if clouds:
+        field = _smooth_field(quality_rng, shape, 30.0)
+        cloudy = field > np.quantile(field, 1.0 - clouds)
+        reflectance[:, cloudy] = CLOUD_REFLECTANCE
+        nir[cloudy] = CLOUD_REFLECTANCE
+        surface[cloudy] = CLOUD
     image = np.clip(np.rint(reflectance * REFLECTANCE_SCALE), 1, np.iinfo(np.uint16).max).astype(np.uint16)
+    nir = np.clip(np.rint(nir * REFLECTANCE_SCALE), 1, np.iinfo(np.uint16).max).astype(np.uint16)
 
     surveyed = ~land & (true_depth <= site.survey_depth_m)
     survey_gap = _smooth_field(rng, shape, 12.0) > 2.0  # a few percent: lidar dropouts
     depth = np.where(surveyed & ~survey_gap, true_depth, np.nan).astype(np.float32)
     classes = np.where(surveyed, seabed, UNDEFINED).astype(np.uint8)
     west, north = site.upper_left if upper_left is None else upper_left
-    return SimulatedScene(image, depth, classes, from_origin(west, north, GSD_M, GSD_M), site)
+    return SimulatedScene(image, depth, classes, from_origin(west, north, GSD_M, GSD_M), site, nir, surface)
 
 
 def write_scene_geotiffs(scene: SimulatedScene, image_path, depth_path, classes_path) -> None:
