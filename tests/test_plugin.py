@@ -73,8 +73,8 @@ def test_provider_registers_the_algorithms_with_help_for_every_parameter(rsai_pr
     assert sorted(algorithms) == sorted(ALGORITHM_IDS + HYPERSPECTRAL_IDS + SCENE_IDS + SEARCH_IDS + GENERIC_IDS
                                    + MODEL_STORE_IDS)
     expected = {
-        "rsai:estimate_bathymetry": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "STRICT", "OUTPUT"},
-        "rsai:classify_seabed": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "STRICT", "OUTPUT",
+        "rsai:estimate_bathymetry": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "STRICT", "OUTPUT", "KEEP_MASKED", "QUALITY_LAYER"},
+        "rsai:classify_seabed": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "STRICT", "OUTPUT", "KEEP_MASKED", "QUALITY_LAYER",
                                  "PROBABILITIES"},
         "rsai:compress_hyperspectral": {"INPUT", "MODEL", "BANDS", "EXTENT", "DEVICE", "STRICT", "OUTPUT", "RATIO",
                                         "QUALITY"},

@@ -132,3 +132,23 @@ def test_the_grid_is_that_of_the_bands_the_model_uses(coastal_scene, tmp_path):
             in result["warnings"])
     with rasterio.open(tmp_path / "d.tif") as depth:
         assert depth.transform.a == 10.0
+
+
+@pytest.mark.slow
+def test_qgis_process_writes_the_quality_layer_and_its_shares(coastal_scene, qgis_process, tmp_path):
+    """One raster holding the model's bands and B08, as a user's Sentinel-2 stack would."""
+    scene, _ = coastal_scene
+    stack = write_raster(tmp_path / "stack.tif", np.concatenate([scene.image, scene.nir[None]]),
+                         descriptions=(*BANDS, NIR_BAND), crs=scene.site.crs,
+                         origin=(scene.transform.c, scene.transform.f))
+    quality = tmp_path / "quality.tif"
+    run = qgis_process("run", "rsai:estimate_bathymetry", "--", f"INPUT={stack}",
+                       f"MODEL={water_model(tmp_path / 'm.onnx')}", f"OUTPUT={tmp_path / 'depth.tif'}",
+                       f"QUALITY_LAYER={quality}")
+    assert run.returncode == 0, run.log
+    results = run.output["results"]
+    assert results["QUALITY_LAYER"] == str(quality) and "land" in results["QUALITY"]
+    with rasterio.open(quality) as layer:
+        reasons = layer.read(1)
+    cloud_share = float(np.mean(reasons == CLOUD))
+    assert f"cloud {cloud_share:.1%}" in results["QUALITY"] and 0.04 < cloud_share < 0.06

@@ -128,7 +128,9 @@ class RasterTask(ABC):
             "warnings": warnings,
         }
         if quality:
-            result["quality"] = {"shares": quality.layer.summary(), "not_checked": quality.layer.notes()}
+            result["quality"] = {"shares": quality.layer.summary(), "not_checked": quality.layer.notes(),
+                                 "names": list(REASONS.values()),
+                                 "colors": ["#{:02x}{:02x}{:02x}".format(*REASON_COLOURS[code][:3]) for code in REASONS]}
         result.update(self.report(params, result, progress, cancelled))
         result["seconds"] = round(time.perf_counter() - started, 3)
         return result

@@ -4,6 +4,8 @@ from rs_qgis_plugin.algorithms.raster_model_algorithm import RasterModelAlgorith
 
 class ClassifySeabed(RasterModelAlgorithm):
     task = "classify_seabed"
+    model_tasks = ("seabed",)
+    over_water = True
     default_model = "seabed_s2_sim.onnx"
     output_description = "Seabed classes"
     output_help = (

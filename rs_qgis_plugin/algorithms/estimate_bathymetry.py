@@ -4,6 +4,8 @@ from rs_qgis_plugin.algorithms.raster_model_algorithm import RasterModelAlgorith
 
 class EstimateBathymetry(RasterModelAlgorithm):
     task = "estimate_bathymetry"
+    model_tasks = ("bathymetry",)
+    over_water = True
     default_model = "bathymetry_s2_sim.onnx"
     output_description = "Depth"
     output_help = (

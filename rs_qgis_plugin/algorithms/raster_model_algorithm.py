@@ -6,6 +6,7 @@ its own; the engine worker does the work.
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
@@ -13,13 +14,14 @@ from qgis.core import (
 )
 
 from rs_qgis_plugin.algorithms.model_algorithm import ModelAlgorithm
-from rs_qgis_plugin.output_styles import style_for
+from rs_qgis_plugin.output_styles import ClassesStyle, style_for
 from rs_qgis_plugin.raster_input import layer_file, readable_file
 from rs_qgis_plugin.worker_client import EngineWorker
 
 
 class RasterModelAlgorithm(ModelAlgorithm):
     INPUT, BANDS, RESAMPLE, TILES = "INPUT", "BANDS", "RESAMPLE", "TILES"
+    KEEP_MASKED, QUALITY_LAYER, QUALITY = "KEEP_MASKED", "QUALITY_LAYER", "QUALITY"
     default_model = ""  # file in models_onnx/ the engine uses when MODEL is empty
     input_help = (
         "Multispectral image to run the model on. Files are read directly; other layers "
@@ -27,6 +29,7 @@ class RasterModelAlgorithm(ModelAlgorithm):
     )
     area_parameters = ("BANDS", "EXTENT", "RESAMPLE")  # which of these the engine task takes
     checks_input_values = True  # offers "Refuse implausible input" (engine/radiometry.py)
+    over_water = False  # quality layers: land, cloud, glint, optically deep, out of range (engine/quality.py)
     styled = True  # load the output with the class palette or colour ramp of the result
     output_description = ""
     output_help = ""
@@ -43,6 +46,8 @@ class RasterModelAlgorithm(ModelAlgorithm):
             self.output_help,
         )
         self.add_task_parameters()
+        if self.over_water:
+            self.add_quality_parameters()
         self.add_run_outputs()
         self.addOutput(QgsProcessingOutputNumber(self.TILES, "Tiles processed"))
 
@@ -75,6 +80,20 @@ class RasterModelAlgorithm(ModelAlgorithm):
                 "and the output has the input's grid.",
             )
 
+    def add_quality_parameters(self) -> None:
+        self.add_parameter(
+            QgsProcessingParameterBoolean(self.KEEP_MASKED, "Keep values of masked pixels", False),
+            "Off: pixels the quality tests flag (land, cloud, sun glint, optically deep water, depths "
+            "outside the range the model was trained on) are nodata in the output. On: they keep the "
+            "model's value; the quality layer still says why they are doubtful.")
+        self.add_parameter(
+            QgsProcessingParameterRasterDestination(self.QUALITY_LAYER, "Quality layer", optional=True,
+                                                    createByDefault=False),
+            "Optional GeoTIFF giving each pixel's reason: valid, land (NDWI < 0, needs a NIR band such as "
+            "Sentinel-2 B08 among the inputs), cloud, sun glint (NIR over water), optically deep (the "
+            "signal of deep water: the bottom is not seen) or out of range. Loaded with a legend.")
+        self.addOutput(QgsProcessingOutputString(self.QUALITY, "Share of each quality reason"))
+
     def add_task_parameters(self) -> None:
         """Parameters of one task only; none by default."""
 
@@ -94,8 +113,24 @@ class RasterModelAlgorithm(ModelAlgorithm):
                 request = self.render_input(layer, request, context, feedback, worker)
             result = worker.run(self.task, request, feedback)
         self.style_on_load(request["output"], result, context)
-        return {self.OUTPUT: request["output"], **self.run_results(result), self.TILES: result["tiles"],
-                **self.task_results(result)}
+        outputs = {self.OUTPUT: request["output"], **self.run_results(result), self.TILES: result["tiles"],
+                   **self.task_results(result)}
+        if self.over_water:
+            outputs.update(self.quality_results(request, result, context, feedback))
+        return outputs
+
+    def quality_results(self, request: dict, result: dict, context, feedback) -> dict:
+        """Log and return the shares of the quality reasons; style the quality layer when loaded."""
+        quality = result["quality"]
+        shares = ", ".join(f"{name} {share:.1%}" for name, share in quality["shares"].items())
+        feedback.pushInfo(f"Quality: {shares}")
+        for note in quality["not_checked"]:
+            feedback.pushInfo(f"Not checked: {note}")
+        layer = request.get("quality_layer")
+        if layer and context.willLoadLayerOnCompletion(layer):
+            context.layerToLoadOnCompletionDetails(layer).setPostProcessor(
+                ClassesStyle(quality["names"], quality["colors"]))
+        return {self.QUALITY_LAYER: layer, self.QUALITY: shares}
 
     def engine_request(self, parameters, context, layer) -> dict:
         """The engine's params; ``input`` is None for a layer that must be rendered first."""
@@ -107,6 +142,11 @@ class RasterModelAlgorithm(ModelAlgorithm):
         bands = self.parameterAsString(parameters, self.BANDS, context).strip()
         if bands:
             request["bands"] = bands
+        if self.over_water:
+            request["keep_masked"] = self.parameterAsBoolean(parameters, self.KEEP_MASKED, context)
+            quality_layer = self.parameterAsOutputLayer(parameters, self.QUALITY_LAYER, context)
+            if quality_layer:
+                request["quality_layer"] = quality_layer
         return {**request, **self.task_request(parameters, context)}
 
     def render_input(self, layer, request, context, feedback, worker) -> dict:
