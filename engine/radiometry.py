@@ -20,6 +20,12 @@ means linear values. Bands whose units say none of these are not checked.
 
 The engine samples a regular grid of windows over the processing grid (64 windows of 32 px, a few
 ms) and reports what it finds; ``strict`` refuses the input instead.
+
+The product level is checked too: a model trained on surface reflectance (Sentinel-2 Level-2A,
+atmospherically corrected) is biased on top-of-atmosphere reflectance (Level-1C), whose values
+are of the same order. Where a file says its level (a SAFE-style name such as ``S2A_MSIL1C_...``,
+or a ``PROCESSING_LEVEL`` / ``PRODUCT_TYPE`` tag), it is compared with what the contract's units
+say the model expects.
 """
 from __future__ import annotations
 
@@ -98,6 +104,48 @@ def sample(grid) -> tuple[np.ndarray, np.ndarray]:
                                     min(SAMPLE_SIZE, grid.width - col))
             values.append(data[:, valid])
     return np.concatenate(values, axis=1)
+
+
+LEVEL_NAMES = {"L1C": "top-of-atmosphere reflectance (Level-1C)", "L2A": "surface reflectance (Level-2A)"}
+LEVEL_TAGS = ("PROCESSING_LEVEL", "PRODUCT_TYPE", "LEVEL")
+LEVEL_TOKEN = re.compile(r"(?:MSI|[^A-Z0-9]|^)(?:LEVEL-?)?(L?1C|L?2A)(?:[^A-Z0-9]|$)")
+
+
+def product_level(path: str, tags: dict[str, str]) -> tuple[str, str] | None:
+    """("L1C" or "L2A", the evidence) where the file's name or tags state its Sentinel-2 level."""
+    for key, value in tags.items():
+        if key.upper() in LEVEL_TAGS and (found := LEVEL_TOKEN.search(value.upper())):
+            return "L" + found.group(1).lstrip("L"), f"tag {key}={value}"
+    name = path.replace("\\", "/").upper()
+    if found := LEVEL_TOKEN.search(name):
+        return "L" + found.group(1).lstrip("L"), f"its name {path}"
+    return None
+
+
+def expected_level(contract: ModelContract) -> str | None:
+    units = contract.input_units.lower()
+    if "top-of-atmosphere" in units or "toa" in units.split():
+        return "L1C"
+    if "surface reflectance" in units:
+        return "L2A"
+    return None
+
+
+def check_product_level(files: list[tuple[str, dict[str, str]]], contract: ModelContract,
+                        strict: bool = False) -> list[str]:
+    """Warnings for files whose stated product level is not the one the model expects."""
+    wanted = expected_level(contract)
+    problems = []
+    for path, tags in files:
+        level = product_level(path, tags)
+        if wanted and level and level[0] != wanted:
+            problems.append(f"{path} is {LEVEL_NAMES[level[0]]} by {level[1]}, and model {contract.name} expects "
+                            f"{LEVEL_NAMES[wanted]}: its output would be biased. Give the "
+                            f"{'Level-2A product' if wanted == 'L2A' else 'Level-1C product'}"
+                            + (" (or correct the scene, e.g. with Sen2Cor)" if wanted == "L2A" else ""))
+    if problems and strict:
+        raise EngineError(f"{'; '.join(problems)}. Nothing was written: implausible input is refused (strict)")
+    return problems
 
 
 def check_radiometry(grid, contract: ModelContract, strict: bool = False) -> list[str]:

@@ -24,7 +24,7 @@ from rasterio.windows import Window, from_bounds
 from engine.contract import Band, ModelContract
 from engine.errors import EngineError
 from engine.output_files import check_output_file, partial_path, remove_stale_partials, write_failed
-from engine.radiometry import check_radiometry
+from engine.radiometry import check_product_level, check_radiometry
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32")
 OUTPUT_BLOCK = 256  # GeoTIFF block size; output strips are flushed in multiples of it
@@ -360,6 +360,7 @@ def open_input(
             band_info.insert(k, BandInfo("float32", None, f"{contract.bands[k].name} (computed from dB bands)"))
         grid = InputGrid(sources, crs, transform, width, height, band_info, warnings,
                          [(k, *ratios[k]) for k in sorted(ratios)])
+        warnings += check_product_level([(paths[k], datasets[k].tags()) for k in used], contract, strict)
         warnings += check_radiometry(grid, contract, strict)
         yield grid
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from engine.errors import EngineError
 from engine.quality import CLOUD, DEEP, GLINT, LAND, NO_DATA, REASONS, VALID
 from engine.tasks import run_task
 from raster_fixtures import contract, write_model, write_raster
@@ -152,3 +153,22 @@ def test_qgis_process_writes_the_quality_layer_and_its_shares(coastal_scene, qgi
         reasons = layer.read(1)
     cloud_share = float(np.mean(reasons == CLOUD))
     assert f"cloud {cloud_share:.1%}" in results["QUALITY"] and 0.04 < cloud_share < 0.06
+
+
+def test_a_level_1c_product_given_to_a_surface_reflectance_model_is_named(coastal_scene, tmp_path):
+    scene, _ = coastal_scene
+    model = water_model(tmp_path / "m.onnx")
+    profile = dict(crs=scene.site.crs, origin=(scene.transform.c, scene.transform.f), descriptions=BANDS)
+    top_of_atmosphere = write_raster(tmp_path / "S2A_MSIL1C_20240612T083601_N0510_R064_T36SWD.tif", scene.image,
+                                     **profile)
+    result = run("estimate_bathymetry", input=top_of_atmosphere, output=str(tmp_path / "d.tif"), model=model)
+    (warning,) = [w for w in result["warnings"] if "Level-1C" in w]
+    assert "is top-of-atmosphere reflectance (Level-1C) by its name" in warning
+    assert "expects surface reflectance (Level-2A)" in warning and "Sen2Cor" in warning
+    with pytest.raises(EngineError, match="Nothing was written: implausible input is refused"):
+        run("estimate_bathymetry", input=top_of_atmosphere, output=str(tmp_path / "s.tif"), model=model, strict=True)
+    tagged = write_raster(tmp_path / "scene.tif", scene.image, **profile)
+    with rasterio.open(tagged, "r+") as raster:
+        raster.update_tags(PROCESSING_LEVEL="Level-2A")
+    assert not any("Level" in w for w in run("estimate_bathymetry", input=tagged, output=str(tmp_path / "t.tif"),
+                                             model=model)["warnings"])
