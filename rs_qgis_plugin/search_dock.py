@@ -16,8 +16,6 @@ from qgis.core import (
     QgsMapLayerType,
     QgsPointXY,
     QgsProcessingContext,
-    QgsProcessingException,
-    QgsProcessingFeedback,
     QgsProcessingUtils,
     QgsRasterLayer,
     QgsRectangle,
@@ -25,11 +23,10 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.gui import QgsDockWidget, QgsFileWidget
-from qgis.PyQt.QtCore import QThread, QVariant, Qt, pyqtSignal, pyqtSlot
+from qgis.PyQt.QtCore import QVariant, Qt, pyqtSlot
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QComboBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -45,40 +42,19 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
+from rs_qgis_plugin.algorithms.build_search_index import BuildSearchIndex
 from rs_qgis_plugin.algorithms.search_algorithm import BUILD_TASK, DEFAULT_TOP_K, MAX_TOP_K, indexed_layers
+from rs_qgis_plugin.engine_job import EngineJob
+from rs_qgis_plugin.model_selector import ModelSelector
 from rs_qgis_plugin.output_styles import style_search_results, style_similarity_heatmap
 from rs_qgis_plugin.worker_client import CANCEL_GRACE_S, EngineWorker
 
 RESULT_COLUMNS = ("Rank", "Score", "Layer", "Tile")
 SEARCH_OUTPUT = "rsai/search_output"  # custom property of the dock's own temporary layers
 INDEX_SETTING = "rsai/search_index"  # the index folder last chosen, offered again next session
-IMAGE_ENCODERS = (  # the shipped image encoders of one embedding space (models_onnx/search_image_*.md)
-    ("True colour (red, green, blue)", "search_image_rgb.onnx"),
-    ("Multispectral (blue, green, red, NIR, SWIR 1.6, SWIR 2.2)", "search_image_ms.onnx"),
-    ("Sentinel-1 VV, VH in dB (trained on simulated SAR)", "search_image_s1_sim.onnx"),
-)
+DEFAULT_ENCODER = "search_image_rgb.onnx"  # what the engine indexes with when no encoder is chosen
 ZOOM_MARGIN = 1.5  # the map shows the selected tile with half a tile of surroundings
 STOP_WAIT_MS = int((CANCEL_GRACE_S + 5) * 1000)  # a cancelled request ends within this
-
-
-class EngineJob(QThread):
-    """One engine request off the GUI thread: ``work(feedback)`` returns the engine's result."""
-
-    succeeded = pyqtSignal(object)
-    failed = pyqtSignal(str)
-
-    def __init__(self, work, parent=None):
-        super().__init__(parent)
-        self.work = work
-        self.feedback = QgsProcessingFeedback()
-
-    def run(self):
-        try:
-            self.succeeded.emit(self.work(self.feedback))
-        except QgsProcessingException as error:  # engine errors: worded for users
-            self.failed.emit(str(error))
-        except Exception as error:  # a bug: shown in the dock rather than lost in a thread
-            self.failed.emit(f"Unexpected error ({type(error).__name__}: {error}); please report it.")
 
 
 class SearchDock(QgsDockWidget):
@@ -124,11 +100,10 @@ class SearchDock(QgsDockWidget):
         self.similar_button.setToolTip("Search the tiles that look like the selected result.")
         self.layers_list = QListWidget()
         self.layers_list.setToolTip("The project's raster layers; the checked ones are indexed.")
-        self.encoder_combo = QComboBox()
-        for label, model in IMAGE_ENCODERS:
-            self.encoder_combo.addItem(label, model)
-        self.encoder_combo.setToolTip("What the checked layers hold, and so which encoder embeds them. One "
-                                      "index holds layers of all three: one query searches them together.")
+        self.encoder_selector = ModelSelector(BuildSearchIndex.model_tasks, default_model=DEFAULT_ENCODER)
+        self.encoder_selector.setToolTip("The image encoder for what the checked layers hold (its bands are "
+                                         "listed). One index holds layers of every encoder of one embedding "
+                                         "space (the shipped ones): one query searches them together.")
         self.build_button = QPushButton("Build index from checked layers")
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 100)
@@ -147,7 +122,7 @@ class SearchDock(QgsDockWidget):
         for part in (query_row, options):
             layout.addLayout(part)
         for widget in (self.results_table, self.similar_button, QLabel("Raster layers to index"), self.layers_list,
-                       self.encoder_combo, self.build_button, self.progress_bar, self.status_label):
+                       self.encoder_selector, self.build_button, self.progress_bar, self.status_label):
             layout.addWidget(widget)
         content = QWidget()
         content.setLayout(layout)
@@ -206,7 +181,7 @@ class SearchDock(QgsDockWidget):
 
     @pyqtSlot()
     def build_index(self) -> None:
-        layers, index, model = self.checked_layers(), self.index_widget.filePath(), self.encoder_combo.currentData()
+        layers, index, model = self.checked_layers(), self.index_widget.filePath(), self.encoder_selector.value()
         if not layers or not index:
             self.show_status("Check the raster layers to index and choose the index folder.", error=True)
             return
@@ -215,7 +190,7 @@ class SearchDock(QgsDockWidget):
 
         def build(feedback):
             worker = self.engine()
-            request = {"index": index, "model": model}
+            request = {"index": index, **({"model": model} if model else {})}  # none chosen: the default
             request.update(indexed_layers(layers, request, context, feedback, worker))
             return worker.run(BUILD_TASK, request, feedback)
 

@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_model_selector import grouped_entries, wait_for_listing
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = REPO_ROOT / "sample_data" / "olinda_landsat7.tif"
@@ -21,13 +22,15 @@ def sample_index(rsai_provider, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def dock(qgis_app):
-    """The dock on a web-mercator canvas of the global project; its worker and layers go afterwards."""
+def dock(qgis_app, tmp_path_factory, monkeypatch):
+    """The dock on a web-mercator canvas of the global project, with an empty user models folder;
+    its worker and layers go afterwards."""
     from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRectangle
     from qgis.gui import QgsMapCanvas
 
     from rs_qgis_plugin.search_dock import SearchDock
 
+    monkeypatch.setenv("RSAI_MODELS_DIR", str(tmp_path_factory.mktemp("no_user_models")))
     canvas = QgsMapCanvas()
     canvas.setDestinationCrs(QgsCoordinateReferenceSystem("EPSG:3857"))
     canvas.setExtent(QgsRectangle(0, 0, 1000, 1000))
@@ -196,14 +199,22 @@ def test_the_index_folder_is_offered_again_in_a_new_dock(dock, sample_index):
         later.close()
 
 
-def test_the_build_button_embeds_with_the_chosen_encoder(dock, tmp_path):
+def test_the_build_button_embeds_with_the_chosen_installed_encoder(dock, tmp_path):
     import json
 
     from qgis.core import QgsProject, QgsRasterLayer
 
     QgsProject.instance().addMapLayer(QgsRasterLayer(str(SAMPLE), "Olinda 6 bands"))
     dock.index_widget.setFilePath(str(tmp_path / "index"))
-    dock.encoder_combo.setCurrentIndex(dock.encoder_combo.findData("search_image_ms.onnx"))
+    wait_for_listing(dock.encoder_selector)
+    models = REPO_ROOT / "models_onnx"
+    assert grouped_entries(dock.encoder_selector) == [
+        ("", [("Default: search_image_rgb.onnx", "")]),
+        ("Image encoders (search)", [
+            ("search_image_ms (B02, B03, B04, B08, B11, B12)", str(models / "search_image_ms.onnx")),
+            ("search_image_rgb (red, green, blue)", str(models / "search_image_rgb.onnx")),
+            ("search_image_s1_sim (VV, VH)", str(models / "search_image_s1_sim.onnx"))])]
+    dock.encoder_selector.combo.setCurrentIndex(dock.encoder_selector.find(str(models / "search_image_ms.onnx")))
     dock.build_button.click()
     wait_for(dock)
     entries = json.loads((tmp_path / "index" / "manifest.json").read_text())["entries"]

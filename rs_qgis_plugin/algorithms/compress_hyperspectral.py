@@ -18,6 +18,7 @@ class CompressHyperspectral(RasterModelAlgorithm):
     QUALITY = "QUALITY"
 
     task = "compress_hyperspectral"
+    model_tasks = ("hycot_encoder",)
     default_model = "hycot_cr8_enmap_sim_encoder.onnx (or the one for RATIO)"
     area_parameters = (RasterModelAlgorithm.BANDS, RasterModelAlgorithm.EXTENT)
     styled = False

@@ -17,7 +17,7 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
-MODEL_SELECTOR = "rs_qgis_plugin.model_selector.ModelSelectorWrapper"  # the dialogs' widget for MODEL
+MODEL_WIDGET = "rs_qgis_plugin.model_parameter_widget.ModelParameterWidget"  # the dialogs' widget for MODEL
 DEVICES = (
     ("auto", "Automatic (CUDA GPU when available, else CPU)"),
     ("cpu", "CPU"),
@@ -90,7 +90,7 @@ class ModelAlgorithm(QgsProcessingAlgorithm):
         parameter = QgsProcessingParameterFile(self.MODEL, "Model (ONNX)", extension="onnx",
                                                optional=bool(default_model))
         parameter.setMetadata({"widget_wrapper": {
-            "class": MODEL_SELECTOR, "tasks": list(self.model_tasks), "default_model": default_model,
+            "class": MODEL_WIDGET, "tasks": list(self.model_tasks), "default_model": default_model,
             "other_tasks_except": None if self.other_model_tasks_except is None
             else list(self.other_model_tasks_except)}})
         self.add_parameter(parameter, help_text)

@@ -26,6 +26,10 @@ ACTIVATIONS = (
 
 class RunOnnxModel(RasterModelAlgorithm):
     task = "run_onnx"
+    # MODEL offers the installed models of every task but those that do not map one image to one
+    # per-pixel output (time series, text, image pairs, one value per tile)
+    model_tasks = ("run_onnx", "deepness-segmentor", "deepness-regressor")
+    other_model_tasks_except = ("crop_map", "text_embedding", "change_embedding", "image_embedding", "scene_labels")
     OUTPUT_KIND, CLASSES, ACTIVATION = "OUTPUT_KIND", "CLASSES", "ACTIVATION"
     SCALE, MEAN, STD, TILE_SIZE, OVERLAP = "SCALE", "MEAN", "STD", "TILE_SIZE", "OVERLAP"
     output_description = "Model output"
