@@ -181,11 +181,12 @@ class ModelSelector(QWidget):
         self.browse_button.setToolTip("Choose any ONNX model file." if not problem else why)
         self.rebuild(self.value())
 
-    def offered_tasks(self) -> list[str]:
+    def offered_groups(self) -> list[tuple[str, list[dict]]]:
+        """(task, its installed models) of the tasks offered that have models, in their order."""
         listed = self.listing.listing["tasks"] if self.listing.listing else {}
         others = [] if self.other_tasks_except is None else [
             task for task in listed if task not in self.tasks and task not in self.other_tasks_except]
-        return [task for task in [*self.tasks, *others] if listed.get(task)]
+        return [(task, listed[task]) for task in [*self.tasks, *others] if listed.get(task)]
 
     def rebuild(self, value) -> None:
         model = self.combo.model()
@@ -196,10 +197,12 @@ class ModelSelector(QWidget):
                                    "Leave MODEL empty: the algorithm runs its default model."))
         else:
             model.appendRow(choice("Choose a model…", "", "This algorithm needs a model: choose one or Browse…"))
-        listed = self.listing.listing["tasks"] if self.listing.listing else {}
+        offered = self.offered_groups()
         groups = [(TASK_TITLES.get(task, task), [(entry_label(entry), entry["path"], entry_tooltip(entry))
-                                                 for entry in listed[task]]) for task in self.offered_tasks()]
-        groups.append(("Other files", [(Path(path).name, path, path) for path in self.other_files]))
+                                                 for entry in entries]) for task, entries in offered]
+        installed = {path for _, choices in groups for _, path, _ in choices}
+        groups.append(("Other files", [(Path(path).name, path, path) for path in self.other_files
+                                       if path not in installed]))  # set before the listing came
         for title, choices in groups:
             if choices:
                 model.appendRow(header(title))
@@ -209,7 +212,7 @@ class ModelSelector(QWidget):
             model.appendRow(header("Installed models: listing…", self.combo.toolTip()))
         elif self.listing.problem:
             model.appendRow(header("Installed models: unavailable", self.combo.toolTip()))
-        elif not self.offered_tasks():
+        elif not offered:
             model.appendRow(header("No installed model for this algorithm", self.combo.toolTip()))
         self.combo.setCurrentIndex(max(self.find(value), 0))
         self.combo.blockSignals(False)

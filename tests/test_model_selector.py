@@ -175,6 +175,21 @@ def test_a_free_path_round_trips_beside_the_installed_models(dialog_wrapper, use
     assert wrapper.value() == ""  # the default model
 
 
+def test_a_path_set_while_the_engine_lists_lands_on_its_installed_entry(dialogs, tmp_path, monkeypatch):
+    from processing.gui.AlgorithmDialog import AlgorithmDialog
+
+    monkeypatch.setenv("RSAI_MODELS_DIR", str(tmp_path))  # a folder not listed yet
+    fresh_depth = str(tmp_path / "fresh_depth.onnx")
+    shutil.copy(SHIPPED / "bathymetry_s2_sim.onnx", fresh_depth)
+    wrapper = dialogs(AlgorithmDialog, "rsai:estimate_bathymetry").mainWidget().wrappers["MODEL"]
+    wrapper.setValue(fresh_depth)
+    assert [title for title, _ in grouped_entries(wrapper.widget)] == ["", "Other files", "Installed models: listing…"]
+    assert wrapper.value() == fresh_depth
+    wait_for_listing(wrapper.widget)
+    groups = dict(grouped_entries(wrapper.widget))
+    assert list(groups) == ["", "Bathymetry"]  # no longer under 'Other files'
+    assert ("fresh_depth (B04, B03, B02)", fresh_depth) in groups["Bathymetry"] and wrapper.value() == fresh_depth
+
 def test_dialogs_opened_together_share_one_listing(dialog_wrapper, user_models):
     _, first = dialog_wrapper("rsai:estimate_bathymetry")
     _, second = dialog_wrapper("rsai:map_crops")
