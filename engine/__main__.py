@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="process only this extent (in the raster's CRS)")
     run.add_argument("--resample", action="store_true", help="resample to the model's pixel size")
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    run.add_argument("--batch-size", dest="batch_size", type=int,
+                     help="tiles per model run instead of the model's own (smaller: less memory)")
     _add_strict_argument(run)
     run.add_argument("--probabilities", help="classify_seabed/classify_scenes: also write class probabilities")
     run.add_argument("--quality-layer", dest="quality_layer",
@@ -129,7 +131,7 @@ def _add_search_commands(commands) -> None:
         search.add_argument("--output", help="GeoPackage of the result tiles")
         search.add_argument("--heatmap", help="GeoTIFF of every tile's score on the best result's layer")
         search.add_argument("--top-k", dest="top_k", type=int, help="results (default 20)")
-        search.add_argument("--probes", type=int, help="inverted lists scanned in large indexes (default 64)")
+        search.add_argument("--probes", type=int, help="inverted lists scanned in large indexes (default: 1/16 of them)")
         search.add_argument("--exact", action="store_true", help="scan every tile, even in large indexes")
         if command != "similar":
             search.add_argument("--query", required=True, help="what to look for, in words")

@@ -39,8 +39,8 @@ SHELL_SIGNAL_EXIT = 128  # a shell (an interpreter wrapper) and the engine itsel
 MEMORY_ADVICE = (
     "Linux's out-of-memory killer ends a process this way when memory runs out, so the run most likely needed "
     "more memory than was free: process a smaller extent, use a smaller tile size (the TILE_SIZE of 'Run ONNX "
-    "model' or 'Build search index') or a model whose contract has a smaller batch_size, or close other "
-    "programs, then run again."
+    "model' or 'Build search index') or fewer tiles per model run (the CLI's --batch-size 1), or close "
+    "other programs, then run again."
 )
 SIGNAL_ADVICE = {  # by name: Windows has no SIGKILL
     "SIGKILL": MEMORY_ADVICE,

@@ -279,3 +279,14 @@ def test_qgis_process_reports_implausible_input_and_refuses_it_when_asked(qgis_p
                            "STRICT=true", f"OUTPUT={tmp_path / 'refused.tif'}")
     assert refused.returncode != 0 and "implausible input is refused" in refused.log
     assert not (tmp_path / "refused.tif").exists() and not partials(tmp_path)
+
+
+def test_a_smaller_batch_gives_the_same_output(tmp_path, depth_model):
+    """What the advice after an out-of-memory kill suggests: fewer tiles per model run, same result."""
+    source = write_raster(tmp_path / "s.tif", scene(200, 230), descriptions=BANDS)
+    run("estimate_bathymetry", input=source, output=str(tmp_path / "default.tif"), model=depth_model)
+    run("estimate_bathymetry", input=source, output=str(tmp_path / "one.tif"), model=depth_model, batch_size=1)
+    with rasterio.open(tmp_path / "default.tif") as default, rasterio.open(tmp_path / "one.tif") as one:
+        assert np.array_equal(default.read(), one.read())
+    with pytest.raises(EngineError, match="batch_size is 0; give a whole number >= 1"):
+        run("estimate_bathymetry", input=source, output=str(tmp_path / "zero.tif"), model=depth_model, batch_size=0)

@@ -58,7 +58,7 @@ def test_sigkill_mid_task_names_the_signal_and_memory(rsai_provider, long_task, 
     with EngineWorker(sys.executable) as worker:
         message = stopped_midway(worker, long_task, lambda: os.kill(worker._process.pid, signal.SIGKILL))
     assert message.startswith(f"The engine ({sys.executable} -m engine.worker) was killed by signal SIGKILL. ")
-    assert "out-of-memory killer" in message and "smaller tile size" in message and "smaller batch_size" in message
+    assert "out-of-memory killer" in message and "smaller tile size" in message and "--batch-size 1" in message
     assert SETTING not in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["large.tif", "small_tiles.onnx"]
 

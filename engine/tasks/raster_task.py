@@ -7,12 +7,12 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from engine.contract import ModelContract
-from engine.errors import ModelContractError
+from engine.errors import EngineError, ModelContractError
 from engine.pipeline import IsCancelled, Progress, RunStats, Strip, infer_strips
 from engine.quality import NO_DATA, REASON_COLOURS, REASONS, VALID, QualityLayer, nir_contract
 from engine.raster_io import (
@@ -36,6 +36,7 @@ RASTER_PARAMS = {
     "resample": (bool, False),
     "device": (str, False),
     "strict": (bool, False),  # refuse input values implausible for the model (engine/radiometry.py)
+    "batch_size": (int, False),  # tiles per model run instead of the contract's (less memory when smaller)
 }
 WATER_PARAMS = {  # tasks over water: quality layers (engine/quality.py)
     "quality_layer": (PATH, False),  # GeoTIFF of the reason per pixel (valid, land, cloud, glint, deep, out of range)
@@ -95,6 +96,11 @@ class RasterTask(ABC):
     def run(self, params: dict, progress: Progress, cancelled: IsCancelled) -> dict:
         started = time.perf_counter()
         model = self.load_model(params)
+        if params.get("batch_size") is not None:
+            if params["batch_size"] < 1:
+                raise EngineError(f"batch_size is {params['batch_size']}; give a whole number >= 1 (tiles per model "
+                                  "run: smaller needs less memory)")
+            model.contract = replace(model.contract, batch_size=params["batch_size"])
         contract = model.contract
         self.check_model(contract, params)
         stats = RunStats()
