@@ -131,7 +131,7 @@ def _add_search_commands(commands) -> None:
         search.add_argument("--output", help="GeoPackage of the result tiles")
         search.add_argument("--heatmap", help="GeoTIFF of every tile's score on the best result's layer")
         search.add_argument("--top-k", dest="top_k", type=int, help="results (default 20)")
-        search.add_argument("--probes", type=int, help="inverted lists scanned in large indexes (default: 1/16 of them)")
+        search.add_argument("--probes", type=int, help="inverted lists scanned in large indexes (default: 1/10 of them)")
         search.add_argument("--exact", action="store_true", help="scan every tile, even in large indexes")
         if command != "similar":
             search.add_argument("--query", required=True, help="what to look for, in words")

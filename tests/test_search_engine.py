@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -95,8 +96,10 @@ def test_index_of_the_sample_covers_it_with_model_tiles(sample_index):
     rings = np.array([entry.tile_ring(*rc) for rc in store.tiles(entry)])
     assert rings[..., 0].min() == pytest.approx(bounds.left) and rings[..., 1].max() == pytest.approx(bounds.top)
     assert rings[..., 0].max() <= bounds.right + GSD and rings[..., 1].min() >= bounds.bottom - GSD
-    vectors = np.asarray(EmbeddingIndex(folder).entry_embeddings(entry), np.float32)
+    vectors = store.entry_vectors(entry)
     assert vectors.shape == (121, 384) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=2e-3)
+    assert result["store"]["kind"] == "flat" and result["store"]["vectors"] == 121
+    assert result["store"]["recall_at_10"] is None  # a flat store is the exact scan
 
 
 def test_the_sea_and_forest_are_found_where_the_bands_say_they_are(sample_index):
@@ -184,38 +187,157 @@ def test_search_outputs_a_geopackage_and_a_heatmap(sample_index, tmp_path):
     assert values.max() == pytest.approx(best["score"], abs=1e-3) and (values > -2).sum() == 121
 
 
-def test_inverted_file_lists_find_what_an_exact_scan_finds(tmp_path, monkeypatch):
-    """Clustered unit vectors (like tile embeddings: many near-duplicates of a few kinds of land)."""
-    monkeypatch.setattr(embedding_index, "IVF_MIN_TILES", 1000)
+def clustered_index(folder: Path, tiles: int = 6000, layers: int = 2) -> tuple[np.ndarray, dict]:
+    """An index of ``layers`` entries holding clustered unit vectors (like tile embeddings: many
+    near-duplicates of a few kinds of land), committed through the index's own build. Returns the
+    vectors [tiles, 384] at the float16 precision they are stored at, in store order, and the build's
+    report of the store."""
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(40, 384))
-    vectors = centres[rng.integers(0, 40, 6000)] + 0.6 * rng.normal(size=(6000, 384))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    index = EmbeddingIndex(tmp_path / "index")
+    vectors = centres[rng.integers(0, 40, tiles)] + 0.6 * rng.normal(size=(tiles, 384))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16)
+    index = EmbeddingIndex(folder)
     manifest = index.open_for("test-space", 384)
-    for number, part in enumerate(np.split(vectors, 2)):
+    for number, part in enumerate(np.split(vectors, layers)):
         entry = Entry(f"id{number}", f"layer{number}", "image", {"image": [f"{number}.tif"]}, "m.onnx", "m",
-                      "EPSG:4326", [1.0, 0, 0, 0, -1.0, 0], 8, 8, [800, 240], len(part))
+                      "EPSG:4326", [1.0, 0, 0, 0, -1.0, 0], 8, 8, [800, 800], len(part))
         rows, cols = np.divmod(np.arange(len(part)) * 8, 800)
         index.write_entry(entry, part, np.stack([rows * 8, cols], axis=1))
         manifest.entries.append(entry)
-    index.save(manifest)
-    store = load_store(index.folder)
-    assert len(store.centroids) == 77 and store.offsets[-1] == 6000  # about sqrt(6000) lists
-    names = {"layer0", "layer1"}
-    recalls = []
-    for query in vectors[rng.choice(6000, 20, replace=False)] + 0.3 * rng.normal(size=(20, 384)):
-        query /= np.linalg.norm(query)
-        truth = np.argsort(-(vectors @ query))[:10]
-        exact = store.search(query, 10, names, exact=True)
-        exact_rows = [3000 * int(h.entry.name[-1]) + h.tile for h in exact]
-        assert exact_rows[0] == truth[0] and len(set(exact_rows) & set(truth)) >= 9  # float16 storage
-        approximate = store.search(query, 10, names)
-        found = {3000 * int(h.entry.name[-1]) + h.tile for h in approximate}
-        recalls.append(len(found & set(truth)) / 10)
-    assert np.mean(recalls) >= 0.9
-    only_one = store.search(vectors[0], 5, {"layer1"}, exact=True)
+    report = index.save(manifest)
+    return vectors.astype(np.float32), report
+
+
+def store_rows(hits, per_layer: int) -> list[int]:
+    return [per_layer * int(h.entry.name[-1]) + h.tile for h in hits]
+
+
+def test_a_small_index_ranks_exactly_like_a_scan_of_every_vector(tmp_path):
+    vectors, report = clustered_index(tmp_path / "index")
+    store = load_store(tmp_path / "index")
+    assert report["kind"] == "flat" and not store.approximate
+    for query in vectors[[5, 2500, 4999]] + 0.3 * np.random.default_rng(1).normal(size=(3, 384)):
+        query = (query / np.linalg.norm(query)).astype(np.float32)
+        scores = vectors @ query
+        truth = np.argsort(-scores, kind="stable")[:10]
+        hits = store.search(query, 10, {"layer0", "layer1"})
+        assert store_rows(hits, 3000) == list(truth)
+        assert [h.score for h in hits] == pytest.approx(scores[truth], abs=1e-5)
+    only_one = store.search(vectors[0], 5, {"layer1"})
     assert {h.entry.name for h in only_one} == {"layer1"}
+    assert store_rows(only_one, 3000) == list(3000 + np.argsort(-(vectors[3000:] @ vectors[0]))[:5])
+
+
+def test_an_ivf_index_reports_its_recall_and_finds_what_an_exact_scan_finds(tmp_path, monkeypatch):
+    monkeypatch.setattr(embedding_index, "IVF_MIN_TILES", 1000)
+    vectors, report = clustered_index(tmp_path / "index")
+    assert report["kind"] == "ivf-flat" and report["lists"] == round(np.sqrt(6000)) == 77
+    assert report["probes"] == 8 and report["recall_queries"] == 100 and report["recall_at_10"] >= 0.9
+    store = load_store(tmp_path / "index")
+    names, rng, recalls = {"layer0", "layer1"}, np.random.default_rng(2), []
+    for query in vectors[rng.choice(6000, 20, replace=False)] + 0.3 * rng.normal(size=(20, 384)):
+        query = (query / np.linalg.norm(query)).astype(np.float32)
+        truth = np.argsort(-(vectors @ query))[:10]
+        assert store_rows(store.search(query, 10, names, exact=True), 3000) == list(truth)
+        recalls.append(len(set(store_rows(store.search(query, 10, names), 3000)) & set(truth)) / 10)
+        assert len(set(store_rows(store.search(query, 10, names, probes=77), 3000)) & set(truth)) == 10
+    assert np.mean(recalls) >= 0.8
+    # the reported recall is measured: with one list scanned per query it falls
+    monkeypatch.setattr(embedding_index, "PROBE_SHARE", 1 / 77)
+    assert clustered_index(tmp_path / "one_probe")[1]["recall_at_10"] < report["recall_at_10"] - 0.1
+
+
+def test_an_ivf_pq_index_reranks_its_candidates_exactly(tmp_path, monkeypatch):
+    monkeypatch.setattr(embedding_index, "IVF_MIN_TILES", 1000)
+    monkeypatch.setattr(embedding_index, "PQ_MIN_TILES", 4000)
+    vectors, report = clustered_index(tmp_path / "index")
+    assert report["kind"] == "ivf-pq" and report["recall_at_10"] >= 0.8
+    files = sorted(p.name for p in (tmp_path / "index").iterdir())
+    generation = json.loads((tmp_path / "index" / "manifest.json").read_text())["store"]
+    assert files == ["id0.tiles.npy", "id1.tiles.npy", "manifest.json", f"store-{generation}.faiss",
+                     f"store-{generation}.vectors.faiss"]
+    # the vectors are kept once, at float16, in the re-rank file; the PQ store holds 48-byte codes
+    pq_bytes, vector_bytes = ((tmp_path / "index" / f"store-{generation}{part}.faiss").stat().st_size
+                              for part in ("", ".vectors"))
+    assert 6000 * 384 * 2 <= vector_bytes < 6000 * 384 * 2 + 4096 and pq_bytes < vector_bytes / 4
+    store = load_store(tmp_path / "index")
+    query = vectors[7] + 0.2 * np.random.default_rng(3).normal(size=384)
+    query = (query / np.linalg.norm(query)).astype(np.float32)
+    hits = store.search(query, 10, {"layer0", "layer1"})
+    rows = store_rows(hits, 3000)
+    assert [h.score for h in hits] == pytest.approx(vectors[rows] @ query, abs=1e-5)  # exact scores
+    assert store_rows(store.search(query, 10, {"layer0", "layer1"}, exact=True), 3000) == list(
+        np.argsort(-(vectors @ query))[:10])
+    assert np.array_equal(store.embedding(store.manifest.entries[1], 5), vectors[3005])
+
+
+def test_each_vector_is_stored_once_and_an_unchanged_layer_is_read_back_from_the_store(tiles_of_sample, tmp_path):
+    first = write_layer(tmp_path / "a.tif", mosaic(tiles_of_sample, range(100)))
+    second = write_layer(tmp_path / "b.tif", mosaic(tiles_of_sample, range(99, -1, -1)), origin=(300000.0, 9120000.0))
+    folder = tmp_path / "index"
+    run("build_search_index", input=[first, second], index=str(folder), device="cpu")
+    store = load_store(folder)
+    kept = store.entry_vectors(store.manifest.entries[0])
+    write_layer(tmp_path / "b.tif", mosaic(tiles_of_sample, np.roll(range(100), 5)), origin=(300000.0, 9120000.0))
+    os.utime(second, ns=(1, 1_700_000_000_000_000_000))
+    rebuilt = run("build_search_index", input=[first, second], index=str(folder), device="cpu")
+    assert [layer["reused"] for layer in rebuilt["layers"]] == [True, False]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    sizes = {p.name: p.stat().st_size for p in folder.iterdir()}
+    assert sorted(sizes) == sorted(["manifest.json", f"store-{manifest['store']}.faiss",
+                                    *(f"{e['id']}.tiles.npy" for e in manifest["entries"])])
+    # 200 tiles of 384 float16 values once (76.8 kB), and 8 bytes of position per tile
+    assert 200 * 384 * 2 <= sizes[f"store-{manifest['store']}.faiss"] < 200 * 384 * 2 + 4096
+    assert all(size <= 100 * 8 + 128 for name, size in sizes.items() if name.endswith(".tiles.npy"))
+    store = load_store(folder)
+    assert np.array_equal(store.entry_vectors(store.manifest.entries[0]), kept)  # read back bit for bit
+
+
+def write_format_2(folder: Path) -> None:
+    """Turn an index into the layout of format 2 (before FAISS), as that version wrote it: each layer's
+    float16 embeddings in <id>.embeddings.npy, a float32 numpy store with its rows and (no) lists."""
+    store = load_store(folder)
+    vectors = [store.entry_vectors(e) for e in store.manifest.entries]
+    for entry, part in zip(store.manifest.entries, vectors):
+        np.save(folder / f"{entry.id}.embeddings.npy", part.astype(np.float16))
+    np.save(folder / "store-0123456789ab.npy", np.concatenate(vectors))
+    np.save(folder / "store-0123456789ab.rows.npy", np.concatenate(
+        [np.stack([np.full(len(v), k), np.arange(len(v))], axis=1) for k, v in enumerate(vectors)]))
+    np.savez(folder / "store-0123456789ab.lists.npz", centroids=np.zeros((0, 384), np.float32),
+             offsets=np.array([0, sum(map(len, vectors))]))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / f"store-{manifest['store']}.faiss").unlink()
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "version": 2, "store": "0123456789ab"}))
+
+
+def test_an_index_of_format_2_is_migrated_without_running_a_model(tiles_of_sample, tmp_path):
+    layers = [write_layer(tmp_path / "a.tif", mosaic(tiles_of_sample, range(100))),
+              write_layer(tmp_path / "b.tif", mosaic(tiles_of_sample, range(99, -1, -1)), origin=(300000.0, 9120000.0))]
+    folder = tmp_path / "index"
+    run("build_search_index", input=layers, index=str(folder), device="cpu")
+    before = run("search_text", index=str(folder), query="the sea", top_k=5, device="cpu")
+    assert before["warnings"] == []
+    migrated_message = (rf"index {folder} was in format 2 \(the numpy store of earlier versions\): its 2 layer\(s\) "
+                        r"were moved into a FAISS store \(format 3\) from their saved embeddings in .* s, without "
+                        "running a model")
+
+    write_format_2(folder)
+    searched = run("search_text", index=str(folder), query="the sea", top_k=5, device="cpu")
+    assert re.fullmatch(migrated_message, searched["warnings"][0]) and searched["results"] == before["results"]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["version"] == 3 and sorted(p.name for p in folder.iterdir()) == sorted(
+        ["manifest.json", f"store-{manifest['store']}.faiss", *(f"{e['id']}.tiles.npy" for e in manifest["entries"])])
+    assert run("search_text", index=str(folder), query="the sea", top_k=5, device="cpu")["warnings"] == []
+
+    write_format_2(folder)  # a build into an index of format 2 migrates it, and reuses its layers
+    built = run("build_search_index", input=layers, index=str(folder), device="cpu")
+    assert re.fullmatch(migrated_message, built["warnings"][0])
+    assert [layer["reused"] for layer in built["layers"]] == [True, True]
+
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "version": 1}))
+    with pytest.raises(EngineError, match=r"index .* has format version 1; this toolbox reads version 3 \(and "
+                                          r"migrates version 2\): build the index again into a new folder"):
+        run("search_text", index=str(folder), query="the sea", device="cpu")
 
 
 def test_cancelled_build_leaves_the_index_as_it_was(tiles_of_sample, tmp_path):
@@ -319,8 +441,8 @@ def test_an_rgba_rendering_is_read_by_its_colours_and_describe_knows_search_mode
     rendered = run("build_search_index", input=str(path), index=str(tmp_path / "a"), device="cpu")
     named = run("build_search_index", input=write_layer(tmp_path / "named.tif", mosaic(tiles_of_sample, range(100))),
                 index=str(tmp_path / "b"), device="cpu")
-    first, second = (np.asarray(load_store(tmp_path / folder).index.entry_embeddings(
-        load_store(tmp_path / folder).manifest.entries[0])) for folder in ("a", "b"))
+    first, second = (load_store(tmp_path / folder).entry_vectors(load_store(tmp_path / folder).manifest.entries[0])
+                     for folder in ("a", "b"))
     assert rendered["tiles"] == named["tiles"] == 100 and np.abs(first - second).max() < 1e-3
     for task, model in (("build_search_index", "search_image_rgb"), ("search_changes", "search_change_rgb_gff")):
         described = run_task("describe_model", {"task": task}, lambda fraction, message: None, lambda: False)

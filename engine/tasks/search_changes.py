@@ -64,4 +64,5 @@ class SearchChanges:
         result = run_search(params, store, query, params["query"], [store.manifest.entry(name)])
         return {**result, "pair": {"name": name, "tiles": entry.tiles, "reused": reused},
                 "model": model.contract.name, "text_model": text_model, "device": model.provider,
-                "warnings": warnings + result["warnings"], "seconds": round(time.perf_counter() - started, 3)}
+                "warnings": ([index.migration] if index.migration else []) + warnings + result["warnings"],
+                "seconds": round(time.perf_counter() - started, 3)}

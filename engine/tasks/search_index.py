@@ -155,7 +155,7 @@ class BuildSearchIndex:
         contract = model.contract
         index = EmbeddingIndex(params["index"])
         manifest = index.open_for(contract.provenance["space"], int(contract.provenance["dim"]))
-        report, warnings = [], []
+        report, warnings = [], [index.migration] if index.migration else []
         try:
             for number, (name, paths) in enumerate(zip(names, layers)):
                 def layer_progress(fraction: float, message: str, number=number) -> None:
@@ -168,7 +168,7 @@ class BuildSearchIndex:
                 warnings += layer_warnings
                 report.append({"name": name, "tiles": entry.tiles, "reused": reused, "id": entry.id,
                                "seconds": round(time.perf_counter() - layer_started, 3)})
-            index.save(manifest)
+            store = index.save(manifest)
         except BaseException:
             index.discard([r["id"] for r in report if not r["reused"]])
             raise
@@ -183,6 +183,7 @@ class BuildSearchIndex:
             "embedded_tiles_per_s": round(sum(r["tiles"] for r in built)
                                           / max(1e-9, sum(r["seconds"] for r in built)), 1) if built else None,
             "index_tiles": sum(e.tiles for e in manifest.entries),
+            "store": store,  # FAISS store kind, lists, default probes, recall@10 against the exact scan, seconds
             "device": model.provider,
             "model": contract.name,
             "space": contract.provenance["space"],

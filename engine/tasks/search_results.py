@@ -17,7 +17,7 @@ from pyproj import CRS, Transformer
 from tokenizers import Tokenizer
 
 from engine.contract import TOKENIZER_KEY
-from engine.embedding_index import DEFAULT_PROBES, Entry, Hit, LoadedStore
+from engine.embedding_index import Entry, Hit, LoadedStore
 from engine.errors import EngineError
 from engine.raster_io import OutputGrid, OutputSpec, atomic_outputs, check_output_path
 from engine.runtime import MODELS_DIR, Model
@@ -33,7 +33,7 @@ SEARCH_PARAMS = {
     "output": (PATH, False),  # GeoPackage of the result tiles
     "heatmap": (PATH, False),  # GeoTIFF: every tile's score on the best result's layer
     "top_k": (int, False),
-    "probes": (int, False),  # inverted lists scanned per query (large indexes)
+    "probes": (int, False),  # inverted lists scanned per query (large indexes; default: 1/10 of them)
     "exact": (bool, False),  # scan every tile instead
     "device": (str, False),
 }
@@ -101,9 +101,10 @@ def run_search(params: dict, store: LoadedStore, query: np.ndarray, label: str, 
     CRS of the first of ``entries``)."""
     top_k = check_search_outputs(params)
     started = time.perf_counter()
-    hits = store.search(query, top_k, {e.name for e in entries}, params.get("probes", DEFAULT_PROBES),
-                        params.get("exact", False), exclude)
+    names = {e.name for e in entries}
+    hits = store.search(query, top_k, names, params.get("probes"), params.get("exact", False), exclude)
     query_ms = (time.perf_counter() - started) * 1000
+    migration = store.take_migration()
     crs_wkt = entries[0].crs_wkt
     records = [hit_record(rank, hit, crs_wkt) for rank, hit in enumerate(hits, start=1)]
     if params.get("output"):
@@ -119,9 +120,10 @@ def run_search(params: dict, store: LoadedStore, query: np.ndarray, label: str, 
         "query": label,
         "searched_tiles": sum(e.tiles for e in entries),
         "query_ms": round(query_ms, 2),
-        "approximate": bool(len(store.centroids)) and not params.get("exact", False),
+        "approximate": not store.scans_exactly(names, params.get("exact", False)),
         "heatmap_layer": heatmap_layer,
-        "warnings": [] if hits else ["no tile to rank: the searched layers have no indexed tiles"],
+        "warnings": ([migration] if migration else [])
+                    + ([] if hits else ["no tile to rank: the searched layers have no indexed tiles"]),
     }
 
 
@@ -152,7 +154,7 @@ def write_heatmap(path: str, store: LoadedStore, entry: Entry, query: np.ndarray
     """One cell per tile stride on ``entry``'s grid holding its tile's score: tile origins are
     multiples of the stride except the last row and column, which end at the layer's edge and take
     the next cell (cells without an indexed tile are nodata)."""
-    scores = np.asarray(store.index.entry_embeddings(entry), np.float32) @ query
+    scores = store.entry_vectors(entry) @ query
     tiles = store.tiles(entry)
     width, height = (math.ceil(size / entry.stride) for size in entry.grid_size)
     values = np.full((1, height, width), HEATMAP_NODATA, np.float32)
