@@ -1,6 +1,6 @@
 """Hyperspectral compression and decompression with a learned pixelwise codec (HyCoT).
 
-HyCoT: Fuchs & Demir, "HyCoT: A Transformer-Based Autoencoder for Hyperspectral Image
+HyCoT: Fuchs, Rasti & Demir, "HyCoT: A Transformer-Based Autoencoder for Hyperspectral Image
 Compression", 2024. The encoder maps each pixel's spectrum to L = ceil(bands / CR) latent values in
 [0, 1]; the decoder maps them back. Any encoder/decoder pair with the same contract form works (the
 PCA baseline of bench/ is one).

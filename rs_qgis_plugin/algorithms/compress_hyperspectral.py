@@ -37,7 +37,7 @@ class CompressHyperspectral(RasterModelAlgorithm):
     group_name, group_id = "Hyperspectral", "hyperspectral"
     help_text = (
         "Compresses a hyperspectral image pixel by pixel with a learned transformer encoder "
-        "(HyCoT, Fuchs & Demir 2024): each spectrum becomes ceil(bands / ratio) latent values "
+        "(HyCoT, Fuchs, Rasti & Demir 2024): each spectrum becomes ceil(bands / ratio) latent values "
         "stored at 16 bits. Reports the bit rate as the HyCoT paper counts it (32 bits per latent "
         "value, so twice the 16-bit codes the file holds) and the size ratio, and on request PSNR "
         "and spectral angle against the input.\n\n"
