@@ -22,7 +22,7 @@ class RemoteSensingAIPlugin:
     def initGui(self):  # noqa: N802 (name fixed by QGIS)
         self.initProcessing()
         self.search_dock = SearchDock(self.iface.mapCanvas(), QgsProject.instance(), self.iface.mainWindow())
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.search_dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.search_dock)
         self.search_dock.hide()
         action = self.search_dock.toggleViewAction()
         action.setText("Search layers by text")
