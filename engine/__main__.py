@@ -25,6 +25,7 @@ import json
 import sys
 from dataclasses import asdict
 
+from engine.contract import TEST_TIME_AUGMENTATIONS
 from engine.errors import EngineError
 from engine.model_catalogue import load_catalogue
 from engine.output_files import Terminated, stop_cleanly_on_sigterm
@@ -56,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-masked", dest="keep_masked", action="store_true",
                      help="estimate_bathymetry/classify_seabed: keep values where the quality layer finds land, "
                           "cloud, glint, deep water or out-of-range depths (default: they become nodata)")
+    run.add_argument("--uncertainty",
+                     help="estimate_bathymetry/classify_seabed/run_onnx/map_crops: also write the uncertainty by "
+                          "test-time augmentation (spread of regression values; entropy and largest probability of "
+                          "classes); the output is then the mean over the augmentations")
     run.add_argument("--threshold", type=float, help="classify_scenes: probability from which a label is given")
     run.add_argument("--min-valid", dest="min_valid", type=float,
                      help="classify_scenes: least valid fraction of a patch to classify it (default 0.9)")
@@ -113,6 +118,10 @@ def _add_contract_arguments(parser, bands_flag: str, prefix: str) -> None:
                         help=f"{prefix}applied to class scores: softmax or sigmoid when the graph gives "
                              "logits, none when it gives probabilities")
     parser.add_argument("--units", help=f"{prefix}units of regression output")
+    parser.add_argument("--test-time-augmentations", dest="test_time_augmentations",
+                        choices=TEST_TIME_AUGMENTATIONS,
+                        help=f"{prefix}views of a tile whose outputs should agree (the model was trained with "
+                             "them): flips, or dihedral (flips and 90-degree rotations); allows --uncertainty")
 
 
 def _add_search_commands(commands) -> None:

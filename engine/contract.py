@@ -22,12 +22,14 @@ import re
 from dataclasses import asdict, dataclass, field
 
 from engine.errors import ModelContractError
+from engine.input_distribution import input_statistics_problems
 
 CONTRACT_KEY = "rsai_contract"
 TOKENIZER_KEY = "rsai_tokenizer"  # text encoders: the HuggingFace tokenizers JSON that makes their inputs
 CONTRACT_VERSION = 1
 OUTPUT_KINDS = ("regression", "classes", "embedding")  # embedding: L2-normalised vectors of provenance["dim"]
 ACTIVATIONS = ("none", "softmax", "sigmoid")  # applied by the engine to a classes output (Outputs.activation)
+TEST_TIME_AUGMENTATIONS = ("none", "flips", "dihedral")  # views of a tile the model allows (engine/uncertainty.py)
 COLOUR = re.compile(r"#[0-9a-fA-F]{6}")  # a class colour, "#rrggbb"
 STORED_CONTRACT_FIX = (f"Re-export the model (`python -m training export`), or correct the field in its "
                        f"{CONTRACT_KEY!r} metadata")
@@ -96,6 +98,11 @@ class ModelContract:
     # water tasks, from the training data (engine/quality.py): "depth_range_m" [low, high] and
     # "deep_water" {band: deep-water signal in raw input units}
     quality: dict = field(default_factory=dict)
+    # views of a tile whose outputs, turned back, should agree (engine/uncertainty.py): "dihedral" (flips and
+    # 90-degree rotations, as the toolbox's models are trained), "flips", or "none"
+    test_time_augmentations: str = "none"
+    # the training inputs per band in raw units, for the out-of-distribution flag (engine/input_distribution.py)
+    input_statistics: dict = field(default_factory=dict)
     version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
@@ -124,6 +131,7 @@ class ModelContract:
             if twice:
                 problems.append(f"{label}bands list {', '.join(map(repr, twice))} more than once; "
                                 "give each input band once, in the model's input order")
+        problems += input_statistics_problems(self.input_statistics, len(self.bands))
         for modality in self.modalities:
             if not modality.bands:
                 problems.append(f"modality {modality.name}: 'bands' is empty")
@@ -171,6 +179,9 @@ class ModelContract:
                             "run, e.g. 8)")
         if self.gsd_m is not None and not (math.isfinite(self.gsd_m) and self.gsd_m > 0):
             problems.append(f"gsd_m is {self.gsd_m}; it must be a finite number of metres > 0, or absent")
+        if self.test_time_augmentations not in TEST_TIME_AUGMENTATIONS:
+            problems.append(f"test_time_augmentations must be one of {TEST_TIME_AUGMENTATIONS}, got "
+                            f"{self.test_time_augmentations!r}")
         if self.version > CONTRACT_VERSION:
             problems.append(
                 f"contract version {self.version} is newer than this engine's ({CONTRACT_VERSION}); "
@@ -244,6 +255,8 @@ class ModelContract:
             input_units=contract.get("input_units", _text, ""),
             provenance=contract.get("provenance", _object, {}),
             quality=contract.get("quality", _object, {}),
+            test_time_augmentations=contract.get("test_time_augmentations", _text, "none"),
+            input_statistics=contract.get("input_statistics", _object, {}),
             version=contract.get("version", _integer, CONTRACT_VERSION),
         )
 

@@ -8,6 +8,8 @@ of ``tile_size`` rows) plus the finished rows waiting to fill an output block ro
 Blending: each tile's output is multiplied by a separable weight that ramps linearly over the overlap
 and never reaches 0, accumulated, and divided by the accumulated weight, so a constant prediction
 stays exactly constant across tile borders (no seams) and edge pixels with a single tile are exact.
+With test-time augmentation (engine/uncertainty.py) each tile's output is the mean over its views,
+and their spread is blended beside it in the same way.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 from engine.errors import Cancelled
 from engine.raster_io import OUTPUT_BLOCK, InputGrid
 from engine.runtime import Model
+from engine.uncertainty import TestTimeAugmentation
 
 Progress = Callable[[float, str], None]
 IsCancelled = Callable[[], bool]
@@ -51,6 +54,7 @@ class Strip:
     row: int
     values: np.ndarray  # float32 [channels, height, width]; a view, valid until the next strip
     valid: np.ndarray  # bool [height, width]
+    spread: np.ndarray | None = None  # test-time augmentation of regression: [channels, height, width]
 
 
 @dataclass
@@ -60,16 +64,19 @@ class RunStats:
 
 
 def infer_strips(
-    model: Model, grid: InputGrid, progress: Progress, cancelled: IsCancelled, stats: RunStats
+    model: Model, grid: InputGrid, progress: Progress, cancelled: IsCancelled, stats: RunStats,
+    augmentation: TestTimeAugmentation | None = None,
 ) -> Iterator[Strip]:
-    """Run ``model`` tile by tile over ``grid`` and yield blended strips, top to bottom."""
+    """Run ``model`` tile by tile over ``grid`` and yield blended strips, top to bottom; with
+    ``augmentation``, every tile in each of its views, in the same batches."""
     contract = model.contract
     tile, overlap = contract.tile_size, contract.overlap
     tile_h, tile_w = min(tile, grid.height), min(tile, grid.width)
     rows = tile_origins(grid.height, tile, overlap)
     cols = tile_origins(grid.width, tile, overlap)
     weight = blend_ramp(tile_h, overlap)[:, None] * blend_ramp(tile_w, overlap)[None, :]
-    channels = contract.outputs.channels
+    channels = contract.outputs.channels + (augmentation.spread_channels if augmentation else 0)
+    tiles_per_batch = augmentation.tiles_per_batch if augmentation else contract.batch_size
     total = len(rows) * len(cols)
 
     # Preallocated, reused buffers (no per-row allocations: RSS stays flat on huge rasters).
@@ -81,13 +88,13 @@ def infer_strips(
     done_rows, done_first_row = 0, 0
 
     for row_index, row in enumerate(rows):
-        for start in range(0, len(cols), contract.batch_size):
+        for start in range(0, len(cols), tiles_per_batch):
             if cancelled():
                 raise Cancelled("cancelled by the user; no output was written")
-            batch_cols = cols[start:start + contract.batch_size]
+            batch_cols = cols[start:start + tiles_per_batch]
             tiles, valids = grid.read_tiles(model.contract, row, batch_cols, tile_h, tile_w)
             model_started = time.perf_counter()
-            out = model.run(tiles)[:, :, :tile_h, :tile_w]
+            out = (augmentation.run(model, tiles) if augmentation else model.run(tiles))[:, :, :tile_h, :tile_w]
             stats.model_seconds += time.perf_counter() - model_started
             for col, prediction, valid in zip(batch_cols, out, valids):
                 acc[:, :, col:col + tile_w] += prediction * weight
@@ -108,7 +115,9 @@ def infer_strips(
             buffer[..., tile_h - finished:, :] = 0
         if done_rows >= OUTPUT_BLOCK or last:  # hand over whole output block rows only
             flush = done_rows if last else done_rows - done_rows % OUTPUT_BLOCK
-            yield Strip(done_first_row, done[:, :flush], done_valid[:flush])
+            outputs = contract.outputs.channels
+            yield Strip(done_first_row, done[:outputs, :flush], done_valid[:flush],
+                        done[outputs:, :flush] if channels > outputs else None)
             keep = done_rows - flush
             _move_rows(done, flush, 0, keep)
             _move_rows(done_valid, flush, 0, keep)

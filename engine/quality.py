@@ -26,6 +26,9 @@ x 10000 divided by 10000):
 5. out of range: the estimated depth lies outside the depths the model was trained on (the
    contract's ``quality.depth_range_m``, percentiles of the training depths) by more than
    ``RANGE_MARGIN`` of that range.
+6. out of distribution: the pixel's band values are unlike the model's training inputs (Mahalanobis
+   distance beyond the threshold calibrated on the training data, engine/input_distribution.py);
+   tested where the contract records ``input_statistics``.
 
 Land and glint need a NIR band (Sentinel-2 B08) in the input, beside the model's own bands; the
 model does not need to use it. Tests whose bands or contract records are missing are skipped and
@@ -40,13 +43,13 @@ import numpy as np
 
 from engine.contract import Band, ModelContract
 
-VALID, LAND, CLOUD, GLINT, DEEP, OUT_OF_RANGE = 0, 1, 2, 3, 4, 5
+VALID, LAND, CLOUD, GLINT, DEEP, OUT_OF_RANGE, OUT_OF_DISTRIBUTION = 0, 1, 2, 3, 4, 5, 6
 NO_DATA = 255
 REASONS = {VALID: "valid", LAND: "land", CLOUD: "cloud", GLINT: "sun glint", DEEP: "optically deep",
-           OUT_OF_RANGE: "out of range"}
+           OUT_OF_RANGE: "out of range", OUT_OF_DISTRIBUTION: "out of distribution"}
 REASON_COLOURS = {VALID: (46, 139, 87, 255), LAND: (166, 124, 82, 255), CLOUD: (240, 240, 240, 255),
                   GLINT: (255, 215, 0, 255), DEEP: (16, 32, 96, 255), OUT_OF_RANGE: (220, 20, 60, 255),
-                  NO_DATA: (0, 0, 0, 0)}
+                  OUT_OF_DISTRIBUTION: (200, 0, 200, 255), NO_DATA: (0, 0, 0, 0)}
 NIR = Band("B08", ("B8", "nir", "band 8"), "Sentinel-2 NIR, 842 nm (quality layers only)")
 ROLES = ("blue", "green", "red")  # matched against the model bands' names and aliases
 REFLECTANCE_SCALE = 10000.0
@@ -66,7 +69,8 @@ def _role_positions(bands: tuple[Band, ...]) -> dict[str, int]:
 def nir_contract(contract: ModelContract) -> ModelContract:
     """What opens the input's NIR band on the processing grid, beside the model's bands (its values
     are judged by the quality tests, not by the radiometric check of the model's input)."""
-    return replace(contract, bands=(NIR,), mean=(0.0,), std=(1.0,), input_units="", quality={})
+    return replace(contract, bands=(NIR,), mean=(0.0,), std=(1.0,), input_units="", quality={},
+                   input_statistics={})
 
 
 class QualityLayer:
@@ -102,9 +106,11 @@ class QualityLayer:
                          "not flagged")
         return notes
 
-    def reasons(self, values: np.ndarray, valid: np.ndarray, depth: np.ndarray | None) -> np.ndarray:
+    def reasons(self, values: np.ndarray, valid: np.ndarray, depth: np.ndarray | None,
+                unlike_training: np.ndarray | None) -> np.ndarray:
         """uint8 reasons for a window: ``values`` [model bands (+ NIR), h, w] raw input, ``valid``
-        [h, w], ``depth`` [h, w] the estimated depth in metres (regression tasks) or None."""
+        [h, w], ``depth`` [h, w] the estimated depth in metres (regression tasks) or None,
+        ``unlike_training`` [h, w] the pixels out of the training distribution, or None."""
         reason = np.full(valid.shape, VALID, np.uint8)
         if self.reflectance:
             band = {role: values[k] / REFLECTANCE_SCALE for role, k in self.roles.items()}
@@ -129,6 +135,8 @@ class QualityLayer:
             low, high = self.depth_range
             margin = RANGE_MARGIN * (high - low)
             self._mark(reason, (depth < low - margin) | (depth > high + margin), OUT_OF_RANGE)
+        if unlike_training is not None:
+            self._mark(reason, unlike_training, OUT_OF_DISTRIBUTION)
         reason[~valid] = NO_DATA
         self.counts += np.bincount(reason.ravel(), minlength=NO_DATA + 1)
         return reason

@@ -308,7 +308,8 @@ def open_input(
         ratios = _ratio_bands(contract, labels, mapping)
         read_contract = replace(contract, bands=tuple(b for k, b in enumerate(contract.bands) if k not in ratios),
                                 mean=tuple(m for k, m in enumerate(contract.mean) if k not in ratios),
-                                std=tuple(v for k, v in enumerate(contract.std) if k not in ratios))
+                                std=tuple(v for k, v in enumerate(contract.std) if k not in ratios),
+                                input_statistics={})  # of the model's bands, the ratios included
         chosen = resolve_bands(labels, read_contract, mapping)
         band_info = [BandInfo(owners[i - 1][0].dtypes[owners[i - 1][1] - 1],
                               owners[i - 1][0].nodatavals[owners[i - 1][1] - 1], labels[i - 1] or f"band {i}")

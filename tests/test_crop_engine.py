@@ -18,18 +18,22 @@ CLASSES = ("wheat", "maize", "fallow")
 MEAN, STD = 1000.0, 500.0
 
 
-@pytest.fixture
-def model(tmp_path):
+def crop_model(path, test_time_augmentations="none") -> str:
     contract = ModelContract(
         task="crop_map", name="test-crops", bands=(), mean=(), std=(),
         outputs=Outputs("classes", CLASSES, colors=("#f0d000", "#20a020", "#a08060")),
         tile_size=16, overlap=4, gsd_m=10.0, batch_size=4,
         modalities=(Modality("s2", tuple(Band(b) for b in S2_BANDS), (MEAN,) * 2, (STD,) * 2, 6),
-                    Modality("s1", (Band("VV"), Band("VH")), (-12.0, -19.0), (5.0, 5.0), 10)))
+                    Modality("s1", (Band("VV"), Band("VH")), (-12.0, -19.0), (5.0, 5.0), 10)),
+        test_time_augmentations=test_time_augmentations)
     weights = np.array([[1.0, -1.0], [-1.0, 1.0], [0.0, 0.0]])  # red-ish -> wheat, nir-ish -> maize
-    path = tmp_path / "crops.onnx"
     onnx.save(time_series_classifier_model(contract, weights, np.zeros(3)), path)
     return str(path)
+
+
+@pytest.fixture
+def model(tmp_path):
+    return crop_model(tmp_path / "crops.onnx")
 
 
 def s2_series(tmp_path, dates=("2023-04-15", "2023-06-01", "2023-07-20"), shape=(40, 50)):
@@ -107,3 +111,19 @@ def test_missing_dates_and_missing_modalities_are_clear_errors(tmp_path, model):
     with pytest.raises(EngineError, match="the input has 3 band"):
         run(s2=[*s2, wrong], s1=s1_series(tmp_path), output=str(tmp_path / "w.tif"), model=model)
     assert not (tmp_path / "w.tif").exists()
+
+
+def test_time_series_views_give_the_plain_classes_and_their_uncertainty(tmp_path):
+    """Every date, mask and modality of a tile is flipped and rotated alike; the dates are not: the
+    per-pixel test model gives each view the same probabilities."""
+    values, s2 = s2_series(tmp_path)
+    inputs = dict(s2=s2, s1=s1_series(tmp_path))
+    run(**inputs, output=str(tmp_path / "plain.tif"), probabilities=str(tmp_path / "p.tif"),
+        model=crop_model(tmp_path / "plain.onnx"))
+    result = run(**inputs, output=str(tmp_path / "mean.tif"), uncertainty=str(tmp_path / "u.tif"),
+                 model=crop_model(tmp_path / "dihedral.onnx", "dihedral"))
+    assert result["uncertainty"]["augmentations"] == 8
+    with rasterio.open(tmp_path / "plain.tif") as plain, rasterio.open(tmp_path / "mean.tif") as mean, \
+            rasterio.open(tmp_path / "u.tif") as uncertainty, rasterio.open(tmp_path / "p.tif") as probabilities:
+        np.testing.assert_array_equal(mean.read(1), plain.read(1))
+        np.testing.assert_allclose(uncertainty.read(2), probabilities.read().max(axis=0), atol=1e-6)

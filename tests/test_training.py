@@ -178,6 +178,9 @@ def test_fit_evaluate_export_run(task, model_options, magicbathynet_root, tmp_pa
     assert "SIMULATED" in contract.provenance["training_data"]
     assert contract.provenance["metrics"]["metrics"] == evaluation["metrics"]
     assert contract.provenance["command"].startswith("python -m training fit")
+    assert contract.test_time_augmentations == "dihedral"  # fit trains with random_dihedral
+    statistics = contract.input_statistics
+    assert len(statistics["mean"]) == 3 and statistics["distance_threshold"] > 0 and statistics["components"]
     image = MagicBathyNet(magicbathynet_root, task=task, split="test")[0]["image"].numpy()
     normalised = ((image - np.reshape(contract.mean, (3, 1, 1))) / np.reshape(contract.std, (3, 1, 1)))[None]
     (output,) = session.run(["output"], {"image": normalised.astype(np.float32)})

@@ -63,6 +63,8 @@ def export_onnx(
         gsd_m=data["gsd_m"],
         input_units=data["input_units"],
         quality=data.get("quality", {}),
+        test_time_augmentations="dihedral",  # fit trains with every flip and 90-degree rotation (random_dihedral)
+        input_statistics=data.get("input_statistics", {}),
         provenance={
             "paper": PAPER,
             "architecture": module.architecture,

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from training.checkpoint import save_checkpoint
 from training.datasets.magicbathynet import IGNORE_INDEX, MagicBathyNet
 from training.datasets.magicbathynet_format import DEPTH_SCALE_M, MODALITY_BANDS, MODALITY_GSD_M
+from training.input_statistics import input_statistics
 from training.simulation.shallow_water import REFLECTANCE_SCALE, SITES, simulation_records
 from training.tasks import TASKS
 from training.transforms import random_dihedral
@@ -94,6 +95,7 @@ def fit(
         "training_patches": len(training_set),
         "simulation": simulation_records(data, areas),
         "quality": quality,
+        "input_statistics": _input_statistics(statistics_view),
     }
     provenance = {
         **fit_provenance(trainer, command, seed, started),
@@ -119,6 +121,13 @@ def _quality_record(dataset: MagicBathyNet, task: str, modality: str, simulation
         record["deep_water"] = {band: round(value * REFLECTANCE_SCALE, 1)
                                 for band, value in zip(MODALITY_BANDS[modality], deep)}
     return record
+
+
+def _input_statistics(dataset: MagicBathyNet) -> dict:
+    """The training pixels' statistics for the engine's out-of-distribution flag, from each patch's
+    pixels with data (MagicBathyNet marks missing pixels 0 in every band), in patch order."""
+    patches = [sample["image"].flatten(1).numpy() for sample in dataset]
+    return input_statistics([patch[:, (patch != 0).any(axis=0)] for patch in patches])
 
 
 def _mean_depth(dataset: MagicBathyNet) -> float:

@@ -7,7 +7,7 @@ glint, optically deep water and depths outside the training range are masked (en
 """
 from __future__ import annotations
 
-from engine.tasks.raster_task import RASTER_PARAMS, WATER_PARAMS
+from engine.tasks.raster_task import RASTER_PARAMS, UNCERTAINTY_PARAMS, WATER_PARAMS
 from engine.tasks.value_map import ValueMapTask
 
 
@@ -15,4 +15,4 @@ class EstimateBathymetry(ValueMapTask):
     name = "estimate_bathymetry"
     default_model = "bathymetry_s2_sim.onnx"
     over_water = True
-    params = {**RASTER_PARAMS, **WATER_PARAMS}
+    params = {**RASTER_PARAMS, **WATER_PARAMS, **UNCERTAINTY_PARAMS}

@@ -30,6 +30,7 @@ CONTRACT_OPTIONS = {
     "output_kind": (str, False),  # classes, regression or embedding
     "activation": (str, False),  # none, softmax or sigmoid (engine.contract.ACTIVATIONS)
     "units": (str, False),
+    "test_time_augmentations": (str, False),  # none, flips or dihedral (engine.contract.TEST_TIME_AUGMENTATIONS)
 }
 NORMALISATION = ("mean", "std", "scale")
 DEFAULT_OVERLAP_PERCENT = 15  # as Deepness
@@ -113,6 +114,9 @@ def contract_with_options(model: Model, options: dict) -> ModelContract:
             gsd_m=base.gsd_m if base else None, batch_size=base.batch_size if base else 8,
             input_units=base.input_units if base else "", provenance=provenance,
             modalities=base.modalities if base else (),
+            test_time_augmentations=given.get("test_time_augmentations",
+                                              base.test_time_augmentations if base else "none"),
+            input_statistics=base.input_statistics if base and bands == base.bands else {},
         )
     except ModelContractError as bad:
         raise ModelContractError(f"{model.name}: {bad}. Correct the options of 'Run ONNX model' or "

@@ -13,7 +13,7 @@ from engine.contract import ModelContract
 from engine.errors import ModelContractError
 from engine.tasks.class_map import ClassMapTask
 from engine.tasks.parameters import EXTENT, PATH, ListOf
-from engine.tasks.raster_task import as_list
+from engine.tasks.raster_task import UNCERTAINTY_PARAMS, as_list
 from engine.time_series_io import open_time_series
 
 
@@ -33,6 +33,7 @@ class MapCrops(ClassMapTask):
         "resample": (bool, False),
         "device": (str, False),
         "strict": (bool, False),
+        **UNCERTAINTY_PARAMS,
     }
 
     def check_model(self, contract: ModelContract, params: dict) -> None:

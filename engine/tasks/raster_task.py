@@ -13,6 +13,7 @@ import numpy as np
 
 from engine.contract import ModelContract
 from engine.errors import EngineError, ModelContractError
+from engine.input_distribution import InputDistribution
 from engine.pipeline import IsCancelled, Progress, RunStats, Strip, infer_strips
 from engine.quality import NO_DATA, REASON_COLOURS, REASONS, VALID, QualityLayer, nir_contract
 from engine.raster_io import (
@@ -26,6 +27,7 @@ from engine.raster_io import (
 )
 from engine.runtime import MODELS_DIR, Model
 from engine.tasks.parameters import EXTENT, PATH, DictOf, ListOf
+from engine.uncertainty import TestTimeAugmentation, UncertaintyLayer, check_uncertainty
 
 RASTER_PARAMS = {
     "input": ((PATH, ListOf(PATH)), True),  # one raster, or several files of one area (e.g. one per band)
@@ -41,6 +43,9 @@ RASTER_PARAMS = {
 WATER_PARAMS = {  # tasks over water: quality layers (engine/quality.py)
     "quality_layer": (PATH, False),  # GeoTIFF of the reason per pixel (valid, land, cloud, glint, deep, out of range)
     "keep_masked": (bool, False),  # keep the values of pixels the quality layer flags (default: nodata)
+}
+UNCERTAINTY_PARAMS = {  # tasks with a per-pixel prediction: test-time augmentation (engine/uncertainty.py)
+    "uncertainty": (PATH, False),  # GeoTIFF of the spread (regression) or entropy and top probability (classes)
 }
 
 
@@ -103,17 +108,27 @@ class RasterTask(ABC):
             model.contract = replace(model.contract, batch_size=params["batch_size"])
         contract = model.contract
         self.check_model(contract, params)
+        if params.get("uncertainty"):
+            check_uncertainty(contract)
         stats = RunStats()
         with self.open_grid(params, contract) as grid, contextlib.ExitStack() as stack:
             outputs = self.outputs(contract, params, grid)
-            quality = self.open_quality(params, contract, grid, stack) if self.over_water else None
-            if quality and quality.spec:
-                outputs["quality_layer"] = quality.spec
+            layers = ExtraLayers(
+                InputDistribution(contract.input_statistics) if contract.input_statistics else None,
+                self.open_quality(params, contract, grid, stack) if self.over_water else None,
+                TestTimeAugmentation(contract) if params.get("uncertainty") else None)
+            if layers.quality and layers.quality.spec:
+                outputs["quality_layer"] = layers.quality.spec
+            if layers.augmentation:
+                layers.uncertainty = UncertaintyLayer(contract, params["uncertainty"], bool(layers.distribution))
+                outputs["uncertainty"] = layers.uncertainty.spec
             specs = list(outputs.values())
             check_output_paths({key: spec.path for key, spec in outputs.items()}, *self.input_paths(params))
             warnings = list(grid.warnings)
             grid_info = {"width": grid.width, "height": grid.height, "crs": grid.crs.to_string()}
-            valid_pixels = self._write(model, grid, specs, progress, cancelled, stats, quality)
+            valid_pixels = self._write(model, grid, specs, progress, cancelled, stats, layers)
+        if layers.distribution and layers.distribution.warning(contract.name):
+            warnings.append(layers.distribution.warning(contract.name))
         if valid_pixels == 0:
             warnings.append(
                 "the input has no valid pixels (all nodata or masked) in the processed area: "
@@ -133,10 +148,7 @@ class RasterTask(ABC):
             "grid": grid_info,
             "warnings": warnings,
         }
-        if quality:
-            result["quality"] = {"shares": quality.layer.summary(), "not_checked": quality.layer.notes(),
-                                 "names": list(REASONS.values()),
-                                 "colors": ["#{:02x}{:02x}{:02x}".format(*REASON_COLOURS[code][:3]) for code in REASONS]}
+        result.update(layers.report(contract, stats))
         result.update(self.report(params, result, progress, cancelled))
         result["seconds"] = round(time.perf_counter() - started, 3)
         return result
@@ -153,18 +165,16 @@ class RasterTask(ABC):
             if params.get("quality_layer") else None
         return WaterQuality(QualityLayer(contract, has_nir), nir, not params.get("keep_masked", False), spec)
 
-    def _write(self, model, grid: InputGrid, specs, progress, cancelled, stats, quality: WaterQuality | None) -> int:
-        """``specs``: the task's outputs, then the quality raster when one is asked for."""
+    def _write(self, model, grid: InputGrid, specs, progress, cancelled, stats, layers: ExtraLayers) -> int:
+        """``specs``: the task's outputs, then the quality and uncertainty rasters asked for."""
         valid_pixels = 0
-        task_specs = specs[:-1] if quality and quality.spec else specs
+        task_specs = specs[:len(specs) - layers.rasters]
         with atomic_outputs(grid, specs) as datasets:
-            for strip in infer_strips(model, grid, progress, cancelled, stats):
-                reasons = quality.apply(model.contract, grid, strip) if quality else None
+            for strip in infer_strips(model, grid, progress, cancelled, stats, layers.augmentation):
+                extra = layers.apply(model.contract, grid, strip)
                 valid_pixels += int(strip.valid.sum())
                 window = ((strip.row, strip.row + strip.valid.shape[0]), (0, grid.width))
-                arrays = self.convert(model.contract, strip, task_specs)
-                if quality and quality.spec:
-                    arrays.append(reasons[None])
+                arrays = self.convert(model.contract, strip, task_specs) + extra
                 for dataset, array in zip(datasets, arrays):
                     dataset.write(array, window=window)
         return valid_pixels
@@ -180,15 +190,63 @@ class WaterQuality:
     mask: bool
     spec: OutputSpec | None
 
-    def apply(self, contract: ModelContract, grid: InputGrid, strip: Strip) -> np.ndarray:
-        """The strip's reasons; masked pixels leave ``strip.valid`` when masking."""
-        height = strip.valid.shape[0]
-        values, _ = grid.read(strip.row, 0, height, grid.width)
+    def apply(self, contract: ModelContract, values: np.ndarray, strip: Strip,
+              unlike_training: np.ndarray | None) -> np.ndarray:
+        """The strip's reasons from its raw input ``values`` [model bands, h, w] and its pixels out of
+        the training distribution; masked pixels leave ``strip.valid`` when masking."""
         if self.nir is not None:
-            values = np.concatenate([values, self.nir.read(strip.row, 0, height, grid.width)[0]])
+            values = np.concatenate([values, self.nir.read(strip.row, 0, strip.valid.shape[0], values.shape[2])[0]])
         depth = (strip.values[0] * contract.outputs.scale + contract.outputs.offset
                  if contract.outputs.kind == "regression" else None)
-        reasons = self.layer.reasons(values, strip.valid, depth)
+        reasons = self.layer.reasons(values, strip.valid, depth, unlike_training)
         if self.mask:
             strip.valid &= reasons == VALID
         return reasons
+
+
+@dataclass
+class ExtraLayers:
+    """What a run computes beside the task's outputs, strip by strip: the out-of-distribution
+    distance (when the contract records the training inputs), the water quality reasons, and the
+    uncertainty of test-time augmentation."""
+
+    distribution: InputDistribution | None
+    quality: WaterQuality | None
+    augmentation: TestTimeAugmentation | None
+    uncertainty: UncertaintyLayer | None = None
+
+    @property
+    def rasters(self) -> int:
+        """How many of the run's output rasters are these layers' (after the task's own)."""
+        return bool(self.quality and self.quality.spec) + bool(self.uncertainty)
+
+    def apply(self, contract: ModelContract, grid: InputGrid, strip: Strip) -> list[np.ndarray]:
+        """The layers' arrays for ``strip`` (before the task converts its values); may mask ``strip.valid``."""
+        values = (grid.read(strip.row, 0, strip.valid.shape[0], grid.width)[0]
+                  if self.distribution or self.quality else None)
+        distance = self.distribution.relative_distances(values, strip.valid) if self.distribution else None
+        arrays = []
+        if self.quality:
+            reasons = self.quality.apply(contract, values, strip, None if distance is None else distance > 1)
+            if self.quality.spec:
+                arrays.append(reasons[None])
+        if self.uncertainty:
+            arrays.append(self.uncertainty.bands(strip.values, strip.spread, strip.valid, distance))
+        return arrays
+
+    def report(self, contract: ModelContract, stats: RunStats) -> dict:
+        """Result entries: quality shares, the out-of-distribution share, the augmentation's cost."""
+        report = {}
+        if self.quality:
+            layer = self.quality.layer
+            report["quality"] = {"shares": layer.summary(), "not_checked": layer.notes(),
+                                 "names": list(REASONS.values()),
+                                 "colors": ["#{:02x}{:02x}{:02x}".format(*REASON_COLOURS[code][:3]) for code in REASONS]}
+        if self.distribution:
+            report["out_of_distribution"] = self.distribution.summary()
+        if self.augmentation:
+            views = len(self.augmentation.views)
+            report["uncertainty"] = {"augmentations": views, "test_time_augmentations": contract.test_time_augmentations,
+                                     "output": "mean over the augmentations",
+                                     "model_seconds_per_augmentation": round(stats.model_seconds / views, 3)}
+        return report

@@ -19,7 +19,7 @@ from engine.runtime import NAMED_INPUTS, Model
 from engine.tasks.class_map import ClassMapTask
 from engine.tasks.contract_options import CONTRACT_OPTIONS, contract_with_options
 from engine.tasks.parameters import PATH
-from engine.tasks.raster_task import RASTER_PARAMS, RasterTask
+from engine.tasks.raster_task import RASTER_PARAMS, UNCERTAINTY_PARAMS, RasterTask
 from engine.tasks.value_map import ValueMapTask
 
 WRITERS = {"classes": ClassMapTask(), "regression": ValueMapTask(), "embedding": ValueMapTask()}
@@ -27,7 +27,8 @@ WRITERS = {"classes": ClassMapTask(), "regression": ValueMapTask(), "embedding":
 
 class RunOnnx(RasterTask):
     name = "run_onnx"
-    params = {**RASTER_PARAMS, "model": (PATH, True), "probabilities": (PATH, False), **CONTRACT_OPTIONS}
+    params = {**RASTER_PARAMS, **UNCERTAINTY_PARAMS, "model": (PATH, True), "probabilities": (PATH, False),
+              **CONTRACT_OPTIONS}
 
     def model_path(self, params: dict) -> str:
         if not params.get("model"):

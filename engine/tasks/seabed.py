@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from engine.tasks.class_map import ClassMapTask
 from engine.tasks.parameters import PATH
-from engine.tasks.raster_task import RASTER_PARAMS, WATER_PARAMS
+from engine.tasks.raster_task import RASTER_PARAMS, UNCERTAINTY_PARAMS, WATER_PARAMS
 
 
 class ClassifySeabed(ClassMapTask):
@@ -17,4 +17,4 @@ class ClassifySeabed(ClassMapTask):
     default_model = "seabed_s2_sim.onnx"
     output_description = "seabed class"
     over_water = True
-    params = {**RASTER_PARAMS, **WATER_PARAMS, "probabilities": (PATH, False)}
+    params = {**RASTER_PARAMS, **WATER_PARAMS, **UNCERTAINTY_PARAMS, "probabilities": (PATH, False)}

@@ -83,6 +83,7 @@ def export_crop(
         overlap=overlap if overlap is not None and overlap < tile_size else tile_size // 3,
         gsd_m=data["gsd_m"],
         input_units="; ".join(f"{m}: {units}" for m, units in data["input_units"].items()),
+        test_time_augmentations="dihedral",  # trained on random symmetries of the square (RandomTrainingView)
         provenance={
             "paper": PAPERS,
             "fusion": hyper.fusion or "none (single modality)",

@@ -1,0 +1,132 @@
+"""Out-of-distribution flag: is a pixel's band vector like the inputs the model was trained on?
+
+The contract's ``input_statistics`` (written at export from the training data, training/input_statistics.py)
+describe the training pixels, in raw input units and the model's band order:
+
+- ``mean``, ``covariance`` and ``percentiles`` ({"1": [...], "50": [...], "99": [...]}) per band, for
+  the model card and ``describe``;
+- ``components``: Gaussian components ({"weight", "mean", "covariance"}) of the k-means clusters of
+  the training pixels (Lloyd, "Least squares quantization in PCM", IEEE Trans. Inf. Theory 28(2),
+  1982; k-means++ seeding after Arthur & Vassilvitskii, SODA 2007);
+- ``distance_threshold``: the ``distance_quantile`` (0.995) of the distances of training pixels the
+  components were NOT fitted on (every fourth training patch), so that about 0.5 % of pixels like the
+  training data's are flagged.
+
+A pixel's distance is its Mahalanobis distance to the nearest component, the class-conditional
+Gaussian score of Lee, Lee, Lee & Shin, "A Simple Unified Framework for Detecting Out-of-Distribution
+Samples and Adversarial Attacks", NeurIPS 2018, with k-means clusters of the input in place of classes:
+one Gaussian over land and water together is so wide that a scene divided by 10 still falls inside
+it. A pixel is flagged when its distance exceeds the threshold. Measured on simulated Agia Napa
+data (tests/test_input_distribution.py): a held-out split is flagged at or below 0.5 %, the same
+pixels divided by 10, in 8 bits, or with a top-of-atmosphere path reflectance added almost everywhere.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+DISTANCE_QUANTILE = 0.995
+PIXELS_PER_PASS = 32768  # pixels whose distances are computed at once (bounded temporaries)
+
+
+def _matrix(value, size: int) -> bool:
+    return (isinstance(value, list) and len(value) == size
+            and all(isinstance(row, list) and len(row) == size and all(_finite(v) for v in row) for row in value))
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _vector(value, size: int) -> bool:
+    return isinstance(value, list) and len(value) == size and all(_finite(v) for v in value)
+
+
+def input_statistics_problems(statistics: dict, bands: int) -> list[str]:
+    """What is wrong with a contract's ``input_statistics`` for a model of ``bands`` bands."""
+    if not statistics:
+        return []
+    where = "input_statistics"
+    problems = []
+    for key in ("mean", "covariance"):
+        if key in statistics and not (_vector if key == "mean" else _matrix)(statistics[key], bands):
+            problems.append(f"{where}.{key} must be {'a list' if key == 'mean' else 'a square matrix'} of "
+                            f"finite numbers for the model's {bands} bands")
+    for name, values in statistics.get("percentiles", {}).items():
+        if not _vector(values, bands):
+            problems.append(f"{where}.percentiles[{name!r}] must list one finite number per band ({bands})")
+    components = statistics.get("components")
+    if not isinstance(components, list) or not components:
+        return [*problems, f"{where}.components is missing or empty: re-export the model to record the "
+                           "Gaussian components of its training inputs"]
+    malformed = [k for k, c in enumerate(components) if not (
+        isinstance(c, dict) and _vector(c.get("mean"), bands) and _matrix(c.get("covariance"), bands))]
+    if malformed:
+        problems.append(f"{where}.components {malformed[:5]} must each have a 'mean' of {bands} numbers and a "
+                        f"{bands} x {bands} 'covariance' (the model's bands)")
+    singular = [k for k, c in enumerate(components) if k not in malformed
+                and np.any(np.linalg.eigvalsh(np.asarray(c["covariance"], float)) <= 0)]
+    if singular:
+        problems.append(f"{where}.components {singular[:5]} have a covariance that is not positive definite")
+    threshold, quantile = statistics.get("distance_threshold"), statistics.get("distance_quantile")
+    if not (_finite(threshold) and threshold > 0):
+        problems.append(f"{where}.distance_threshold is {threshold!r}; give the calibrated distance as a number > 0")
+    if not (_finite(quantile) and 0 < quantile < 1):
+        problems.append(f"{where}.distance_quantile is {quantile!r}; give the quantile the threshold was "
+                        "calibrated at, between 0 and 1 (e.g. 0.995)")
+    return problems
+
+
+class InputDistribution:
+    """Distances of pixels to the training inputs, and the running share of flagged pixels."""
+
+    def __init__(self, statistics: dict):
+        """``statistics``: a contract's ``input_statistics`` (its threshold may be absent while the
+        training side calibrates it)."""
+        self.means = [np.asarray(c["mean"], np.float64) for c in statistics["components"]]
+        # whitening: L^-1 (x - mean) has unit covariance where covariance = L L^T
+        self.whitening = [np.linalg.inv(np.linalg.cholesky(np.asarray(c["covariance"], np.float64)))
+                          for c in statistics["components"]]
+        self.threshold = statistics.get("distance_threshold")
+        self.quantile = statistics.get("distance_quantile", DISTANCE_QUANTILE)
+        self.flagged = self.pixels = 0
+
+    def distances(self, values: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance to the nearest component of raw values ``[bands, ...]`` -> ``[...]``."""
+        flat = values.reshape(len(values), -1)
+        nearest = np.empty(flat.shape[1])
+        for start in range(0, flat.shape[1], PIXELS_PER_PASS):
+            chunk = flat[:, start:start + PIXELS_PER_PASS].astype(np.float64)
+            whitened = [whitening @ (chunk - mean[:, None]) for mean, whitening in zip(self.means, self.whitening)]
+            nearest[start:start + chunk.shape[1]] = np.min([np.einsum("bp,bp->p", w, w) for w in whitened], axis=0)
+        return np.sqrt(nearest).reshape(values.shape[1:])
+
+    def relative_distances(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Distance over the calibrated threshold per pixel (above 1: unlike the training inputs);
+        the flagged pixels among ``valid`` ones are counted for ``summary``."""
+        relative = (self.distances(values) / self.threshold).astype(np.float32)
+        self.flagged += int(np.count_nonzero((relative > 1) & valid))
+        self.pixels += int(np.count_nonzero(valid))
+        return relative
+
+    @property
+    def share(self) -> float:
+        return self.flagged / self.pixels if self.pixels else 0.0
+
+    def summary(self) -> dict:
+        calibrated = round(1.0 - self.quantile, 6)
+        return {"share": round(self.share, 4), "calibrated_share": calibrated,
+                "distance_threshold": round(float(self.threshold), 4)}
+
+    def warning(self, model: str) -> str | None:
+        """A warning when far more pixels are flagged than the calibration lets through."""
+        if self.share <= max(10 * (1.0 - self.quantile), 0.05):
+            return None
+        return (f"{self.share:.0%} of the valid pixels are unlike the training inputs of model {model} (Mahalanobis "
+                f"distance beyond the {self.quantile:.1%} quantile of its training pixels', which flags "
+                f"{1 - self.quantile:.1%} of those): the input may be another product level (Level-1C top of "
+                "atmosphere instead of Level-2A surface reflectance), another sensor, or scaled otherwise (8-bit, "
+                "reflectance instead of reflectance x 10000). Check the input against the model card; the flagged "
+                "pixels are 'out of distribution' in the quality layer and above 1 in the uncertainty layer's "
+                "input distance")
