@@ -22,6 +22,7 @@ class CompressHyperspectral(RasterModelAlgorithm):
     default_model = "hycot_cr8_enmap_sim_encoder.onnx (or the one for RATIO)"
     area_parameters = (RasterModelAlgorithm.BANDS, RasterModelAlgorithm.EXTENT)
     styled = False
+    maps_pixels = False  # a pixelwise codec: every flipped or rotated view gives the same values
     input_help = (
         "Hyperspectral image (for the shipped models: EnMAP-like, 202 bands of reflectance x 10000 "
         "after water-vapour band removal). Bands are taken in order when the count matches."

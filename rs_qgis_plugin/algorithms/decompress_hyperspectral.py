@@ -9,6 +9,7 @@ class DecompressHyperspectral(RasterModelAlgorithm):
     area_parameters = ()
     checks_input_values = False  # its input is the toolbox's own latent codes
     styled = False
+    maps_pixels = False  # a pixelwise codec: every flipped or rotated view gives the same values
     input_help = "A raster written by 'Compress hyperspectral raster (HyCoT)'."
     output_description = "Decompressed raster"
     output_help = (

@@ -10,6 +10,7 @@ from qgis.core import (
 )
 
 from rs_qgis_plugin.algorithms.model_algorithm import ModelAlgorithm
+from rs_qgis_plugin.algorithms.uncertainty_output import UncertaintyOutput
 from rs_qgis_plugin.output_styles import style_for
 from rs_qgis_plugin.raster_input import readable_file
 from rs_qgis_plugin.worker_client import EngineWorker
@@ -20,7 +21,7 @@ def parse_dates(text: str) -> list[str] | None:
     return dates or None
 
 
-class MapCrops(ModelAlgorithm):
+class MapCrops(UncertaintyOutput, ModelAlgorithm):
     S2, S1, DATES_S2, DATES_S1, RESAMPLE, TILES = "S2", "S1", "DATES_S2", "DATES_S1", "RESAMPLE", "TILES"
     task = "map_crops"
     model_tasks = ("crop_map",)
@@ -67,6 +68,7 @@ class MapCrops(ModelAlgorithm):
             "GeoTIFF of class values 0, 1, ... on the first Sentinel-2 date's grid, loaded with the "
             "model's class names and colours; pixels with no valid date are nodata.")
         self.add_probabilities_parameter("Optional GeoTIFF with one band per class probability (0-1).")
+        self.add_uncertainty_parameter()
         self.add_run_outputs()
         self.addOutput(QgsProcessingOutputNumber(self.TILES, "Tiles processed"))
 
@@ -76,7 +78,8 @@ class MapCrops(ModelAlgorithm):
             raise QgsProcessingException("Give the Sentinel-2 time series (at least one layer).")
         s1 = self.parameterAsLayerList(parameters, self.S1, context)
         request = {**self.common_request(parameters, context, s2[0].crs()),
-                   "resample": self.parameterAsBoolean(parameters, self.RESAMPLE, context)}
+                   "resample": self.parameterAsBoolean(parameters, self.RESAMPLE, context),
+                   **self.uncertainty_request(parameters, context)}
         for key, name in (("dates_s2", self.DATES_S2), ("dates_s1", self.DATES_S1)):
             dates = parse_dates(self.parameterAsString(parameters, name, context))
             if dates:
@@ -90,4 +93,4 @@ class MapCrops(ModelAlgorithm):
         if context.willLoadLayerOnCompletion(request["output"]):
             context.layerToLoadOnCompletionDetails(request["output"]).setPostProcessor(style_for(result))
         return {self.OUTPUT: request["output"], self.PROBABILITIES: result["outputs"].get("probabilities"),
-                self.TILES: result["tiles"], **self.run_results(result)}
+                self.TILES: result["tiles"], **self.run_results(result), **self.uncertainty_results(result, feedback)}

@@ -14,12 +14,13 @@ from qgis.core import (
 )
 
 from rs_qgis_plugin.algorithms.model_algorithm import ModelAlgorithm
+from rs_qgis_plugin.algorithms.uncertainty_output import UncertaintyOutput
 from rs_qgis_plugin.output_styles import ClassesStyle, style_for
 from rs_qgis_plugin.raster_input import layer_file, readable_file
 from rs_qgis_plugin.worker_client import EngineWorker
 
 
-class RasterModelAlgorithm(ModelAlgorithm):
+class RasterModelAlgorithm(UncertaintyOutput, ModelAlgorithm):
     INPUT, BANDS, RESAMPLE, TILES = "INPUT", "BANDS", "RESAMPLE", "TILES"
     KEEP_MASKED, QUALITY_LAYER, QUALITY = "KEEP_MASKED", "QUALITY_LAYER", "QUALITY"
     default_model = ""  # file in models_onnx/ the engine uses when MODEL is empty
@@ -30,6 +31,7 @@ class RasterModelAlgorithm(ModelAlgorithm):
     area_parameters = ("BANDS", "EXTENT", "RESAMPLE")  # which of these the engine task takes
     checks_input_values = True  # offers "Refuse implausible input" (engine/radiometry.py)
     over_water = False  # quality layers: land, cloud, glint, optically deep, out of range (engine/quality.py)
+    maps_pixels = True  # a per-pixel prediction: uncertainty layer and out-of-distribution share
     styled = True  # load the output with the class palette or colour ramp of the result
     output_description = ""
     output_help = ""
@@ -48,6 +50,8 @@ class RasterModelAlgorithm(ModelAlgorithm):
         self.add_task_parameters()
         if self.over_water:
             self.add_quality_parameters()
+        if self.maps_pixels:
+            self.add_uncertainty_parameter()
         self.add_run_outputs()
         self.addOutput(QgsProcessingOutputNumber(self.TILES, "Tiles processed"))
 
@@ -117,6 +121,8 @@ class RasterModelAlgorithm(ModelAlgorithm):
                    **self.task_results(result)}
         if self.over_water:
             outputs.update(self.quality_results(request, result, context, feedback))
+        if self.maps_pixels:
+            outputs.update(self.uncertainty_results(result, feedback))
         return outputs
 
     def quality_results(self, request: dict, result: dict, context, feedback) -> dict:
@@ -147,6 +153,8 @@ class RasterModelAlgorithm(ModelAlgorithm):
             quality_layer = self.parameterAsOutputLayer(parameters, self.QUALITY_LAYER, context)
             if quality_layer:
                 request["quality_layer"] = quality_layer
+        if self.maps_pixels:
+            request.update(self.uncertainty_request(parameters, context))
         return {**request, **self.task_request(parameters, context)}
 
     def render_input(self, layer, request, context, feedback, worker) -> dict:
