@@ -127,8 +127,8 @@ class RasterTask(ABC):
             warnings = list(grid.warnings)
             grid_info = {"width": grid.width, "height": grid.height, "crs": grid.crs.to_string()}
             valid_pixels = self._write(model, grid, specs, progress, cancelled, stats, layers)
-        if layers.distribution and layers.distribution.warning(contract.name):
-            warnings.append(layers.distribution.warning(contract.name))
+        if layers.distribution and (unlike_training := layers.distribution.warning(contract.name)):
+            warnings.append(unlike_training)
         if valid_pixels == 0:
             warnings.append(
                 "the input has no valid pixels (all nodata or masked) in the processed area: "
