@@ -15,7 +15,7 @@ from engine.contract import ModelContract
 from engine.errors import EngineError, ModelContractError
 from engine.pipeline import Strip
 from engine.raster_io import InputGrid, OutputSpec
-from engine.runtime import NAMED_INPUTS, Model
+from engine.runtime import NAMED_INPUTS, Model, static
 from engine.tasks.class_map import ClassMapTask
 from engine.tasks.contract_options import CONTRACT_OPTIONS, contract_with_options
 from engine.tasks.parameters import PATH
@@ -36,8 +36,15 @@ class RunOnnx(RasterTask):
         return params["model"]
 
     def load_model(self, params: dict) -> Model:
-        return Model(self.model_path(params), params.get("device", "auto"),
-                     contract=lambda model: contract_with_options(model, params))
+        model = Model(self.model_path(params), params.get("device", "auto"),
+                      contract=lambda model: contract_with_options(model, params))
+        height, width = (static(size) for size in model.session.get_outputs()[0].shape[2:4])
+        if (height or width) and (height or width) != model.contract.tile_size:
+            raise ModelContractError(
+                f"{model.name} gives {height or width} x {height or width} px per {model.contract.tile_size} px tile, "
+                "not a value per pixel: run_onnx maps per-pixel outputs. A model with one output per tile (a "
+                "search encoder, scene labels) runs in its own algorithm (Build search index, Classify scenes)")
+        return model
 
     def check_model(self, contract: ModelContract, params: dict) -> None:
         if contract.modalities or contract.task in NAMED_INPUTS:
