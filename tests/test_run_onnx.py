@@ -311,8 +311,8 @@ def test_run_onnx_model_needs_a_model_and_numbers(rsai_provider, tmp_path, image
 def test_a_model_with_one_output_per_tile_is_refused_with_its_own_algorithm_named(tmp_path):
     """The shipped search encoder gives [batch, 384, 1, 1] per 32 px tile: not a per-pixel map."""
     source = write_raster(tmp_path / "s.tif", scene().astype("uint8"))
-    with pytest.raises(ModelContractError, match=r"gives 1 x 1 px per 32 px tile, not a value per pixel.*"
-                                                  r"Build search index"):
+    with pytest.raises(ModelContractError, match=r"gives one value per 32 px tile \(\[batch, channels, 1, 1\]\), "
+                                                  r"not one per pixel.*Build search index"):
         run_task("run_onnx", {"model": str(REPO / "models_onnx" / "search_image_rgb.onnx"), "input": source,
                               "output": str(tmp_path / "o.tif")}, lambda f, m: None, lambda: False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.tif"]

@@ -38,12 +38,12 @@ class RunOnnx(RasterTask):
     def load_model(self, params: dict) -> Model:
         model = Model(self.model_path(params), params.get("device", "auto"),
                       contract=lambda model: contract_with_options(model, params))
-        height, width = (static(size) for size in model.session.get_outputs()[0].shape[2:4])
-        if (height or width) and (height or width) != model.contract.tile_size:
+        spatial = [static(size) for size in model.session.get_outputs()[0].shape[2:4]]
+        if len(model.session.get_inputs()) == 1 and spatial == [1, 1] and model.contract.tile_size > 1:
             raise ModelContractError(
-                f"{model.name} gives {height or width} x {height or width} px per {model.contract.tile_size} px tile, "
-                "not a value per pixel: run_onnx maps per-pixel outputs. A model with one output per tile (a "
-                "search encoder, scene labels) runs in its own algorithm (Build search index, Classify scenes)")
+                f"{model.name} gives one value per {model.contract.tile_size} px tile ([batch, channels, 1, 1]), "
+                "not one per pixel: run_onnx maps per-pixel outputs. Such a model (a search encoder, scene "
+                "labels) runs in its own algorithm (Build search index, Classify scenes)")
         return model
 
     def check_model(self, contract: ModelContract, params: dict) -> None:
