@@ -104,3 +104,43 @@ def test_sentinel1_in_another_crs_is_reprojected(tmp_path, model):
                       lambda f, m: None, lambda: False)
     assert any("reprojected to EPSG:32636" in w for w in result["warnings"])
     assert result["patches"]["classified"] == 1
+
+
+def test_patches_carry_their_uncertainty_and_their_share_unlike_the_training_inputs(tmp_path, model):
+    from dataclasses import replace
+
+    from engine.contract import contract_from_metadata
+    from engine.onnx_metadata import write_metadata
+    from training.input_statistics import input_statistics
+
+    rng = np.random.default_rng(5)  # training inputs: every band uniform in 500-1500, as s1_s2_files draws
+    statistics = input_statistics([rng.integers(500, 1500, size=(12, 4000)).astype(float) for _ in range(8)])
+    graph = onnx.load(model)
+    contract = contract_from_metadata({p.key: p.value for p in graph.metadata_props}, "scenes")
+    known = tmp_path / "known.onnx"
+    write_metadata(model, replace(contract, input_statistics=statistics).to_onnx_metadata(), known, lambda _: None)
+    _, _, files = s1_s2_files(tmp_path)
+
+    def patches(inputs, name):
+        result = run_task("classify_scenes", {"input": inputs, "output": str(tmp_path / name), "model": str(known)},
+                          lambda f, m: None, lambda: False)
+        with sqlite3.connect(tmp_path / name) as db:
+            rows = db.execute(f"SELECT uncertainty, unlike_training, {', '.join(probability_field(c) for c in CLASSES)}"
+                              " FROM scene_labels WHERE status = 'classified'").fetchall()
+        return result, np.array(rows, float)
+
+    result, rows = patches(files, "same.gpkg")
+    p = rows[:, 2:]
+    entropy = -(p * np.log2(p) + (1 - p) * np.log2(1 - p)).mean(axis=1)
+    assert np.allclose(rows[:, 0], entropy, atol=1e-4) and 0 < rows[:, 0].min()
+    assert rows[:, 1].max() < 0.05 and result["out_of_distribution"]["share"] < 0.05
+    scaled = []
+    for path in files:  # the same scene divided by 10: another product's scaling
+        with rasterio.open(path) as source:
+            data, profile, descriptions = source.read(), source.profile, source.descriptions
+        scaled.append(str(tmp_path / f"tenth_{path.rsplit('/', 1)[-1]}"))  # keeps S1_VV_20m.tif's band name
+        with rasterio.open(scaled[-1], "w", **profile) as target:
+            target.write((data // 10).astype(data.dtype))
+            target.descriptions = descriptions
+    result, rows = patches(scaled, "tenth.gpkg")
+    assert rows[:, 1].min() > 0.95 and any("unlike the training inputs" in w for w in result["warnings"])

@@ -8,7 +8,10 @@ Inputs may be several files (S2 stack or one file per band, S1 VV/VH): they are 
 grid of the first one at the model's resolution (engine.raster_io.open_input).
 
 Outputs: a GeoPackage polygon layer, one feature per patch, with the labels above the threshold,
-the top label, and every class probability as a field; patches without enough valid pixels are
+the top label, every class probability, the patch's uncertainty (mean binary entropy of the 19
+probabilities, 0 = every label certain, 1 = every label a coin toss) and, when the contract records
+its training inputs' statistics, the share of the patch's pixels unlike them (engine/input_distribution.py)
+as fields; patches without enough valid pixels are
 kept, marked ``status = 'nodata'``, and not classified. Optionally a GeoTIFF with one pixel per
 patch and one band per class probability.
 """
@@ -21,12 +24,14 @@ from contextlib import ExitStack
 import numpy as np
 
 from engine.errors import Cancelled, EngineError, ModelContractError
+from engine.input_distribution import InputDistribution
 from engine.pipeline import IsCancelled, Progress
 from engine.raster_io import OutputGrid, OutputSpec, atomic_outputs, check_output_path, open_input
 from engine.runtime import MODELS_DIR, Model
 from engine.tasks.class_map import PROBABILITY_NODATA
 from engine.tasks.parameters import EXTENT, PATH
 from engine.tasks.raster_task import RASTER_PARAMS, as_list
+from engine.uncertainty import class_uncertainty
 from engine.vector_io import Field, atomic_geopackage
 
 
@@ -70,7 +75,9 @@ class ClassifyScenes:
         names = contract.outputs.names
         fields = [Field("patch_row", int), Field("patch_col", int), Field("status", str),
                   Field("valid_fraction", float), Field("labels", str), Field("top_label", str),
-                  Field("top_probability", float), *(Field(probability_field(n), float) for n in names)]
+                  Field("top_probability", float), Field("uncertainty", float), Field("unlike_training", float),
+                  *(Field(probability_field(n), float) for n in names)]
+        distribution = InputDistribution(contract.input_statistics) if contract.input_statistics else None
         patch = contract.tile_size
         counts = {"classified": 0, "nodata": 0}
         with open_input(params["input"], contract, params.get("bands"), params.get("extent"), resample=True,
@@ -96,6 +103,11 @@ class ClassifyScenes:
                     batch_cols = cols[start:start + contract.batch_size]
                     tiles, valids = grid.read_tiles(contract, row, batch_cols, patch, patch)
                     probabilities = model.run(tiles).reshape(len(batch_cols), len(names))
+                    unlike = [None] * len(batch_cols)
+                    if distribution is not None:  # the share of each patch's pixels unlike the training inputs
+                        raw = tiles * np.reshape(contract.std, (1, -1, 1, 1)) + np.reshape(contract.mean, (1, -1, 1, 1))
+                        unlike = [float(np.mean(distribution.relative_distances(values, valid)[valid] > 1))
+                                  if valid.any() else None for values, valid in zip(raw, valids)]
                     for offset, (col, valid, probs) in enumerate(zip(batch_cols, valids, probabilities)):
                         fraction = float(valid.sum()) / valid.size  # parts beyond the area count as missing
                         x0, y0 = grid.transform * (col, row)
@@ -113,6 +125,8 @@ class ClassifyScenes:
                             **record, "status": "classified",
                             "labels": "; ".join(names[i] for i in order if probs[i] >= threshold),
                             "top_label": names[order[0]], "top_probability": float(probs[order[0]]),
+                            "uncertainty": round(float(class_uncertainty(probs[:, None], "sigmoid")[0][0]), 4),
+                            "unlike_training": None if unlike[offset] is None else round(unlike[offset], 4),
                             **{probability_field(n): float(p) for n, p in zip(names, probs)},
                         })
                         row_probabilities[:, 0, start + offset] = probs
@@ -121,6 +135,8 @@ class ClassifyScenes:
                 if raster is not None:
                     raster.write(row_probabilities, window=((patch_row, patch_row + 1), (0, len(cols))))
             warnings = list(grid.warnings)
+        if distribution is not None and distribution.warning(contract.name):
+            warnings.append(distribution.warning(contract.name))
         if counts["classified"] == 0:
             warnings.append("no patch had enough valid pixels to be classified: every patch is marked nodata")
         return {
@@ -134,5 +150,6 @@ class ClassifyScenes:
             "names": list(names),
             "colors": list(contract.outputs.colors),
             "threshold": threshold,
+            "out_of_distribution": distribution.summary() if distribution else None,
             "warnings": warnings,
         }
