@@ -167,8 +167,10 @@ def previous_figures(module, folder: Path, vectors: np.ndarray, queries: np.ndar
     index.save(manifest)
     figures = {"build_s": time.perf_counter() - begun, "bytes_per_tile": folder_bytes(folder) / len(vectors)}
     store = module.LoadedStore(index)
-    ms, hits = median_ms(lambda q: store.search(q, 10, {"synthetic"}), queries)
-    figures["probes"] = (module.DEFAULT_PROBES, ms, recall([{h.tile for h in found} for found in hits], truth))
+    figures["probes"] = []
+    for probes in (module.DEFAULT_PROBES, 2 * module.DEFAULT_PROBES, 3 * module.DEFAULT_PROBES):
+        ms, hits = median_ms(lambda q, probes=probes: store.search(q, 10, {"synthetic"}, probes), queries)
+        figures["probes"].append((probes, ms, recall([{h.tile for h in found} for found in hits], truth)))
     figures["exact_ms"], _ = median_ms(lambda q: store.search(q, 10, {"synthetic"}, exact=True), queries[:4],
                                        repeats=1)
     return figures
@@ -239,9 +241,12 @@ def main() -> None:
                   flush=True)
             if size <= args.previous_up_to:
                 old = previous_figures(previous, work / f"previous_{size}", vectors, queries, truth)
-                probes, ms, found = old["probes"]
-                print(f"previous numpy store: built in {old['build_s']:.1f} s, {old['bytes_per_tile']:.0f} bytes/tile; "
-                      f"probes {probes}: {ms:.2f} ms/query, recall@10 {found:.3f}; exact scan {old['exact_ms']:.1f} ms")
+                print(f"previous numpy store: {previous.list_count(size)} "
+                      f"lists, built in {old['build_s']:.1f} s, {old['bytes_per_tile']:.0f} bytes/tile")
+                for probes, ms, found in old["probes"]:
+                    default = " (default)" if probes == previous.DEFAULT_PROBES else ""
+                    print(f"  probes {probes}{default}: {ms:.2f} ms/query, recall@10 {found:.3f}")
+                print(f"  exact scan: {old['exact_ms']:.1f} ms/query", flush=True)
             else:
                 print(f"previous numpy store: not measured above {args.previous_up_to} vectors (its build holds two "
                       f"float32 copies of them in RAM: {2 * size * vectors.shape[1] * 4 / 2**30:.0f} GiB)")

@@ -256,7 +256,7 @@ def test_an_ivf_pq_index_reranks_its_candidates_exactly(tmp_path, monkeypatch):
     generation = json.loads((tmp_path / "index" / "manifest.json").read_text())["store"]
     assert files == ["id0.tiles.npy", "id1.tiles.npy", "manifest.json", f"store-{generation}.faiss",
                      f"store-{generation}.vectors.faiss"]
-    # the vectors are kept once, at float16, in the re-rank file; the PQ store holds 48-byte codes
+    # the vectors are kept once, at float16, in the re-rank file; the PQ store holds 96-byte codes
     pq_bytes, vector_bytes = ((tmp_path / "index" / f"store-{generation}{part}.faiss").stat().st_size
                               for part in ("", ".vectors"))
     assert 6000 * 384 * 2 <= vector_bytes < 6000 * 384 * 2 + 4096 and pq_bytes < vector_bytes / 4
