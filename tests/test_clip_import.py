@@ -6,13 +6,13 @@ architecture and activation from the weights; wrong files and options are refuse
 import argparse
 import json
 import time
-import zipfile
 
 import numpy as np
 import open_clip
 import pytest
 import torch
 
+from clip_reference import configured_clip, remoteclip_checkpoint, skyclip_checkpoint
 from engine.runtime import Model
 from engine.tasks import run_task
 from engine.tasks.search_results import embed_text
@@ -31,20 +31,10 @@ def two_threads():
     torch.set_num_threads(2)
 
 
-def _tiny(folder, name, config):
-    """(config file, open_clip model with random weights) of a tiny architecture."""
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{name}.json"
-    path.write_text(json.dumps(config))
-    open_clip.add_model_config(folder)
-    torch.manual_seed(7)
-    return path, open_clip.create_model(name, pretrained=None).eval()
-
-
 @pytest.fixture
 def authors(tmp_path):
     """A tiny CLIP trained from OpenAI's weights would use QuickGELU, as RemoteCLIP does."""
-    return _tiny(tmp_path / "configs", "tiny-rs-clip", TINY_CLIP | {"quick_gelu": True})
+    return configured_clip(tmp_path / "configs", "tiny-rs-clip", TINY_CLIP | {"quick_gelu": True})
 
 
 def _run(task, **params):
@@ -57,8 +47,7 @@ def _json(printed):
 
 def test_remoteclip_layout_imports_as_a_pair_that_searches_like_torch(tmp_path, authors, capsys):
     config, model = authors
-    checkpoint = tmp_path / "RemoteCLIP-tiny.pt"
-    torch.save(model.state_dict(), checkpoint)  # RemoteCLIP's layout: a plain state dict, open_clip's names
+    checkpoint = remoteclip_checkpoint(tmp_path / "RemoteCLIP-tiny.pt", model)
     started = time.perf_counter()
     training_main(["import", "--source", "open-clip", "--checkpoint", str(checkpoint), "--architecture", str(config),
                    "--out", str(tmp_path / "models" / "rs_clip.onnx")])
@@ -100,15 +89,8 @@ def test_remoteclip_layout_imports_as_a_pair_that_searches_like_torch(tmp_path, 
 def test_skyclip_training_checkpoint_in_a_zip_imports(tmp_path):
     # a ResNet image tower (as RemoteCLIP's RN50), which keeps its image size as one number
     resnet_tower = {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8}
-    config, model = _tiny(tmp_path / "configs", "tiny-rn-clip", TINY_CLIP | {"vision_cfg": resnet_tower})
-    saved = tmp_path / "epoch_20.pt"  # open_clip's training checkpoint, DistributedDataParallel names
-    state = {f"module.{key}": value for key, value in model.state_dict().items()}
-    torch.save({"epoch": 20, "name": "SkyCLIP_tiny", "state_dict": state,
-                "optimizer": {"state": {}, "param_groups": [{"lr": 3e-9, "betas": (0.9, 0.98), "params": [0, 1]}]}},
-               saved)
-    checkpoint = tmp_path / "SkyCLIP_tiny.zip"
-    with zipfile.ZipFile(checkpoint, "w") as archive:
-        archive.write(saved, "SkyCLIP_tiny/epoch_20.pt")
+    config, model = configured_clip(tmp_path / "configs", "tiny-rn-clip", TINY_CLIP | {"vision_cfg": resnet_tower})
+    checkpoint = skyclip_checkpoint(tmp_path / "SkyCLIP_tiny.zip", model, "SkyCLIP_tiny")
     options = argparse.Namespace(architecture=str(config), preset=None)
     result = import_model("open-clip", checkpoint, tmp_path / "out" / "skyclip.onnx", options)
     assert [p.rsplit("/", 1)[1] for p in result["paths"]] == ["skyclip_image.onnx", "skyclip_text.onnx"]
@@ -139,8 +121,7 @@ def test_presets_pick_the_published_architecture_and_activation():
 
 def test_wrong_checkpoints_and_options_are_refused(tmp_path, authors):
     config, model = authors
-    checkpoint = tmp_path / "tiny.pt"
-    torch.save(model.state_dict(), checkpoint)
+    checkpoint = remoteclip_checkpoint(tmp_path / "tiny.pt", model)
     out = tmp_path / "out"
     out.mkdir()
 

@@ -11,70 +11,22 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from configilm.ConfigILM import ConfigILM, ILMConfiguration, ILMType
-from configilm.extra.BENv2_utils import NEW_LABELS, STANDARD_BANDS, band_combi_to_mean_std
-from safetensors.torch import save_file
+from configilm.extra.BENv2_utils import NEW_LABELS, STANDARD_BANDS
 
 from engine.tasks import run_task
 from raster_fixtures import write_raster
+from reben_reference import S2_ESA_ORDER, AuthorsClassifier, reben_bands
 from training.__main__ import _parser
 from training.__main__ import main as training_main
 from training.importers import ImportRefused, import_model
 from training.scene_labels import importers as reben
 
-S2_ESA_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
 V011_ALL = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B11", "B12", "B8A", "VH", "VV")  # hub model cards
 
 
 @pytest.fixture(autouse=True)
 def two_threads():
     torch.set_num_threads(2)
-
-
-class AuthorsClassifier(torch.nn.Module):
-    """Stands for reben-training-scripts' BigEarthNetv2_0_ImageClassifier: a ConfigILM network as ``model``."""
-
-    def __init__(self, backbone: str, channels: int, seed: int) -> None:
-        super().__init__()
-        self.config = ILMConfiguration(timm_model_name=backbone, image_size=120, channels=channels, classes=19,
-                                       network_type=ILMType.IMAGE_CLASSIFICATION, drop_rate=0.15, drop_path_rate=0.15)
-        self.model = ConfigILM(self.config)
-        generator = torch.Generator().manual_seed(seed)
-        for module in self.modules():  # spread the outputs: random BatchNorm statistics and affine terms
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.weight.data = 1 + 0.3 * torch.randn(module.weight.shape, generator=generator)
-                module.bias.data = 0.2 * torch.randn(module.bias.shape, generator=generator)
-                module.running_mean = 0.1 * torch.randn(module.running_mean.shape, generator=generator)
-                module.running_var = 0.5 + torch.rand(module.running_var.shape, generator=generator)
-        self.eval()
-
-    def forward(self, image):
-        return self.model(image)
-
-    def publish(self, folder):
-        """The hub's layout: model.safetensors (PyTorchModelHubMixin) and config.json (ILMConfiguration)."""
-        folder.mkdir(parents=True)
-        save_file(self.state_dict(), folder / "model.safetensors")
-        (folder / "config.json").write_text(self.config.to_json())
-        return folder / "model.safetensors"
-
-    @torch.no_grad()
-    def probabilities(self, values: np.ndarray, bands) -> dict[str, np.ndarray]:
-        """The authors' inference on raw band values [len(bands), H, W]: configilm's 120_nearest
-        standardisation, logits, sigmoid; by class name (configilm's NEW_LABELS order)."""
-        mean, std = band_combi_to_mean_std(list(bands))
-        image = (values - mean[:, None, None]) / std[:, None, None]
-        patches = [image[:, :, c:c + 120] for c in range(0, image.shape[2], 120)]
-        probabilities = torch.sigmoid(self(torch.tensor(np.stack(patches), dtype=torch.float32))).numpy()
-        return {name: probabilities[:, i] for i, name in enumerate(NEW_LABELS)}
-
-
-def _bands(names, width, seed):
-    """Smooth random values around reBEN's statistics: [len(names), 120, width]."""
-    rng = np.random.default_rng(seed)
-    mean, std = band_combi_to_mean_std(list(names))
-    smooth = np.kron(rng.normal(size=(len(names), 12, width // 10)), np.ones((10, 10)))
-    return mean[:, None, None] + std[:, None, None] * smooth
 
 
 def _engine_probabilities(tmp_path, inputs, model):
@@ -100,7 +52,7 @@ def test_published_safetensors_and_config_import_and_run_like_the_authors(tmp_pa
     assert "arXiv:2407.03653" in card and "MIT" in card and "Release v0.2.0" in card
     assert "B02, B03, B04, B05, B06, B07, B08, B8A, B11, B12" in card
 
-    s2 = _bands(S2_ESA_ORDER, 240, seed=2)  # one file of all 12 S2 bands, ESA order, two patches
+    s2 = reben_bands(S2_ESA_ORDER, 120, 240, seed=2)  # one file of all 12 S2 bands, ESA order, two patches
     path = write_raster(tmp_path / "S2_L2A.tif", np.clip(s2, 1, None).round().astype("uint16"),
                         descriptions=S2_ESA_ORDER)
     ours = _engine_probabilities(tmp_path, path, model)
@@ -124,8 +76,8 @@ def test_lightning_checkpoint_of_release_v011_takes_its_band_order(tmp_path):
     result = import_model("reben", checkpoint, model, options)
     assert result["max_abs_diff"] < reben.PARITY_TOLERANCE
 
-    s2 = np.clip(_bands(S2_ESA_ORDER, 120, seed=4), 1, None).round()
-    s1 = _bands(("VV", "VH"), 120, seed=5)
+    s2 = np.clip(reben_bands(S2_ESA_ORDER, 120, 120, seed=4), 1, None).round()
+    s1 = reben_bands(("VV", "VH"), 120, 120, seed=5)
     inputs = [write_raster(tmp_path / "S2.tif", s2.astype("uint16"), descriptions=S2_ESA_ORDER),
               write_raster(tmp_path / "S1.tif", s1.astype("float32"), descriptions=("VV", "VH"))]
     ours = _engine_probabilities(tmp_path, inputs, model)
