@@ -17,7 +17,6 @@ import pytest
 import rasterio
 
 from engine.contract import Band
-from engine.embedding_index import EmbeddingIndex
 from engine.errors import EngineError
 from engine.output_files import PARTIAL_MARKER, OutputWriteError
 from engine.tasks import run_task
