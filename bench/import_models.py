@@ -31,8 +31,8 @@ The overhead ratio is engine wall time / bare ``session.run`` wall time over the
   is reading and resampling every date of every tile, building those inputs and blending.
 
 Usage: python bench/import_models.py [--size 192] [--segformer B5] [--hycot-size 128] [--hycot-cr 16]
-    [--reben-backbone resnet50] [--reben-size 960] [--clip-architecture ViT-B-32] [--clip-size 896]
-    [--tsvit-size 64] [--sources reben open-clip tsvit-pastis ...]
+    [--reben-backbone resnet50] [--reben-size 1920] [--clip-architecture ViT-B-32] [--clip-size 1792]
+    [--tsvit-size 96] [--sources reben open-clip tsvit-pastis ...]
 """
 from __future__ import annotations
 
@@ -116,12 +116,17 @@ def raster_row(source: str, checkpoint: Path, options: argparse.Namespace, task:
     """Import ``checkpoint``, run its (first) model through the engine task over ``scene`` and bare
     session.run over the same tiles of ``image`` (its values in the model's band order)."""
     result, import_seconds = imported(source, checkpoint, options, output.parent)
-    model = Model(result["paths"][0], "cpu")
-    bare = min(bare_session_seconds(model, image.astype(np.float32)) for _ in range(2))
+    bare, tile = bare_raster_seconds(result["paths"][0], image)
     engine, run = fastest(lambda _: timed(task, {"input": str(scene), "output": str(output),
                                                  "model": result["paths"][0]}))
-    print_row(source, import_seconds, result["max_abs_diff"], f"{run['tiles']} ({model.contract.tile_size})", engine,
-              bare)
+    print_row(source, import_seconds, result["max_abs_diff"], f"{run['tiles']} ({tile})", engine, bare)
+
+
+def bare_raster_seconds(path: str, image: np.ndarray) -> tuple[float, int]:
+    """The faster of two bare runs over ``image`` and the model's tile size; the session is released
+    on return, before the engine loads its own (SegFormer B5's holds GBs)."""
+    model = Model(path, "cpu")
+    return min(bare_session_seconds(model, image.astype(np.float32)) for _ in range(2)), model.contract.tile_size
 
 
 def magicbathynet_rows(args: argparse.Namespace, wanted: set[str], work: Path) -> None:
@@ -242,27 +247,28 @@ def main() -> None:
     parser.add_argument("--hycot-size", type=int, default=128, help="EnMAP-like scene side in 30 m pixels")
     parser.add_argument("--hycot-cr", type=int, default=16, choices=(4, 8, 16, 32), help="published HyCoT CR")
     parser.add_argument("--reben-backbone", default="resnet50", choices=BACKBONES, help="published reBEN backbone")
-    parser.add_argument("--reben-size", type=int, default=960, help="reBEN scene side in 10 m pixels (120 per patch)")
+    parser.add_argument("--reben-size", type=int, default=1920, help="reBEN scene side in 10 m pixels (120 per patch)")
     parser.add_argument("--clip-architecture", default="ViT-B-32", choices=tuple(PRESETS["remoteclip"].architectures),
                         help="RemoteCLIP's published architecture")
-    parser.add_argument("--clip-size", type=int, default=896, help="RGB layer side in pixels (224 per tile)")
-    parser.add_argument("--tsvit-size", type=int, default=64, help="simulated crop area side in 10 m pixels")
+    parser.add_argument("--clip-size", type=int, default=1792, help="RGB layer side in pixels (224 per tile)")
+    parser.add_argument("--tsvit-size", type=int, default=96, help="simulated crop area side in 10 m pixels")
     parser.add_argument("--sources", nargs="+", choices=SOURCES, help="only these importers' rows (default: all)")
     args = parser.parse_args()
     wanted = set(args.sources or SOURCES)
-    work = Path(tempfile.mkdtemp(prefix="rsai-import-bench-"))
     print(f"scenes: MagicBathyNet {args.size}x{args.size} S2 px, HyCoT {args.hycot_size}x{args.hycot_size} EnMAP px, "
           f"reBEN {args.reben_backbone} {args.reben_size}x{args.reben_size} S2 px, open-clip {args.clip_architecture} "
           f"{args.clip_size}x{args.clip_size} RGB px, TSViT {args.tsvit_size}x{args.tsvit_size} S2 px; CPU; "
           "the faster of two runs each")
     print("| source | import s | ONNX vs torch max diff | tiles (px) | engine s | bare session.run s | ratio |")
     print("|---|---|---|---|---|---|---|")
-    if wanted & set(MAGICBATHYNET):
-        magicbathynet_rows(args, wanted, work)
-    for source, rows in (("hycot", hycot_row), ("reben", reben_row), ("open-clip", clip_rows),
-                         ("tsvit-pastis", tsvit_row)):
-        if source in wanted:
-            rows(args, work)
+    with tempfile.TemporaryDirectory(prefix="rsai-import-bench-") as folder:  # checkpoints and models: GBs
+        work = Path(folder)
+        if wanted & set(MAGICBATHYNET):
+            magicbathynet_rows(args, wanted, work)
+        for source, rows in (("hycot", hycot_row), ("reben", reben_row), ("open-clip", clip_rows),
+                             ("tsvit-pastis", tsvit_row)):
+            if source in wanted:
+                rows(args, work)
 
 
 if __name__ == "__main__":
