@@ -14,6 +14,7 @@
     python -m engine contract set --model any.onnx --bands B04 B03 B02 --tile-size 256 --classes sea land [--out m.onnx]
     python -m engine contract show --model any.onnx
     python -m engine models list | download ID [--to DIR] | installed
+    python -m engine doctor [--json]     which device each shipped model runs on, and why not CUDA
 
 Progress goes to stderr; the result is printed as JSON on stdout. Exit status 2 on bad input, 130
 on Ctrl+C and 143 on SIGTERM (temporary files removed, no output written).
@@ -25,6 +26,7 @@ import json
 import sys
 from dataclasses import asdict
 
+from engine import doctor
 from engine.contract import TEST_TIME_AUGMENTATIONS
 from engine.errors import EngineError
 from engine.model_catalogue import load_catalogue
@@ -74,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     describe.add_argument("--task", choices=sorted(RASTER_TASKS))
     _add_contract_commands(commands)
     _add_models_commands(commands)
+    commands.add_parser("doctor", help="which device each shipped model runs on, why not CUDA, a one-tile test "
+                                       "per device (python -m engine doctor --help)")
     return parser
 
 
@@ -189,6 +193,9 @@ MODELS_TASKS = {"download": "download_model", "installed": "installed_models"}
 
 def main(argv: list[str] | None = None) -> int:
     stop_cleanly_on_sigterm()
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["doctor"]:
+        return doctor.main(arguments[1:])
     args = vars(_parser().parse_args(argv))
     command = args.pop("command")
     if command == "contract":

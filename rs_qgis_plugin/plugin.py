@@ -1,8 +1,11 @@
 """The plugin object QGIS loads: it registers the Processing provider and, in the QGIS desktop, adds
-the text-search dock with a toolbar button and a menu entry that show and hide it."""
+the text-search dock (toolbar button and menu entry that show and hide it) and the Diagnostics view
+(menu entry)."""
 from qgis.core import QgsApplication, QgsProject
 from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import QAction
 
+from rs_qgis_plugin.diagnostics_dialog import DiagnosticsDialog
 from rs_qgis_plugin.provider import RemoteSensingAIProvider
 from rs_qgis_plugin.search_dock import SearchDock
 
@@ -14,6 +17,8 @@ class RemoteSensingAIPlugin:
         self.iface = iface
         self.provider = None
         self.search_dock = None
+        self.menu_actions = []  # the plugin's own menu entries (the dock's toggle action is the dock's)
+        self.dialogs = {}  # open dialogs by class, kept while the plugin is loaded
 
     def initProcessing(self):  # noqa: N802 (name fixed by QGIS; qgis_process calls it headless)
         self.provider = RemoteSensingAIProvider()
@@ -29,8 +34,36 @@ class RemoteSensingAIPlugin:
         action.setIcon(QgsApplication.getThemeIcon("/search.svg"))
         self.iface.addToolBarIcon(action)
         self.iface.addPluginToMenu(MENU, action)
+        self.add_menu_action("Diagnostics…", "/mIconInfo.svg", self.show_diagnostics)
+
+    def add_menu_action(self, text: str, icon: str, slot) -> QAction:
+        action = QAction(QgsApplication.getThemeIcon(icon), text, self.iface.mainWindow())
+        action.triggered.connect(slot)
+        self.iface.addPluginToMenu(MENU, action)
+        self.menu_actions.append(action)
+        return action
+
+    def show_dialog(self, dialog_class):
+        """The one dialog of ``dialog_class``, shown and raised."""
+        if dialog_class not in self.dialogs:
+            self.dialogs[dialog_class] = dialog_class(self.iface.mainWindow())
+        dialog = self.dialogs[dialog_class]
+        dialog.show()
+        dialog.raise_()
+        return dialog
+
+    def show_diagnostics(self):
+        self.show_dialog(DiagnosticsDialog).run_diagnosis()
 
     def unload(self):
+        for action in self.menu_actions:
+            self.iface.removePluginMenu(MENU, action)
+            action.deleteLater()
+        self.menu_actions = []
+        for dialog in self.dialogs.values():
+            dialog.close()
+            dialog.deleteLater()
+        self.dialogs = {}
         if self.search_dock is not None:
             action = self.search_dock.toggleViewAction()
             self.iface.removeToolBarIcon(action)

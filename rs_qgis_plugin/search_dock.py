@@ -47,7 +47,7 @@ from rs_qgis_plugin.algorithms.search_algorithm import BUILD_TASK, DEFAULT_TOP_K
 from rs_qgis_plugin.engine_job import EngineJob
 from rs_qgis_plugin.model_selector import ModelSelector
 from rs_qgis_plugin.output_styles import style_search_results, style_similarity_heatmap
-from rs_qgis_plugin.worker_client import CANCEL_GRACE_S, EngineWorker
+from rs_qgis_plugin.worker_client import CANCEL_GRACE_S, EngineWorker, device_text
 
 RESULT_COLUMNS = ("Rank", "Score", "Layer", "Tile")
 SEARCH_OUTPUT = "rsai/search_output"  # custom property of the dock's own temporary layers
@@ -270,7 +270,7 @@ class SearchDock(QgsDockWidget):
     def show_index_built(self, result: dict) -> None:
         reused = f", {result['reused']} unchanged layer(s) reused" if result["reused"] else ""
         self.show_status(f"Indexed {result['tiles']} tiles of {len(result['layers'])} layer(s) in "
-                         f"{result['seconds']:.1f} s{reused}: type what to look for.")
+                         f"{result['seconds']:.1f} s{reused}: type what to look for. {device_text(result)}".strip())
 
     @pyqtSlot(object)
     def show_results(self, result: dict) -> None:
@@ -290,7 +290,7 @@ class SearchDock(QgsDockWidget):
             self.heatmap_layer_id = self.replace_layer(self.heatmap_layer_id, heatmap)
         warnings = " ".join(result["warnings"])
         self.show_status(f"{len(self.results)} best of {result['searched_tiles']} tiles for '{result['query']}' "
-                         f"in {result['query_ms']:.0f} ms. {warnings}".strip())
+                         f"in {result['query_ms']:.0f} ms. {device_text(result)} {warnings}".strip())
 
     def results_layer(self, label: str) -> QgsVectorLayer:
         """A temporary layer of the result tiles: rank, score, layer, tile; styled by score."""

@@ -51,21 +51,48 @@ SIGNAL_ADVICE = {  # by name: Windows has no SIGKILL
 }
 
 
+def engine_environment() -> dict:
+    """The environment an engine process starts with: QGIS may export its own PYTHONHOME/PYTHONPATH,
+    which would make the engine's interpreter load QGIS's standard library and packages instead of its own."""
+    environment = dict(os.environ, PYTHONUNBUFFERED="1")
+    environment.pop("PYTHONHOME", None)
+    environment.pop("PYTHONPATH", None)
+    return environment
+
+
+def cannot_start(python: str, error: OSError) -> QgsProcessingException:
+    return QgsProcessingException(
+        f"Cannot start the engine with the Python interpreter {python!r} ({error.strerror}). {SETTING_HINT}")
+
+
+def run_engine_module(module: str, arguments: list[str], timeout_s: float, python: str | None = None) -> str:
+    """Run ``<engine python> -m <module> <arguments>`` to the end and return its standard output; a
+    failure raises QgsProcessingException with the engine's last lines."""
+    python = python or engine_python()
+    try:
+        done = subprocess.run([python, "-m", module, *arguments], cwd=engine_folder(), env=engine_environment(),
+                              capture_output=True, text=True, encoding="utf-8", timeout=timeout_s)
+    except OSError as error:
+        raise cannot_start(python, error) from None
+    except subprocess.TimeoutExpired:
+        raise QgsProcessingException(f"{python} -m {module} did not finish in {timeout_s:.0f} s.") from None
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-STDERR_LINES_SHOWN:])
+        raise QgsProcessingException(
+            f"{python} -m {module} failed with exit code {done.returncode}. {SETTING_HINT}\nLast engine output:\n{tail}")
+    return done.stdout
+
+
 class EngineWorker:
     """One worker process that serves requests in sequence; use it as a context manager."""
 
     def __init__(self, python: str | None = None):
         self.python = python or engine_python()
-        environment = dict(os.environ, PYTHONUNBUFFERED="1")
-        # QGIS may export its own PYTHONHOME/PYTHONPATH; they would make the engine's interpreter
-        # load QGIS's standard library and packages instead of its own.
-        environment.pop("PYTHONHOME", None)
-        environment.pop("PYTHONPATH", None)
         try:
             self._process = subprocess.Popen(
                 [self.python, "-m", "engine.worker"],
                 cwd=engine_folder(),
-                env=environment,
+                env=engine_environment(),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -74,10 +101,7 @@ class EngineWorker:
                 bufsize=1,
             )
         except OSError as error:
-            raise QgsProcessingException(
-                f"Cannot start the engine with the Python interpreter {self.python!r} "
-                f"({error.strerror}). {SETTING_HINT}"
-            ) from None
+            raise cannot_start(self.python, error) from None
         self._lines = queue.Queue()  # stdout lines, then None when the worker closes stdout
         self._answered = False  # whether the worker has sent any event: it started, its interpreter works
         self._progress_text_due = 0.0  # when the next progress text may be passed on
@@ -127,6 +151,7 @@ class EngineWorker:
             self._answered |= event is not None
             if event is not None and event.get("id") == request_id:
                 if event.get("event") == "result":
+                    log_device(event["result"], feedback)
                     return event["result"]
                 if event.get("event") == "error":
                     raise self._error(event)
@@ -240,6 +265,21 @@ class EngineWorker:
         self._stderr_reader.join(timeout=POLL_S)  # let it catch a failing worker's last lines
         lines = list(self._stderr_tail)[-STDERR_LINES_SHOWN:]
         return "\nLast engine output:\n" + "\n".join(lines) if lines else ""
+
+
+def device_text(result: dict) -> str:
+    """The device that ran the model, and why not a GPU when the engine found a reason ('' when the
+    task ran no model)."""
+    if not result.get("device"):
+        return ""
+    note = f" (GPU not used: {result['device_note']})" if result.get("device_note") else ""
+    return f"Device: {result['device']}{note}"
+
+
+def log_device(result: dict, feedback) -> None:
+    """Every run's log names the device (Plugins > Remote Sensing AI Toolbox > Diagnostics tells more)."""
+    if feedback is not None and device_text(result):
+        feedback.pushInfo(device_text(result))
 
 
 def stopping_signal(code: int) -> signal.Signals | None:

@@ -84,6 +84,7 @@ def test_search_lists_ranked_tiles_and_shows_them_on_the_map(dock, sample_index)
     assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
     assert {layer for *_, layer, _ in rows} == {"olinda_landsat7"}
     assert "10 best of 121 tiles for 'the sea'" in dock.status_label.text()
+    assert "Device: CPUExecutionProvider" in dock.status_label.text()  # the device that ran the text model
 
     (layer,) = search_layers(QgsProject.instance())
     assert layer.name() == "Search: the sea" and layer.featureCount() == 10

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from engine.doctor import prepare_cuda, why_not_cuda
 from engine.errors import EngineError
 from engine.pipeline import IsCancelled, Progress
 from engine.runtime import Model
@@ -73,7 +74,12 @@ def run_task(task: str, params: dict, progress: Progress, cancelled: IsCancelled
     params = validate(task, params)
     if task == "describe_model":
         return describe_model(params, progress, cancelled)
-    return TASKS[task].run(params, progress, cancelled)
+    if params.get("device", "auto") != "cpu":
+        prepare_cuda()
+    result = TASKS[task].run(params, progress, cancelled)
+    if result.get("device") == "CPUExecutionProvider" and params.get("device", "auto") != "cpu":
+        result["device_note"] = why_not_cuda()  # said in the run's log: why a GPU, if any, was not used
+    return result
 
 
 def task_names() -> list[str]:

@@ -63,6 +63,6 @@ class SearchChanges:
         query, text_model = text_query(params, store, params["query"])
         result = run_search(params, store, query, params["query"], [store.manifest.entry(name)])
         return {**result, "pair": {"name": name, "tiles": entry.tiles, "reused": reused},
-                "model": model.contract.name, "text_model": text_model, "device": model.provider,
+                "model": model.contract.name, "text_model": text_model.contract.name, "device": model.provider,
                 "warnings": ([index.migration] if index.migration else []) + warnings + result["warnings"],
                 "seconds": round(time.perf_counter() - started, 3)}

@@ -60,9 +60,9 @@ def tokenizer_from(tokenizer_json: str) -> Tokenizer:
     return Tokenizer.from_str(tokenizer_json)
 
 
-def text_query(params: dict, store: LoadedStore, sentence: str) -> tuple[np.ndarray, str]:
-    """The query sentence's embedding from the text model (the shipped one by default), checked to
-    be in the index's space."""
+def text_query(params: dict, store: LoadedStore, sentence: str) -> tuple[np.ndarray, Model]:
+    """The query sentence's embedding and the text model that made it (the shipped one by default),
+    checked to be in the index's space."""
     if not sentence.strip():
         raise EngineError("the query is empty: type what to look for, e.g. 'flooded fields near a river'")
     model = embedding_model(params.get("text_model") or str(MODELS_DIR / DEFAULT_TEXT_MODEL),
@@ -72,7 +72,7 @@ def text_query(params: dict, store: LoadedStore, sentence: str) -> tuple[np.ndar
         raise EngineError(f"text model {model.contract.name} embeds into space {space!r} but index "
                           f"{store.index.folder} holds space {store.manifest.space!r}; use the text model of "
                           "the image encoder the index was built with")
-    return embed_text(model, [sentence])[0], model.contract.name
+    return embed_text(model, [sentence])[0], model
 
 
 def check_search_outputs(params: dict) -> int:

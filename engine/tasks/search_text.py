@@ -21,4 +21,4 @@ class SearchText:
         store = load_store(params["index"])
         query, text_model = text_query(params, store, params["query"])
         result = run_search(params, store, query, params["query"], image_entries(store))
-        return {**result, "text_model": text_model, "seconds": round(time.perf_counter() - started, 3)}
+        return {**result, "text_model": text_model.contract.name, "device": text_model.provider, "seconds": round(time.perf_counter() - started, 3)}
