@@ -20,12 +20,17 @@ import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from engine.errors import ModelContractError
 from engine.input_distribution import input_statistics_problems
 
 CONTRACT_KEY = "rsai_contract"
 TOKENIZER_KEY = "rsai_tokenizer"  # text encoders: the HuggingFace tokenizers JSON that makes their inputs
+# An fp16 variant of a model sits beside it as <stem>.fp16.onnx (training/export.py writes it; the engine runs it
+# on CUDA): the same contract, and under FP16_KEY its parity with the float32 file and that file's SHA-256.
+FP16_KEY = "rsai_fp16"
+FP16_SUFFIX = ".fp16.onnx"
 CONTRACT_VERSION = 1
 OUTPUT_KINDS = ("regression", "classes", "embedding")  # embedding: L2-normalised vectors of provenance["dim"]
 ACTIVATIONS = ("none", "softmax", "sigmoid")  # applied by the engine to a classes output (Outputs.activation)
@@ -103,6 +108,10 @@ class ModelContract:
     test_time_augmentations: str = "none"
     # the training inputs per band in raw units, for the out-of-distribution flag (engine/input_distribution.py)
     input_statistics: dict = field(default_factory=dict)
+    # a fully convolutional graph (training/fully_convolutional.py), run at the largest tile a memory budget
+    # allows (engine/tile_plan.py): {"receptive_radius": px each side, "size_multiple": total stride,
+    # "activation_bytes_per_px": peak model memory per input pixel}; empty for a model of fixed tile size
+    fully_convolutional: dict = field(default_factory=dict)
     version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
@@ -182,6 +191,7 @@ class ModelContract:
         if self.test_time_augmentations not in TEST_TIME_AUGMENTATIONS:
             problems.append(f"test_time_augmentations must be one of {TEST_TIME_AUGMENTATIONS}, got "
                             f"{self.test_time_augmentations!r}")
+        problems += fully_convolutional_problems(self.fully_convolutional)
         if self.version > CONTRACT_VERSION:
             problems.append(
                 f"contract version {self.version} is newer than this engine's ({CONTRACT_VERSION}); "
@@ -257,8 +267,32 @@ class ModelContract:
             quality=contract.get("quality", _object, {}),
             test_time_augmentations=contract.get("test_time_augmentations", _text, "none"),
             input_statistics=contract.get("input_statistics", _object, {}),
+            fully_convolutional=contract.get("fully_convolutional", _object, {}),
             version=contract.get("version", _integer, CONTRACT_VERSION),
         )
+
+
+FULLY_CONVOLUTIONAL_FIELDS = {  # name: (least value, whole number)
+    "receptive_radius": (0, True), "size_multiple": (1, True), "activation_bytes_per_px": (0, False)}
+
+
+def fully_convolutional_problems(record: dict) -> list[str]:
+    """What is wrong with a contract's ``fully_convolutional`` record (empty: a fixed-size model)."""
+    if not record:
+        return []
+    problems = [f"fully_convolutional lacks {name!r}" for name in FULLY_CONVOLUTIONAL_FIELDS if name not in record]
+    problems += [f"fully_convolutional has an unknown field {name!r}" for name in record
+                 if name not in FULLY_CONVOLUTIONAL_FIELDS]
+    for name, (least, whole) in FULLY_CONVOLUTIONAL_FIELDS.items():
+        value = record.get(name, least)
+        if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+                or value < least or whole and value != int(value)):
+            problems.append(f"fully_convolutional.{name} is {value!r}; it must be a {'whole ' if whole else ''}"
+                            f"number >= {least}")
+    if problems:
+        problems.append("record it with `python -m training export`, or remove the field to run the model at its "
+                        "tile size")
+    return problems
 
 
 _REQUIRED = object()
@@ -293,6 +327,12 @@ def _shown(value) -> str:
 def has_contract(metadata: dict[str, str]) -> bool:
     """Whether ONNX custom metadata holds a contract (ours or a Deepness model's)."""
     return CONTRACT_KEY in metadata or "model_type" in metadata
+
+
+def fp16_variant_path(model: str | Path) -> Path:
+    """Where the fp16 variant of ``model`` (``m.onnx``) sits: ``m.fp16.onnx`` beside it."""
+    model = Path(model)
+    return model.with_name(model.name.removesuffix(".onnx") + FP16_SUFFIX)
 
 
 def contract_from_metadata(metadata: dict[str, str], source: str) -> ModelContract:

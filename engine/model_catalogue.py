@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Callable
 
-from engine.contract import contract_from_metadata
+from engine.contract import FP16_SUFFIX, contract_from_metadata
 from engine.errors import Cancelled, EngineError
 from engine.output_files import partial_path, write_failed
 
@@ -385,7 +385,7 @@ def installed_model(name: str, named_by: str) -> Path:
 def installed_models() -> dict:
     """The ``.onnx`` models in the shipped folder (models_onnx/) and the user models folder, grouped
     by their contract's task; a file that onnxruntime cannot read or that has no contract is left
-    out with a warning."""
+    out with a warning, a model's fp16 variant (``*.fp16.onnx``, run in its place on CUDA) silently."""
     import onnxruntime as ort
 
     folders = models_folders()
@@ -398,7 +398,7 @@ def installed_models() -> dict:
         for origin, folder in folders.items():
             paths = sorted(folder.glob("*.onnx" if origin == "shipped" else "**/*.onnx")) if folder.is_dir() else []
             for path in paths:
-                if path.resolve() in seen:
+                if path.resolve() in seen or path.name.endswith(FP16_SUFFIX):
                     continue
                 seen.add(path.resolve())
                 try:

@@ -3,18 +3,30 @@
 ``device="auto"`` uses CUDA when onnxruntime can really run on it (the CUDA provider is listed AND
 the session ends up on it: onnxruntime-gpu lists CUDA on machines without a GPU and then silently
 falls back), else the CPU. ``device="cuda"`` fails clearly when CUDA is not usable.
+
+On CUDA a model runs its fp16 variant when one sits beside it (``m.fp16.onnx``, written by
+``python -m training export --fp16``, engine/contract.py ``fp16_variant_path``) and was made from this
+very file; batches go through IO binding with pinned host buffers (``DeviceBatches``), and
+``Model.submit`` lets the caller prepare the next batch while the device runs the current one.
 """
 from __future__ import annotations
 
+import json
+import threading
+import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
+from concurrent import futures
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from engine.contract import ModelContract, contract_from_metadata
+from engine.contract import FP16_KEY, ModelContract, contract_from_metadata, fp16_variant_path
 from engine.errors import EngineError, ModelContractError
+from engine.model_catalogue import file_sha256
 
 DEVICES = ("auto", "cpu", "cuda")
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models_onnx"  # the shipped models
@@ -50,7 +62,7 @@ class Model:
     """An ONNX model with a validated contract, ready to run batches of normalised tiles."""
 
     def __init__(self, path: str | Path, device: str = "auto", spin: bool = True,
-                 contract: Callable[[Model], ModelContract] | None = None):
+                 contract: Callable[[Model], ModelContract] | None = None, threads: int | None = None):
         """``spin=False`` stops onnxruntime's threads from spinning after each run, as they do by
         default: right for a model run once between other numpy work (a search query, which the
         spinning slowed from 1 to 36 ms on 2 cores, bench/search.py), wrong for batches run back
@@ -58,50 +70,65 @@ class Model:
 
         ``contract``: makes the contract from the loaded model (``metadata`` and ``session``)
         instead of reading it from the metadata alone (``run_onnx``'s options complete or
-        override it); the graph is checked against the result either way."""
+        override it); the graph is checked against the result either way.
+
+        ``threads``: onnxruntime's intra-op threads (default: its own choice, one per physical core);
+        engine/tile_plan.py tunes it per model and device."""
         self.path = str(shipped_or_given(path))
         if device not in DEVICES:
             raise EngineError(f"device must be one of {DEVICES}, got {device!r}")
         if not Path(self.path).is_file():
             raise EngineError(f"model file {self.path} does not exist")
-        self.session = self._create_session(device, spin)
+        self.session = self._create_session(device, spin, threads)
         self.provider = self.session.get_providers()[0]
         self.metadata: dict[str, str] = self.session.get_modelmeta().custom_metadata_map
         self.contract = (contract(self) if contract else contract_from_metadata(self.metadata, self.name))
         self._check_graph()
         self.input_names = [i.name for i in self.session.get_inputs()]
+        self.graph_path, self.precision = self.path, "float32"  # the file that runs: this one, or its fp16 variant
+        if self.provider == CUDA:
+            self._use_fp16_variant(spin)
+        # CUDA: IO binding with pinned buffers; the CPU provider: plain session.run (DeviceBatches says why)
+        self.device_batches = DeviceBatches(self.session, "cuda") if self.provider == CUDA else None
+        self._runner: futures.ThreadPoolExecutor | None = None  # the thread that runs submitted batches
+        self._submit_lock = threading.Lock()
+        self._in_flight: list[futures.Future | None] = [None] * DeviceBatches.SLOTS
+        self._submitted = 0
 
     @property
     def name(self) -> str:
         return Path(self.path).name
 
-    def _create_session(self, device: str, spin: bool) -> ort.InferenceSession:
+    def _create_session(self, device: str, spin: bool, threads: int | None) -> ort.InferenceSession:
         want_cuda = device in ("auto", "cuda") and CUDA in ort.get_available_providers()
         if device == "cuda" and not want_cuda:
             raise EngineError(
                 "device 'cuda' was requested but this onnxruntime has no CUDA provider "
                 f"(available: {ort.get_available_providers()}); install onnxruntime-gpu or use device 'auto'"
             )
-        providers = [CUDA, CPU] if want_cuda else [CPU]
-        ort.set_default_logger_severity(4)  # a CUDA fallback is reported by us (self.provider), not dumped
-        try:
-            options = ort.SessionOptions()
-            if not spin:
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            session = ort.InferenceSession(self.path, sess_options=options, providers=providers)
-        except Exception as err:  # onnxruntime raises its own exception types for corrupt files
-            raise EngineError(
-                f"model file {self.path} is not a valid ONNX model (corrupt, truncated or not ONNX): "
-                f"{str(err).splitlines()[0][:300].rstrip('.')}. Re-export it or choose another model file."
-            ) from None
-        finally:
-            ort.set_default_logger_severity(2)
+        session = open_session(self.path, [CUDA, CPU] if want_cuda else [CPU], spin, threads)
         if device == "cuda" and session.get_providers()[0] != CUDA:
             raise EngineError(
                 "device 'cuda' was requested but the CUDA provider could not start (no GPU or CUDA "
                 "libraries missing); use device 'auto' or 'cpu'"
             )
         return session
+
+    def _use_fp16_variant(self, spin: bool) -> None:
+        """Run the fp16 variant beside the model instead, when there is one that fits (on CUDA only: the
+        CPU provider has float16 kernels for few operators and runs the rest through casts)."""
+        variant = fp16_variant_path(self.path)
+        if not variant.is_file():
+            return
+        session = open_session(str(variant), [CUDA, CPU], spin)
+        problem = fp16_variant_problem(self.path, self.session, session)
+        if problem is None and session.get_providers()[0] != CUDA:
+            problem = "did not start on the CUDA provider"
+        if problem:
+            warnings.warn(f"{variant.name} {problem}; running the float32 model {self.name}. Export the variant "
+                          "again (`python -m training export --fp16`) or delete it.", stacklevel=3)
+            return
+        self.session, self.graph_path, self.precision = session, str(variant), "float16"
 
     def _check_graph(self) -> None:
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
@@ -145,6 +172,12 @@ class Model:
                 f"{len(contract.bands)} ({', '.join(contract.band_names)}); give the contract the "
                 f"model's {bands} bands in its input order (`python -m engine contract set --bands`, "
                 "or one mean and std per band in 'Run ONNX model')"
+            )
+        if (height or width) and contract.fully_convolutional:
+            raise ModelContractError(
+                f"{self.path}: the contract declares the model fully convolutional but its graph takes fixed "
+                f"{height or '?'}x{width or '?'} px tiles: export it with dynamic height and width "
+                "(`python -m training export` does), or remove the contract's fully_convolutional record"
             )
         if height and width and height != width:
             raise ModelContractError(
@@ -203,19 +236,161 @@ class Model:
         """Run a normalised float32 batch [N, bands, H, W] (or the named inputs of a multi-input
         model) -> [N, channels, H, W]; class scores come out as probabilities (the contract's
         ``outputs.activation`` applied here, once for every task)."""
-        feeds = batch if isinstance(batch, dict) else {self.input_names[0]: batch}
+        if self.device_batches is None:
+            return self._run_plain(self._feeds(batch))
+        return self.submit(batch).result()
+
+    def submit(self, batch: np.ndarray | dict[str, np.ndarray]) -> futures.Future:
+        """Start ``batch`` and return at once: ``.result()`` is what ``run`` returns. Batches run one
+        at a time, in the order submitted, on one thread of the model's; submitting batch k+1 before
+        taking batch k's result keeps the device busy while the caller reads and normalises the next
+        tiles. On CUDA the batch is first copied into pinned buffers (two sets, so that one fills while
+        the other's batch runs); on the CPU it is read in place: leave it unchanged until the result."""
+        feeds = self._feeds(batch)
+        with self._submit_lock:
+            if self._runner is None:
+                self._runner = futures.ThreadPoolExecutor(1, thread_name_prefix=f"rsai-{self.name}")
+                weakref.finalize(self, self._runner.shutdown, wait=False)
+            if self.device_batches is None:
+                return self._runner.submit(self._run_plain, feeds)
+            slot = self._submitted % DeviceBatches.SLOTS
+            self._submitted += 1
+            if self._in_flight[slot] is not None:
+                futures.wait([self._in_flight[slot]])  # its buffers are refilled now
+            staged = self.device_batches.stage(feeds, slot)
+            self._in_flight[slot] = self._runner.submit(self._run_bound, feeds, staged)
+            return self._in_flight[slot]
+
+    def _feeds(self, batch: np.ndarray | dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return batch if isinstance(batch, dict) else {self.input_names[0]: batch}
+
+    def _run_plain(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         try:
             scores = self.session.run(None, feeds)[0]
         except Exception as err:  # onnxruntime raises its own exception types (InvalidArgument, Fail, ...)
-            fed = ", ".join(f"{name} {list(np.shape(value))}" for name, value in feeds.items())
-            expected = ", ".join(f"{i.name} {i.shape}" for i in self.session.get_inputs())
-            reason = " ".join(str(err).split())[:400]
-            raise EngineError(
-                f"model {self.name} failed on the tiles fed ({fed}); its graph takes {expected} "
-                f"(onnxruntime: {reason}). Check the model's tile size and band count, in its contract "
-                "or in the options of 'Run ONNX model'."
-            ) from None
+            raise self._failure(feeds, err) from None
         return ACTIVATION_FUNCTIONS[self.contract.outputs.activation](scores)
+
+    def _run_bound(self, feeds: dict[str, np.ndarray], staged: dict[str, ort.OrtValue]) -> np.ndarray:
+        try:
+            scores = self.device_batches.run(staged)
+        except Exception as err:  # onnxruntime raises its own exception types (InvalidArgument, Fail, ...)
+            raise self._failure(feeds, err) from None
+        return ACTIVATION_FUNCTIONS[self.contract.outputs.activation](scores)
+
+    def _failure(self, feeds: dict[str, np.ndarray], err: Exception) -> EngineError:
+        fed = ", ".join(f"{name} {list(np.shape(value))}" for name, value in feeds.items())
+        expected = ", ".join(f"{i.name} {i.shape}" for i in self.session.get_inputs())
+        reason = " ".join(str(err).split())[:400]
+        return EngineError(
+            f"model {self.name} failed on the tiles fed ({fed}); its graph takes {expected} "
+            f"(onnxruntime: {reason}). Check the model's tile size and band count, in its contract "
+            "or in the options of 'Run ONNX model'."
+        )
+
+
+class DeviceBatches:
+    """Batches run through onnxruntime IO binding: each input is copied into a host buffer that is
+    reused from batch to batch (page-locked "pinned" memory on CUDA, from which the copy to the device
+    is a direct DMA, where onnxruntime's CUDA provider offers it; ``host_memory`` says which), the
+    output is bound on the device and copied back once per batch.
+
+    Used on CUDA only. On the CPU provider, IO binding with preallocated OrtValues gave the same
+    results bit for bit and no measurable gain over plain ``session.run`` (which already reads a
+    numpy input in place): bathymetry_s2_sim, 6 batches of 8 x 128 px, 0.1615-0.1651 s bound vs
+    0.1593-0.1646 s plain over three rounds (bench/throughput.py prints both), so the CPU keeps
+    ``session.run``. ``device="cpu"`` is there to run this same path on the CPU provider (tests, bench).
+    """
+
+    SLOTS = 2  # buffer sets: one is filled while the batch staged in the other runs
+    SHAPES = 4  # input shapes whose buffers are kept (full batches, the last short one, edge tiles)
+
+    def __init__(self, session: ort.InferenceSession, device: str):
+        self.session, self.device = session, device
+        self.binding = session.io_binding()
+        self.output_name = session.get_outputs()[0].name
+        self.pinned = pinned_host_memory() if device == "cuda" else None
+        self.host_memory = "pinned" if self.pinned is not None else "pageable"
+        self._buffers: OrderedDict[tuple, ort.OrtValue] = OrderedDict()
+
+    def stage(self, feeds: dict[str, np.ndarray], slot: int) -> dict[str, ort.OrtValue]:
+        """Copy ``feeds`` into the buffers of ``slot`` (no batch staged there may still be running)."""
+        staged = {}
+        for name, value in feeds.items():
+            key = (slot, name, value.shape, value.dtype.str)
+            buffer = self._buffers.pop(key, None)
+            if buffer is None:
+                buffer = self._host_buffer(value.shape, value.dtype)
+            self._buffers[key] = buffer  # most recently used last
+            buffer.update_inplace(value)
+            staged[name] = buffer
+        while len(self._buffers) > self.SLOTS * self.SHAPES * len(feeds):
+            self._buffers.popitem(last=False)
+        return staged
+
+    def run(self, staged: dict[str, ort.OrtValue]) -> np.ndarray:
+        for name, value in staged.items():
+            self.binding.bind_ortvalue_input(name, value)
+        self.binding.bind_output(self.output_name, self.device)
+        self.session.run_with_iobinding(self.binding)
+        return self.binding.copy_outputs_to_cpu()[0]
+
+    def _host_buffer(self, shape: tuple[int, ...], dtype: np.dtype) -> ort.OrtValue:
+        if self.pinned is not None:
+            try:
+                return ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype.type, memory_info=self.pinned)
+            except RuntimeError as err:  # no allocator registered for it: pageable memory still works
+                self.pinned = None
+                self.host_memory = f"pageable (pinned allocation failed: {str(err).splitlines()[0][:120]})"
+        return ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype.type)
+
+
+def pinned_host_memory() -> ort.OrtMemoryInfo | None:
+    """The CUDA provider's page-locked host memory, from its device entry (onnxruntime registers the
+    bundled CUDA plugin provider and an allocator for each of its memories), or None without one."""
+    for ep_device in ort.get_ep_devices():
+        if ep_device.ep_name == CUDA:
+            memory = ep_device.memory_info(ort.OrtDeviceMemoryType.HOST_ACCESSIBLE)
+            if memory is not None:
+                return memory
+    return None
+
+
+def open_session(path: str, providers: list[str], spin: bool, threads: int | None = None) -> ort.InferenceSession:
+    """An onnxruntime session on ``providers``; a file onnxruntime cannot read is a clear EngineError."""
+    ort.set_default_logger_severity(4)  # a CUDA fallback is reported by us (Model.provider), not dumped
+    try:
+        options = ort.SessionOptions()
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            options.intra_op_num_threads = threads
+        return ort.InferenceSession(path, sess_options=options, providers=providers)
+    except Exception as err:  # onnxruntime raises its own exception types for corrupt files
+        raise EngineError(
+            f"model file {path} is not a valid ONNX model (corrupt, truncated or not ONNX): "
+            f"{str(err).splitlines()[0][:300].rstrip('.')}. Re-export it or choose another model file."
+        ) from None
+    finally:
+        ort.set_default_logger_severity(2)
+
+
+def fp16_variant_problem(model_path: str, model: ort.InferenceSession, variant: ort.InferenceSession) -> str | None:
+    """Why ``variant`` may not stand in for the model at ``model_path`` (None when it may): it must
+    have been made from this very file (its SHA-256, recorded at export) and take and give the same
+    named float tensors."""
+    record = json.loads(variant.get_modelmeta().custom_metadata_map.get(FP16_KEY, "{}"))
+    if "source_sha256" not in record:
+        return f"has no {FP16_KEY!r} record of the model it was made from"
+    if record["source_sha256"] != file_sha256(Path(model_path)):
+        return "was made from another version of the model"
+
+    def signature(session: ort.InferenceSession) -> list[tuple[str, str]]:
+        return [(node.name, node.type) for node in (*session.get_inputs(), *session.get_outputs())]
+
+    if signature(variant) != signature(model):
+        return f"takes or gives other tensors ({signature(variant)}) than the model ({signature(model)})"
+    return None
 
 
 def shipped_or_given(path: str | Path) -> Path:

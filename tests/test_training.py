@@ -169,8 +169,12 @@ def test_fit_evaluate_export_run(task, model_options, magicbathynet_root, tmp_pa
     expected = {"rmse_m", "mae_m", "std_m", "baseline_rmse_m"} if task == "bathymetry" else {"overall_accuracy", "f1_sand"}
     assert expected <= set(evaluation["metrics"]) and all(np.isfinite(list(evaluation["metrics"].values())))
     training_cli(["export", "--task", task, "--checkpoint", str(checkpoint), "--out", str(model_path),
-                  "--metrics", str(metrics_path), "--threads", "1"])
-    assert "max abs diff" in capsys.readouterr().out
+                  "--metrics", str(metrics_path), "--threads", "1", "--fp16"])
+    printed = capsys.readouterr().out
+    assert "onnxruntime vs torch max abs diff" in printed
+    # the fp16 variant, measured on the held-out patches of the training data (tests/test_gpu_path.py: the rest)
+    assert f"wrote {tmp_path / f'{task}.fp16.onnx'}; fp16 vs float32 max abs diff" in printed
+    assert f"held-out (test split) patches of {magicbathynet_root}" in printed
 
     session = onnxruntime.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     contract = contract_from_metadata(session.get_modelmeta().custom_metadata_map, str(model_path))

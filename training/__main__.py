@@ -169,6 +169,11 @@ def _parser() -> argparse.ArgumentParser:
         "--metrics", type=Path, help="JSON written by `evaluate --json-out`, kept as provenance"
     )
     export.add_argument("--threads", type=int, help="torch CPU threads")
+    export.add_argument(
+        "--fp16", action="store_true",
+        help="bathymetry, seabed: also write <out stem>.fp16.onnx (float16 weights and compute, float32 inputs and "
+        "outputs) and record its parity with the float32 model; the engine runs it on CUDA",
+    )
     export.set_defaults(run=_export)
 
     imported = commands.add_parser(
@@ -367,6 +372,9 @@ def _evaluate(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     _set_threads(args)
     metrics = json.loads(args.metrics.read_text()) if args.metrics else None
+    if args.fp16 and (text_search.is_text_search(args) or scene_labels.is_scene_labels(args)
+                      or crop_maps.is_crop(args) or _is_hycot(args)):
+        sys.exit("export --fp16 is offered for bathymetry and seabed models; export this task without --fp16")
     if text_search.is_text_search(args):
         return text_search.run_export(args, metrics)
     if scene_labels.is_scene_labels(args):
@@ -385,9 +393,13 @@ def _export(args: argparse.Namespace) -> None:
     from training.export import export_onnx
 
     result = export_onnx(
-        args.checkpoint, args.out, args.tile_size, args.overlap, metrics, args.command_line, args.task
+        args.checkpoint, args.out, args.tile_size, args.overlap, metrics, args.command_line, args.task, args.fp16
     )
     print(f"wrote {result['path']}; onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}")
+    if args.fp16:
+        parity = result["fp16"]
+        print(f"wrote {parity['path']}; fp16 vs float32 max abs diff {parity['max_abs_diff']:.2e}, mean "
+              f"{parity['mean_abs_diff']:.2e} (tolerance {parity['tolerance']}) on {parity['tiles']}")
 
 
 def _import(args: argparse.Namespace) -> None:

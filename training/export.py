@@ -5,9 +5,14 @@ already normalised with the contract's mean/std; output ``output`` float32
 ``[batch, channels, height, width]`` (depth / scale, or per-class softmax probabilities). Batch,
 height and width are dynamic. After writing, onnxruntime and torch run the same random inputs and
 the export fails if they differ by more than ``PARITY_TOLERANCE``.
+
+``fp16=True`` also writes the model's fp16 variant beside it (``write_fp16_variant``), which the
+engine runs on CUDA.
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +20,18 @@ import onnx
 import onnxruntime
 import torch
 
-from engine.contract import Band, ModelContract, contract_from_metadata
+from engine.contract import FP16_KEY, Band, ModelContract, contract_from_metadata, fp16_variant_path
+from engine.model_catalogue import file_sha256
+from engine.output_files import partial_path
 from training.checkpoint import load_checkpoint
 from training.fit import describe_training_data
 
 OPSET = 18
 PARITY_TOLERANCE = 1e-4
+# fp16 variant vs the float32 model, largest |difference| in the graph's output units (class probabilities;
+# depth / depth scale): float16 keeps 11 significant bits, so a few 1e-3 after a dozen layers is expected
+FP16_PARITY_TOLERANCE = 0.02
+FP16_PARITY_TILES = 32  # held-out tiles the parity is measured on, at most
 PAPER = (
     "Agrafiotis, Janowski, Skarlatos, Demir: MagicBathyNet: A Multimodal Remote Sensing Dataset for "
     "Bathymetry Prediction and Pixel-based Classification in Shallow Waters, IGARSS 2024"
@@ -43,8 +54,11 @@ def export_onnx(
     metrics: dict | None = None,
     command: str = "",
     expected_task: str | None = None,
+    fp16: bool = False,
 ) -> dict:
-    """Write ``out`` (.onnx); returns ``{"path", "max_abs_diff", "contract"}``.
+    """Write ``out`` (.onnx); returns ``{"path", "max_abs_diff", "contract"}`` and, with ``fp16``,
+    ``"fp16"``: ``write_fp16_variant``'s record, measured on the test split of the training data
+    when it is still where the checkpoint says, else on a simulated scene's tiles.
 
     ``metrics``: an ``evaluate`` result to record in the contract's provenance.
     """
@@ -78,7 +92,83 @@ def export_onnx(
     graph = module.export_graph().eval()
     write_onnx(graph, len(bands), tile_size, Path(out), contract)
     max_abs_diff = parity_check(graph, Path(out), len(bands), tile_size)
-    return {"path": str(out), "max_abs_diff": max_abs_diff, "contract": contract}
+    result = {"path": str(out), "max_abs_diff": max_abs_diff, "contract": contract}
+    if fp16:
+        tiles, described = parity_tiles(saved, contract, tile_size)
+        result["fp16"] = write_fp16_variant(Path(out), {"image": tiles}, described)
+    return result
+
+
+def parity_tiles(saved: dict, contract: ModelContract, tile_size: int) -> tuple[np.ndarray, str]:
+    """Normalised tiles [N, bands, H, W] for the fp16 parity, and what they are: the checkpoint's
+    held-out (test) patches when its MagicBathyNet folder is still there, else tiles of a simulated
+    scene (training/simulation/shallow_water.py, the simulator the shipped models were trained on)."""
+    data = saved["data"]
+    mean = np.reshape(contract.mean, (-1, 1, 1)).astype(np.float32)
+    std = np.reshape(contract.std, (-1, 1, 1)).astype(np.float32)
+    if Path(data["root"]).is_dir():
+        from training.datasets.magicbathynet import MagicBathyNet
+
+        held_out = MagicBathyNet(data["root"], data["areas"], data["modality"], saved["task"], "test")
+        count = min(len(held_out), FP16_PARITY_TILES)
+        images = np.stack([held_out[index]["image"].numpy() for index in range(count)])
+        described = f"{count} held-out (test split) patches of {data['root']}"
+    else:
+        from training.simulation.shallow_water import simulate_scene
+
+        side = max(2 * tile_size, 256)  # the simulator's smooth fields need 256 px or more
+        scene = simulate_scene(side, side, seed=11).image.astype(np.float32)
+        images = np.stack([scene[:, row:row + tile_size, col:col + tile_size]
+                           for row in (0, tile_size) for col in (0, tile_size)])
+        described = (f"4 tiles of {tile_size} px of a simulated shallow-water scene (seed 11; the checkpoint's "
+                     f"data folder {data['root']} is gone)")
+    return ((images - mean) / std).astype(np.float32), described
+
+
+def write_fp16_variant(model: Path, feeds: dict[str, np.ndarray], described: str) -> dict:
+    """Write ``model``'s fp16 variant beside it (engine/contract.py ``fp16_variant_path``): weights and
+    compute in float16, inputs and outputs float32 (onnxruntime's float16 converter with
+    ``keep_io_types``), so that the engine's contract is unchanged. Its parity with ``model`` on
+    ``feeds`` (``described``) is measured through onnxruntime's CPU provider, which runs the fp16
+    graph's operators in float16 where it has kernels for them and in float32 between casts where it
+    has none; that record, with ``model``'s SHA-256 (the engine refuses a variant of another
+    version), goes into the variant's metadata under ``FP16_KEY`` and is returned. Raises, writing
+    nothing, when the largest difference exceeds ``FP16_PARITY_TOLERANCE``.
+
+    Micikevicius et al., "Mixed Precision Training", ICLR 2018 (float16 ranges and rounding)."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    variant = fp16_variant_path(model)
+    half = convert_float_to_float16(onnx.load(str(model)), keep_io_types=True)
+    temporary = partial_path(variant)
+    onnx.save(half, str(temporary))
+    try:
+        difference = np.abs(_output(model, feeds) - _output(temporary, feeds))
+        record = {
+            "source": model.name, "source_sha256": file_sha256(model),
+            "max_abs_diff": float(difference.max()), "mean_abs_diff": float(difference.mean()),
+            "tolerance": FP16_PARITY_TOLERANCE, "tiles": described,
+            "measured_with": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
+        }
+        if record["max_abs_diff"] > FP16_PARITY_TOLERANCE:
+            raise RuntimeError(
+                f"{model}: its fp16 variant differs from it by up to {record['max_abs_diff']:.2e} "
+                f"(> {FP16_PARITY_TOLERANCE}) on {described}; no variant was written: ship the float32 model only"
+            )
+        half.metadata_props.add(key=FP16_KEY, value=json.dumps(record))
+        onnx.save(half, str(temporary))
+        os.replace(temporary, variant)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return record | {"path": str(variant)}
+
+
+def _output(path: Path, feeds: dict[str, np.ndarray], batch: int = 8) -> np.ndarray:
+    """The first output of the graph at ``path`` for ``feeds``, run batch by batch on the CPU."""
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    count = len(next(iter(feeds.values())))
+    return np.concatenate([session.run(None, {name: value[start:start + batch] for name, value in feeds.items()})[0]
+                           for start in range(0, count, batch)])
 
 
 def write_onnx(
