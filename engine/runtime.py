@@ -87,7 +87,7 @@ class Model:
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.graph_path, self.precision = self.path, "float32"  # the file that runs: this one, or its fp16 variant
         if self.provider == CUDA:
-            self._use_fp16_variant(spin)
+            self._use_fp16_variant(spin, threads)
         # CUDA: IO binding with pinned buffers; the CPU provider: plain session.run (DeviceBatches says why)
         self.device_batches = DeviceBatches(self.session, "cuda") if self.provider == CUDA else None
         self._runner: futures.ThreadPoolExecutor | None = None  # the thread that runs submitted batches
@@ -114,13 +114,13 @@ class Model:
             )
         return session
 
-    def _use_fp16_variant(self, spin: bool) -> None:
+    def _use_fp16_variant(self, spin: bool, threads: int | None) -> None:
         """Run the fp16 variant beside the model instead, when there is one that fits (on CUDA only: the
         CPU provider has float16 kernels for few operators and runs the rest through casts)."""
         variant = fp16_variant_path(self.path)
         if not variant.is_file():
             return
-        session = open_session(str(variant), [CUDA, CPU], spin)
+        session = open_session(str(variant), [CUDA, CPU], spin, threads)
         problem = fp16_variant_problem(self.path, self.session, session)
         if problem is None and session.get_providers()[0] != CUDA:
             problem = "did not start on the CUDA provider"
