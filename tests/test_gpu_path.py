@@ -19,7 +19,7 @@ from engine.contract import FP16_KEY, fp16_variant_path
 from engine.errors import EngineError
 from engine.model_catalogue import installed_models
 from engine.runtime import MODELS_DIR, DeviceBatches, Model, fp16_variant_problem
-from training.export import FP16_PARITY_TOLERANCE, write_fp16_variant
+from training.fp16_variant import FP16_PARITY_TOLERANCE, write_fp16_variant
 from training.simulation.shallow_water import simulate_scene
 
 RNG = np.random.default_rng(5)
@@ -45,7 +45,7 @@ def test_io_binding_gives_session_run_results_bit_for_bit(model_file):
 def test_io_binding_of_a_two_input_model():
     session = onnxruntime.InferenceSession(str(MODELS_DIR / "search_change_rgb_gff.onnx"),
                                            providers=["CPUExecutionProvider"])
-    shape = [2, 3] + [dimension if isinstance(dimension, int) else 64 for dimension in session.get_inputs()[0].shape[2:]]
+    shape = [2, 3] + [side if isinstance(side, int) else 64 for side in session.get_inputs()[0].shape[2:]]
     feeds = {node.name: RNG.standard_normal(shape).astype(np.float32) for node in session.get_inputs()}
     bound = DeviceBatches(session, "cpu")
     np.testing.assert_array_equal(bound.run(bound.stage(feeds, 0)), session.run(None, feeds)[0])
@@ -94,7 +94,8 @@ def test_fp16_variant_is_float16_inside_float32_outside_with_its_parity(fp16_pai
     graph = onnx.load(str(variant))
     weights = {onnx.helper.tensor_dtype_to_np_dtype(t.data_type) for t in graph.graph.initializer if len(t.dims) == 4}
     assert weights == {np.dtype(np.float16)}
-    assert [i.type.tensor_type.elem_type for i in (*graph.graph.input, *graph.graph.output)] == [onnx.TensorProto.FLOAT] * 2
+    io_types = [node.type.tensor_type.elem_type for node in (*graph.graph.input, *graph.graph.output)]
+    assert io_types == [onnx.TensorProto.FLOAT] * 2
     stored = json.loads({p.key: p.value for p in graph.metadata_props}[FP16_KEY])
     assert stored == {key: value for key, value in record.items() if key != "path"}
     # measured, not zero (it really is float16), and within the stated tolerance
