@@ -14,10 +14,11 @@
     python -m engine contract set --model any.onnx --bands B04 B03 B02 --tile-size 256 --classes sea land [--out m.onnx]
     python -m engine contract show --model any.onnx
     python -m engine models list | download ID [--to DIR] | installed
+    python -m engine batch --task estimate_bathymetry --inputs 'scenes/**/*.tif' --output-dir out/ [--ray-address auto]
     python -m engine doctor [--json]     which device each shipped model runs on, and why not CUDA
 
 Progress goes to stderr; the result is printed as JSON on stdout. Exit status 2 on bad input, 130
-on Ctrl+C and 143 on SIGTERM (temporary files removed, no output written).
+on Ctrl+C and 143 on SIGTERM (temporary files removed, no output written; a batch keeps its finished scenes).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from engine.errors import EngineError
 from engine.model_catalogue import load_catalogue
 from engine.output_files import Terminated, stop_cleanly_on_sigterm
 from engine.tasks import RASTER_TASKS, run_task
+from engine.tasks.batch_over_files import BatchOverFiles, batch_tasks
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,34 +45,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--input", required=True, nargs="+",
                      help="input raster(s) GDAL reads; several files of one area are stacked (e.g. one per band)")
     run.add_argument("--output", required=True, help="output GeoTIFF")
-    run.add_argument("--model", help="ONNX model with a contract (default: the shipped model)")
-    run.add_argument("--bands", help="band mapping NAME=INDEX,... when band names do not match")
-    run.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
-                     help="process only this extent (in the raster's CRS)")
-    run.add_argument("--resample", action="store_true", help="resample to the model's pixel size")
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    run.add_argument("--batch-size", dest="batch_size", type=int,
-                     help="tiles per model run instead of the model's own (smaller: less memory)")
-    _add_strict_argument(run)
+    _add_task_options(run)
     run.add_argument("--probabilities", help="classify_seabed/classify_scenes: also write class probabilities")
     run.add_argument("--quality-layer", dest="quality_layer",
                      help="estimate_bathymetry/classify_seabed: also write the reason per pixel (valid, land, cloud, "
                           "sun glint, optically deep, out of range)")
-    run.add_argument("--keep-masked", dest="keep_masked", action="store_true",
-                     help="estimate_bathymetry/classify_seabed: keep values where the quality layer finds land, "
-                          "cloud, glint, deep water or out-of-range depths (default: they become nodata)")
     run.add_argument("--uncertainty",
                      help="estimate_bathymetry/classify_seabed/run_onnx/map_crops: also write the uncertainty by "
                           "test-time augmentation (spread of regression values; entropy and largest probability of "
                           "classes); the output is then the mean over the augmentations")
-    run.add_argument("--threshold", type=float, help="classify_scenes: probability from which a label is given")
-    run.add_argument("--min-valid", dest="min_valid", type=float,
-                     help="classify_scenes: least valid fraction of a patch to classify it (default 0.9)")
-    run.add_argument("--ratio", type=int, help="compress_hyperspectral: compression ratio (4, 8, 16, 32)")
-    run.add_argument("--quality", action="store_true",
-                     help="compress_hyperspectral: also report PSNR and spectral angle against the input")
-    _add_contract_arguments(run, "--band-names", "run_onnx: ")
     _add_search_commands(commands)
+    _add_batch_command(commands)
     describe = commands.add_parser("describe", help="print a model's contract")
     describe.add_argument("--model")
     describe.add_argument("--task", choices=sorted(RASTER_TASKS))
@@ -79,6 +64,65 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("doctor", help="which device each shipped model runs on, why not CUDA, a one-tile test "
                                        "per device (python -m engine doctor --help)")
     return parser
+
+
+def _add_task_options(parser) -> None:
+    """The options of a task run that are not file paths (run, and batch for every scene)."""
+    parser.add_argument("--model", help="ONNX model with a contract (default: the shipped model)")
+    parser.add_argument("--bands", help="band mapping NAME=INDEX,... when band names do not match")
+    parser.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                        help="process only this extent (in the raster's CRS)")
+    parser.add_argument("--resample", action="store_true", help="resample to the model's pixel size")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where models run (default auto)")
+    parser.add_argument("--batch-size", dest="batch_size", type=int,
+                        help="tiles per model run instead of the model's own (smaller: less memory)")
+    _add_strict_argument(parser)
+    parser.add_argument("--keep-masked", dest="keep_masked", action="store_true",
+                        help="estimate_bathymetry/classify_seabed: keep values where the quality layer finds land, "
+                             "cloud, glint, deep water or out-of-range depths (default: they become nodata)")
+    parser.add_argument("--threshold", type=float, help="classify_scenes: probability from which a label is given")
+    parser.add_argument("--min-valid", dest="min_valid", type=float,
+                        help="classify_scenes: least valid fraction of a patch to classify it (default 0.9); "
+                             "build_search_index: of an indexed tile (default 0.5)")
+    parser.add_argument("--ratio", type=int, help="compress_hyperspectral: compression ratio (4, 8, 16, 32)")
+    parser.add_argument("--quality", action="store_true",
+                        help="compress_hyperspectral: also report PSNR and spectral angle against the input")
+    _add_contract_arguments(parser, "--band-names", "run_onnx: ")
+
+
+def _add_batch_command(commands) -> None:
+    batch = commands.add_parser(
+        "batch", help="batch_over_files: run a task over many scenes on Ray (local, or a cluster), resumable",
+        description="One Ray task per scene; outputs <output-dir>/<scene>.tif (.gpkg for classify_scenes, the "
+                    "folder index/ for build_search_index) and the manifest batch-manifest.jsonl, by which a "
+                    "second run skips finished scenes. The task options below apply to every scene.")
+    batch.add_argument("--task", required=True, choices=batch_tasks())
+    batch.add_argument("--inputs", required=True,
+                       help="glob pattern ('scenes/**/*.tif'; a matched folder is one scene of its files), a folder, "
+                            "a .txt list of paths, or a STAC ItemCollection .json (with --asset-bands)")
+    batch.add_argument("--output-dir", dest="output_dir", required=True, help="folder for the outputs and the manifest")
+    batch.add_argument("--asset-bands", dest="asset_bands",
+                       help="STAC: the model band of each asset, e.g. blue=B02,green=B03,red=B04 (visual=B04+B03+B02)")
+    batch.add_argument("--extra-outputs", dest="extra_outputs", nargs="+",
+                       choices=("probabilities", "quality_layer", "uncertainty"),
+                       help="also write these per scene, as <scene>.<kind>.tif")
+    batch.add_argument("--ray-address", dest="ray_address",
+                       help="auto (the cluster this machine belongs to) or ray://head:10001; default: a local Ray")
+    batch.add_argument("--workers", type=int, help="local Ray: scenes run at once (default: the CPU count)")
+    batch.add_argument("--cpus-per-task", dest="cpus_per_task", type=float, help="CPUs one scene takes (default 1)")
+    batch.add_argument("--gpus-per-task", dest="gpus_per_task", type=float,
+                       help="GPUs one scene takes (0.25: four scenes share a GPU; default 0)")
+    batch.add_argument("--max-in-flight", dest="max_in_flight", type=int,
+                       help="scenes submitted at once (default: twice the cluster's CPUs)")
+    batch.add_argument("--skip-failed", dest="skip_failed", action="store_true",
+                       help="report scenes that failed in an earlier run instead of running them again")
+    _add_task_options(batch)
+
+
+def _batch_params(params: dict) -> dict:
+    """The CLI's batch options: the batch's own, and the task's (every other option) under ``params``."""
+    own = {key: value for key, value in params.items() if key in BatchOverFiles.params}
+    return {**own, "params": {key: value for key, value in params.items() if key not in BatchOverFiles.params}}
 
 
 def _add_models_commands(commands) -> None:
@@ -186,6 +230,7 @@ def _print_progress(fraction: float, message: str) -> None:
 
 
 COMMAND_TASKS = {"describe": "describe_model", "index": "build_search_index", "search": "search_text",
+                 "batch": "batch_over_files",
                  "similar": "search_similar", "changes": "search_changes",
                  "contract set": "set_contract", "contract show": "describe_model"}
 MODELS_TASKS = {"download": "download_model", "installed": "installed_models"}
@@ -205,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     params = {key: value for key, value in args.items() if value is not None and value is not False}
     if command == "run" and len(params["input"]) == 1:
         params["input"] = params["input"][0]
+    if command == "batch":
+        params = _batch_params(params)
     try:
         if action == "list":
             print(json.dumps([asdict(model) for model in load_catalogue()], indent=2, ensure_ascii=False))
@@ -214,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nerror: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:  # Ctrl+C or SIGTERM, after every output's cleanup
-        print(f"\n{stop or 'interrupted'}: no output was written", file=sys.stderr)
+        kept = "the finished scenes are kept; run again to resume" if command == "batch" else "no output was written"
+        print(f"\n{stop or 'interrupted'}: {kept}", file=sys.stderr)
         return 143 if isinstance(stop, Terminated) else 130
     print(file=sys.stderr)
     for warning in result.get("warnings", []):

@@ -2,12 +2,12 @@
 # Set up everything this repository needs on a fresh Debian 12 machine (run as root or with sudo):
 # QGIS from apt and a Python environment in .venv built on Debian's interpreter.
 #   scripts/setup.sh            engine + plugin (enough to run models through qgis_process)
-#   scripts/setup.sh --training also the training and test stack (torch, torchgeo, Lightning, ...)
+#   scripts/setup.sh --training also the training, test and batch stack (torch, torchgeo, Lightning, Ray, ...)
 # Facts behind each step: ../shared/environment.md. Safe to run again: finished steps are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=""
-[ "${1:-}" = "--training" ] && extras="training,test"
+[ "${1:-}" = "--training" ] && extras="training,test,batch"
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -12,6 +12,7 @@ from engine.errors import EngineError
 from engine.pipeline import IsCancelled, Progress
 from engine.runtime import Model
 from engine.tasks.bathymetry import EstimateBathymetry
+from engine.tasks.batch_over_files import BatchOverFiles
 from engine.tasks.contract_options import SetContract
 from engine.tasks.crop_map import MapCrops
 from engine.tasks.hycot import CompressHyperspectral, DecompressHyperspectral
@@ -32,7 +33,8 @@ RASTER_TASKS = {task.name: task for task in (
 SEARCH_TASKS = {task.name: task for task in (BuildSearchIndex(), SearchText(), SearchSimilar(), SearchChanges())}
 STORE_TASKS = {task.name: task for task in (DownloadModel(), InstalledModels(), ImportModel())}
 MODEL_FILE_TASKS = {task.name: task for task in (SetContract(),)}  # write into model files
-TASKS = RASTER_TASKS | SEARCH_TASKS | STORE_TASKS | MODEL_FILE_TASKS
+BATCH_TASKS = {task.name: task for task in (BatchOverFiles(),)}  # many scenes on Ray
+TASKS = RASTER_TASKS | SEARCH_TASKS | STORE_TASKS | MODEL_FILE_TASKS | BATCH_TASKS
 MODEL_TASKS = {name: task for name, task in TASKS.items() if hasattr(task, "model_path")}  # with a default image model
 
 

@@ -190,15 +190,18 @@ class WaterQuality:
     mask: bool
     spec: OutputSpec | None
 
-    def apply(self, contract: ModelContract, values: np.ndarray, strip: Strip,
+    def apply(self, contract: ModelContract, values: np.ndarray, valid: np.ndarray, top: int, strip: Strip,
               unlike_training: np.ndarray | None) -> np.ndarray:
-        """The strip's reasons from its raw input ``values`` [model bands, h, w] and its pixels out of
-        the training distribution; masked pixels leave ``strip.valid`` when masking."""
+        """The strip's reasons from its raw input ``values`` [model bands, rows, w] and ``valid``
+        [rows, w], which begin ``top`` rows above the strip and may reach below it (the layer's
+        halo), and its pixels out of the training distribution; masked pixels leave ``strip.valid``
+        when masking."""
         if self.nir is not None:
-            values = np.concatenate([values, self.nir.read(strip.row, 0, strip.valid.shape[0], values.shape[2])[0]])
+            values = np.concatenate([values, self.nir.read(strip.row - top, 0, *values.shape[1:])[0]])
         depth = (strip.values[0] * contract.outputs.scale + contract.outputs.offset
                  if contract.outputs.kind == "regression" else None)
-        reasons = self.layer.reasons(values, strip.valid, depth, unlike_training)
+        reasons = self.layer.reasons(values, valid, depth, unlike_training,
+                                     slice(top, top + strip.valid.shape[0]))
         if self.mask:
             strip.valid &= reasons == VALID
         return reasons
@@ -222,12 +225,18 @@ class ExtraLayers:
 
     def apply(self, contract: ModelContract, grid: InputGrid, strip: Strip) -> list[np.ndarray]:
         """The layers' arrays for ``strip`` (before the task converts its values); may mask ``strip.valid``."""
-        values = (grid.read(strip.row, 0, strip.valid.shape[0], grid.width)[0]
-                  if self.distribution or self.quality else None)
-        distance = self.distribution.relative_distances(values, strip.valid) if self.distribution else None
+        height = strip.valid.shape[0]
+        halo = self.quality.layer.halo if self.quality else 0
+        top = min(halo, strip.row)
+        values, valid = (grid.read(strip.row - top, 0, top + height + min(halo, grid.height - strip.row - height),
+                                   grid.width) if self.distribution or self.quality else (None, None))
+        distance = (self.distribution.relative_distances(values[:, top:top + height], strip.valid)
+                    if self.distribution else None)
         arrays = []
         if self.quality:
-            reasons = self.quality.apply(contract, values, strip, None if distance is None else distance > 1)
+            valid[top:top + height] &= strip.valid
+            reasons = self.quality.apply(contract, values, valid, top, strip,
+                                         None if distance is None else distance > 1)
             if self.quality.spec:
                 arrays.append(reasons[None])
         if self.uncertainty:
