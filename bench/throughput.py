@@ -145,8 +145,9 @@ def device_report(args: argparse.Namespace, scene: Path, workdir: Path) -> None:
                          key=lambda pair: pair[0])
     print(f"model {model.contract.name} on {model.provider} ({model.precision}"
           f"{', IO binding, ' + model.device_batches.host_memory + ' host buffers' if on_gpu else ''}), "
-          f"{args.size}x{args.size} px, {len(batches)} batches of up to {model.contract.batch_size} tiles of "
-          f"{model.contract.tile_size} px; engine task: {result['tiles']} tiles")
+          f"{args.size}x{args.size} px; model, decode and overlap rows: the contract's tiling, {len(batches)} "
+          f"batches of up to {model.contract.batch_size} tiles of {model.contract.tile_size} px; engine task: its "
+          f"own tile plan, {result['tiles']} tiles")
     rows = [("bare model (Model.run over decoded tiles)", bare),
             ("bare session.run, no IO binding", plain),
             ("decode alone, 1 thread", decode_1),
