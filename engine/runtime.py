@@ -245,7 +245,8 @@ class Model:
         at a time, in the order submitted, on one thread of the model's; submitting batch k+1 before
         taking batch k's result keeps the device busy while the caller reads and normalises the next
         tiles. On CUDA the batch is first copied into pinned buffers (two sets, so that one fills while
-        the other's batch runs); on the CPU it is read in place: leave it unchanged until the result."""
+        the other's batch runs: a third submit waits for the first batch to finish); on the CPU it is
+        read in place: leave it unchanged until the result, and keep few batches in flight."""
         feeds = self._feeds(batch)
         with self._submit_lock:
             if self._runner is None:
@@ -297,8 +298,9 @@ class DeviceBatches:
 
     Used on CUDA only. On the CPU provider, IO binding with preallocated OrtValues gave the same
     results bit for bit and no measurable gain over plain ``session.run`` (which already reads a
-    numpy input in place): bathymetry_s2_sim, 6 batches of 8 x 128 px, 0.1615-0.1651 s bound vs
-    0.1593-0.1646 s plain over three rounds (bench/throughput.py prints both), so the CPU keeps
+    numpy input in place): bathymetry_s2_sim on 2 cores, 6 batches of 8 x 128 px, 0.1615-0.1651 s
+    bound vs 0.1593-0.1646 s plain in three rounds, and bound / plain 1.004 over a 1024 px scene
+    (``bench/throughput.py --device cuda`` prints that ratio where CUDA is absent), so the CPU keeps
     ``session.run``. ``device="cpu"`` is there to run this same path on the CPU provider (tests, bench).
     """
 
