@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import psutil
 import pytest
 import rasterio
@@ -246,3 +247,129 @@ def test_engine_core_imports_neither_ray_nor_qgis():
             "print(sorted(m for m in ('ray', 'qgis', 'torch', 'faiss') if m in sys.modules))")
     completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert completed.stdout.strip() == "[]", completed.stderr
+
+
+# --- multi-input tasks: one scene = the files of one area ----------------------------------------------------------
+
+def run_single(task, **params):
+    return run_task(task, params, lambda fraction, message: None, lambda: False)
+
+
+def batch_of(task, inputs, output_dir, **params):
+    return run_task("batch_over_files", {"task": task, "inputs": str(inputs), "output_dir": str(output_dir),
+                                         "params": params}, lambda fraction, message: None, lambda: False)
+
+
+def test_crop_maps_per_tile_from_folders_of_dated_files(local_ray, tmp_path):
+    from test_crop_engine import crop_model, s1_series, s2_series
+
+    model = crop_model(tmp_path / "crops.onnx")
+    tiles = {}
+    for number, tile in enumerate(("T31TCJ", "T31TDJ", "T32ULU")):
+        folder = tmp_path / "tiles" / tile
+        folder.mkdir(parents=True)
+        _, s2 = s2_series(folder, dates=(f"2023-04-1{number}", "2023-06-01", "2023-07-20"))
+        tiles[tile] = (s2, s1_series(folder, count=2 + number))
+    result = batch_of("map_crops", tmp_path / "tiles", tmp_path / "out", model=model)
+    assert (result["done"], result["failed"]) == (3, 0), result["failed_scenes"]
+    for tile, (s2, s1) in tiles.items():
+        run_single("map_crops", s2=s2, s1=s1, output=str(tmp_path / f"{tile}.tif"), model=model)
+        assert_same_raster(tmp_path / "out" / f"{tile}.tif", tmp_path / f"{tile}.tif")
+
+
+def write_ben_patch(root, patch, s1_name, seed):
+    """One BigEarthNet v2 patch: 10 S2 band files at 10 m / 20 m and the S1 partner's VV, VH (reben_format.py layout)."""
+    from engine.batch_scenes import BEN_S1, BEN_S2
+    from test_scene_labels_engine import S2
+
+    rng = np.random.default_rng(seed)
+    s2_folder = root / BEN_S2 / "_".join(patch.split("_")[:-2]) / patch
+    s1_folder = root / BEN_S1 / "_".join(s1_name.split("_")[:-3]) / s1_name
+    s2_folder.mkdir(parents=True)
+    s1_folder.mkdir(parents=True)
+    origin = (400000.0 + 1200 * seed, 5000000.0)
+    for band in S2:
+        pixel = 20.0 if band in ("B05", "B06", "B07", "B8A", "B11", "B12") else 10.0
+        side = int(1200 / pixel)
+        write_raster(s2_folder / f"{patch}_{band}.tif", rng.integers(500, 1500, (1, side, side)).astype("uint16"),
+                     crs="EPSG:32633", pixel=pixel, origin=origin)
+    for band in ("VV", "VH"):
+        write_raster(s1_folder / f"{s1_name}_{band}.tif", rng.normal(1000, 200, (1, 120, 120)).astype("float32"),
+                     crs="EPSG:32633", origin=origin)
+    return s2_folder, s1_folder
+
+
+def geopackage_rows(path):
+    import sqlite3
+
+    with sqlite3.connect(path) as database:
+        return (database.execute("SELECT * FROM scene_labels ORDER BY fid").fetchall(),
+                database.execute("SELECT srs_id, definition FROM gpkg_spatial_ref_sys").fetchall())
+
+
+def test_scene_labels_from_bigearthnet_folders_with_their_sentinel1_partners(local_ray, tmp_path):
+    from test_scene_labels_engine import CLASSES, MEAN, STD, S2
+    from engine.contract import Band, ModelContract, Outputs
+    from training.pointwise_onnx import patch_classifier_model
+    import onnx
+
+    model_contract = ModelContract(
+        task="scene_labels", name="test-scenes", bands=(Band("VV"), Band("VH"), *(Band(b) for b in S2)),
+        mean=(MEAN,) * 12, std=(STD,) * 12, outputs=Outputs("classes", CLASSES), tile_size=120, overlap=0,
+        gsd_m=10.0, batch_size=2)
+    weights = np.zeros((3, 12))
+    weights[0, 2], weights[1, 3], weights[2, 0] = 4.0, 4.0, 4.0
+    model = str(tmp_path / "scenes.onnx")
+    onnx.save(patch_classifier_model(model_contract, weights, np.zeros(3)), model)
+    root = tmp_path / "BigEarthNet"
+    patches = [write_ben_patch(root, f"S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_{57 + k}",
+                               f"S1A_IW_GRDH_1SDV_20170613T165043_33UUP_26_{57 + k}", k) for k in range(4)]
+    result = batch_of("classify_scenes", root, tmp_path / "out", model=model)
+    assert (result["done"], result["failed"]) == (4, 0)
+    for s2_folder, s1_folder in patches:
+        files = sorted(str(p) for p in s2_folder.glob("*.tif")) + sorted(str(p) for p in s1_folder.glob("*.tif"))
+        reference = tmp_path / f"{s2_folder.name}.gpkg"
+        run_single("classify_scenes", input=files, output=str(reference), model=model)
+        batch_output = tmp_path / "out" / f"{s2_folder.name}.gpkg"  # named relative to the folder all patches share
+        assert geopackage_rows(batch_output) == geopackage_rows(reference)
+
+
+def test_hyperspectral_compression_of_a_folder_of_cubes(local_ray, tmp_path):
+    from test_hycot_engine import WAVELENGTHS, codec, cube
+
+    (tmp_path / "cubes").mkdir()
+    cubes = [write_raster(tmp_path / "cubes" / f"cube_{k}.tif", cube(seed=k, height=30, width=40), crs="EPSG:32633",
+                          pixel=30.0, nodata=-1, descriptions=WAVELENGTHS) for k in range(3)]
+    encoder, _ = codec(tmp_path, cube(seed=9), ratio=4)
+    result = batch_of("compress_hyperspectral", tmp_path / "cubes", tmp_path / "out", model=encoder)
+    assert (result["done"], result["failed"]) == (3, 0)
+    for k, path in enumerate(cubes):
+        run_single("compress_hyperspectral", input=path, output=str(tmp_path / f"c{k}.tif"), model=encoder)
+        assert_same_raster(tmp_path / "out" / f"cube_{k}.tif", tmp_path / f"c{k}.tif")
+
+
+def test_one_search_index_from_many_scenes_equals_the_single_build(local_ray, tmp_path):
+    from engine.embedding_index import load_store
+    from test_search_engine import SAMPLE, write_layer
+
+    with rasterio.open(SAMPLE) as sample:
+        data = sample.read(window=((0, 192), (0, 288)))
+    layers = []
+    for row in range(2):
+        for col in range(3):
+            (tmp_path / "scenes").mkdir(exist_ok=True)
+            layers.append(write_layer(tmp_path / "scenes" / f"olinda_{row}{col}.tif",
+                                      data[:, 96 * row:96 * row + 96, 96 * col:96 * col + 96],
+                                      origin=(290000.0 + 96 * 30 * col, 9120000.0 - 96 * 30 * row)))
+    result = batch_of("build_search_index", tmp_path / "scenes" / "*.tif", tmp_path / "out", device="cpu")
+    assert (result["done"], result["merged"], result["index_tiles"]) == (6, 6, 54)
+    single = run_single("build_search_index", input=layers, names=[os.path.basename(p)[:-4] for p in layers],
+                        index=str(tmp_path / "single"), device="cpu")
+    batch_store, single_store = load_store(tmp_path / "out" / "index"), load_store(tmp_path / "single")
+    assert {e.id for e in batch_store.manifest.entries} == {layer["id"] for layer in single["layers"]}
+    for entry in single_store.manifest.entries:
+        twin = batch_store.manifest.entry(entry.name)
+        assert np.array_equal(batch_store.entry_vectors(twin), single_store.entry_vectors(entry))
+        assert np.array_equal(batch_store.tiles(twin), single_store.tiles(entry))
+    again = batch_of("build_search_index", tmp_path / "scenes" / "*.tif", tmp_path / "out", device="cpu")
+    assert (again["done"], again["skipped"], again["merged"]) == (0, 6, 0)
