@@ -28,7 +28,7 @@ from engine.input_distribution import input_statistics_problems
 CONTRACT_KEY = "rsai_contract"
 TOKENIZER_KEY = "rsai_tokenizer"  # text encoders: the HuggingFace tokenizers JSON that makes their inputs
 # A model's fp16 variant sits beside it as <stem>.fp16.onnx (training/fp16_variant.py writes it, the engine runs
-# it on CUDA): the same contract, and under FP16_KEY its parity with the float32 file and that file's SHA-256.
+# it on CUDA): the same contract, and under FP16_KEY its parity with the float32 file and that file's graph SHA-256.
 FP16_KEY = "rsai_fp16"
 FP16_SUFFIX = ".fp16.onnx"
 CONTRACT_VERSION = 1

@@ -8,6 +8,8 @@ byte for byte.
 """
 from __future__ import annotations
 
+import hashlib
+import mmap
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 from engine.errors import EngineError
 from engine.output_files import check_output_file, partial_path, remove_stale_partials, write_failed
 
+GRAPH = 7  # ModelProto.graph: the nodes and the weights stored in the file
 METADATA_PROPS = 14  # ModelProto.metadata_props
 ENTRY_KEY, ENTRY_VALUE = 1, 2  # StringStringEntryProto.key, .value
 VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5  # protobuf wire types
@@ -79,6 +82,21 @@ def _entry_key(entry: bytes) -> str | None:
         if number == ENTRY_KEY and wire == LENGTH_DELIMITED:
             return entry[payload:end].decode("utf-8")
     return None
+
+
+def graph_sha256(path: str | Path) -> str:
+    """SHA-256 of an ONNX file's graph alone (nodes and the weights stored in the file): setting its
+    metadata (``write_metadata``, a contract update) leaves it unchanged, new weights change it."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        view = memoryview(data)
+        try:
+            for number, wire, _, payload, end in _fields(data):
+                if number == GRAPH and wire == LENGTH_DELIMITED:
+                    digest.update(view[payload:end])
+        finally:
+            view.release()
+    return digest.hexdigest()
 
 
 def with_metadata(data: bytes, entries: dict[str, str]) -> bytes:

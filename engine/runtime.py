@@ -5,8 +5,8 @@ the session ends up on it: onnxruntime-gpu lists CUDA on machines without a GPU 
 falls back), else the CPU. ``device="cuda"`` fails clearly when CUDA is not usable.
 
 On CUDA a model runs its fp16 variant when one sits beside it (``m.fp16.onnx``, written by
-``python -m training export --fp16``, engine/contract.py ``fp16_variant_path``) and was made from this
-very file; batches go through IO binding with pinned host buffers (``DeviceBatches``), and
+``python -m training export --fp16``, engine/contract.py ``fp16_variant_path``) and was made from its
+graph and weights; batches go through IO binding with pinned host buffers (``DeviceBatches``), and
 ``Model.submit`` lets the caller prepare the next batch while the device runs the current one.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ import onnxruntime as ort
 
 from engine.contract import FP16_KEY, ModelContract, contract_from_metadata, fp16_variant_path
 from engine.errors import EngineError, ModelContractError
-from engine.model_catalogue import file_sha256
+from engine.onnx_metadata import graph_sha256
 
 DEVICES = ("auto", "cpu", "cuda")
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models_onnx"  # the shipped models
@@ -379,13 +379,14 @@ def open_session(path: str, providers: list[str], spin: bool, threads: int | Non
 
 def fp16_variant_problem(model_path: str, model: ort.InferenceSession, variant: ort.InferenceSession) -> str | None:
     """Why ``variant`` may not stand in for the model at ``model_path`` (None when it may): it must
-    have been made from this very file (its SHA-256, recorded at export) and take and give the same
-    named float tensors."""
+    have been made from this model's graph and weights (their SHA-256, recorded at export: a later
+    change of the model's metadata or contract keeps the variant valid, as the engine reads the
+    contract from the model itself) and take and give the same named float tensors."""
     record = json.loads(variant.get_modelmeta().custom_metadata_map.get(FP16_KEY, "{}"))
-    if "source_sha256" not in record:
+    if "source_graph_sha256" not in record:
         return f"has no {FP16_KEY!r} record of the model it was made from"
-    if record["source_sha256"] != file_sha256(Path(model_path)):
-        return "was made from another version of the model"
+    if record["source_graph_sha256"] != graph_sha256(model_path):
+        return "was made from other weights or another graph than the model's"
 
     def signature(session: ort.InferenceSession) -> list[tuple[str, str]]:
         return [(node.name, node.type) for node in (*session.get_inputs(), *session.get_outputs())]

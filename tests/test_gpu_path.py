@@ -18,6 +18,7 @@ import pytest
 from engine.contract import FP16_KEY, fp16_variant_path
 from engine.errors import EngineError
 from engine.model_catalogue import installed_models
+from engine.onnx_metadata import write_metadata
 from engine.runtime import MODELS_DIR, DeviceBatches, Model, fp16_variant_problem
 from training.fp16_variant import FP16_PARITY_TOLERANCE, write_fp16_variant
 from training.simulation.shallow_water import simulate_scene
@@ -113,11 +114,15 @@ def test_the_engine_runs_float32_on_the_cpu_and_checks_the_variant_it_would_run_
     assert loaded.precision == "float32" and loaded.graph_path == str(model)
     variant = onnxruntime.InferenceSession(str(fp16_variant_path(model)), providers=["CPUExecutionProvider"])
     assert fp16_variant_problem(str(model), loaded.session, variant) is None
-    changed = tmp_path / model.name  # the model re-exported: its variant no longer stands in for it
+    relabelled = tmp_path / "relabelled.onnx"  # new metadata, same graph: the variant still stands in
+    write_metadata(model, {"note": "contract updated"}, relabelled, lambda written: Model(written, "cpu"))
+    assert fp16_variant_problem(str(relabelled), loaded.session, variant) is None
+    retrained = tmp_path / "retrained.onnx"  # other weights: it no longer does
     graph = onnx.load(str(model))
-    graph.metadata_props.add(key="note", value="re-exported")
-    onnx.save(graph, str(changed))
-    assert "another version" in fp16_variant_problem(str(changed), loaded.session, variant)
+    weight = graph.graph.initializer[0]
+    weight.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(weight) * 1.01, weight.name))
+    onnx.save(graph, str(retrained))
+    assert "other weights" in fp16_variant_problem(str(retrained), loaded.session, variant)
     other = onnxruntime.InferenceSession(str(MODELS_DIR / "search_image_rgb.onnx"), providers=["CPUExecutionProvider"])
     assert "no 'rsai_fp16' record" in fp16_variant_problem(str(model), loaded.session, other)
 

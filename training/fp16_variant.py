@@ -15,7 +15,7 @@ import onnx
 import onnxruntime
 
 from engine.contract import FP16_KEY, fp16_variant_path
-from engine.model_catalogue import file_sha256
+from engine.onnx_metadata import graph_sha256
 from engine.output_files import partial_path
 
 # fp16 variant vs the float32 model, largest |difference| in the graph's output units (class probabilities;
@@ -29,8 +29,8 @@ def write_fp16_variant(model: Path, feeds: dict[str, np.ndarray], described: str
     ``keep_io_types``), so that the engine's contract is unchanged. Its parity with ``model`` on
     ``feeds`` (``described``) is measured through onnxruntime's CPU provider, which runs the fp16
     graph's operators in float16 where it has kernels for them and in float32 between casts where it
-    has none; that record, with ``model``'s SHA-256 (the engine refuses a variant of another
-    version), goes into the variant's metadata under ``FP16_KEY`` and is returned. Raises, writing
+    has none; that record, with the SHA-256 of ``model``'s graph (the engine refuses a variant made
+    from other weights), goes into the variant's metadata under ``FP16_KEY`` and is returned. Raises, writing
     nothing, when the largest difference exceeds ``FP16_PARITY_TOLERANCE``.
 
     Micikevicius et al., "Mixed Precision Training", ICLR 2018 (float16 ranges and rounding)."""
@@ -43,7 +43,7 @@ def write_fp16_variant(model: Path, feeds: dict[str, np.ndarray], described: str
     try:
         difference = np.abs(_output(model, feeds) - _output(temporary, feeds))
         record = {
-            "source": model.name, "source_sha256": file_sha256(model),
+            "source": model.name, "source_graph_sha256": graph_sha256(model),
             "max_abs_diff": float(difference.max()), "mean_abs_diff": float(difference.mean()),
             "tolerance": FP16_PARITY_TOLERANCE, "tiles": described,
             "measured_with": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
