@@ -19,7 +19,7 @@ from engine.contract import FP16_KEY, fp16_variant_path
 from engine.errors import EngineError
 from engine.model_catalogue import installed_models
 from engine.onnx_metadata import write_metadata
-from engine.runtime import MODELS_DIR, DeviceBatches, Model, fp16_variant_problem
+from engine.runtime import CUDA, MODELS_DIR, DeviceBatches, Model, fp16_variant_problem
 from training.fp16_variant import FP16_PARITY_TOLERANCE, write_fp16_variant
 from training.simulation.shallow_water import simulate_scene
 
@@ -112,6 +112,10 @@ def test_the_engine_runs_float32_on_the_cpu_and_checks_the_variant_it_would_run_
     model, _, _ = fp16_pair
     loaded = Model(model, "cpu")
     assert loaded.precision == "float32" and loaded.graph_path == str(model)
+    automatic = Model(model, "auto")  # here onnxruntime-gpu lists CUDA, then falls back to the CPU
+    expected = ("float16", str(fp16_variant_path(model))) if automatic.provider == CUDA else ("float32", str(model))
+    assert (automatic.precision, automatic.graph_path) == expected
+    assert (automatic.device_batches is not None) == (automatic.provider == CUDA)
     variant = onnxruntime.InferenceSession(str(fp16_variant_path(model)), providers=["CPUExecutionProvider"])
     assert fp16_variant_problem(str(model), loaded.session, variant) is None
     relabelled = tmp_path / "relabelled.onnx"  # new metadata, same graph: the variant still stands in
