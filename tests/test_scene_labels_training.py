@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import rasterio
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader
 from torchgeo.datasets import BigEarthNetV2
 
 from engine.contract import contract_from_metadata
+from engine.input_distribution import InputDistribution
 from training.__main__ import main as training_cli
 from training.augmentation.consistency import (
     consistency,
@@ -308,3 +310,21 @@ def test_cli_fit_evaluate_export_with_contract_and_parity(ben_store, tmp_path, c
         expected = torch.sigmoid(module(raw)).numpy()
     assert probabilities.shape == (1, 19, 1, 1)
     np.testing.assert_allclose(probabilities[:, :, 0, 0], expected, atol=1e-5)
+
+    # the training inputs' statistics (engine/input_distribution.py): a held-out patch is like them,
+    # the same patch divided by 10 (another product's scaling) is not
+    distribution = InputDistribution(contract.input_statistics)
+    assert contract.input_statistics["pixels"] > 0 and len(contract.input_statistics["components"]) > 1
+    pixels = raw[0].flatten(1).numpy()
+    assert np.mean(distribution.distances(pixels) > distribution.threshold) < 0.05
+    assert np.mean(distribution.distances(pixels / 10) > distribution.threshold) > 0.95
+
+    # a model exported without them gets them in place, its graph untouched
+    before = onnx.load(model)
+    training_cli(["record-statistics", "--task", "scene-labels", "--data", str(ben_store), "--model", str(model),
+                  "--seed", "1"])
+    after = onnx.load(model)
+    assert after.graph.SerializeToString() == before.graph.SerializeToString()
+    recorded = contract_from_metadata({p.key: p.value for p in after.metadata_props}, str(model))
+    assert recorded.input_statistics["distance_threshold"] != contract.input_statistics["distance_threshold"]
+    assert "record-statistics" in recorded.provenance["input_statistics_command"]

@@ -225,6 +225,16 @@ def _parser() -> argparse.ArgumentParser:
         help="the published CR (4, 8, 16, 32); default: inferred from the checkpoint's latent size",
     )
     imported.set_defaults(run=_import)
+
+    statistics = commands.add_parser(
+        "record-statistics", help="write the statistics of a model's training inputs (the engine's out-of-distribution "
+        "flag) into its contract; the graph and weights are not touched")
+    statistics.add_argument("--task", choices=(scene_labels.TASK,), required=True)
+    statistics.add_argument("--data", type=Path, required=True,
+                            help="the data the model was trained on (scene-labels: the `prepare` store or reBEN root)")
+    statistics.add_argument("--model", type=Path, required=True, help="the .onnx to update in place")
+    statistics.add_argument("--seed", type=int, default=0, help="pixel sampling and k-means seeding")
+    statistics.set_defaults(run=_record_statistics)
     scene_labels.add_commands(commands)
     crop_maps.add_commands(commands)
     text_search.add_commands(commands)
@@ -400,6 +410,21 @@ def _export(args: argparse.Namespace) -> None:
         parity = result["fp16"]
         print(f"wrote {parity['path']}; fp16 vs float32 max abs diff {parity['max_abs_diff']:.2e}, mean "
               f"{parity['mean_abs_diff']:.2e} (tolerance {parity['tolerance']}) on {parity['tiles']}")
+
+
+def _record_statistics(args: argparse.Namespace) -> None:
+    from engine.runtime import Model
+    from training.input_statistics import record_in_model
+
+    contract = Model(str(args.model), "cpu").contract
+    if contract.task != "scene_labels":
+        sys.exit(f"{args.model} is a {contract.task} model, not a {args.task} model")
+    from training.scene_labels.data import training_input_statistics
+
+    statistics = training_input_statistics(args.data, contract.provenance["modalities"], args.seed)
+    record_in_model(args.model, statistics, args.command_line)
+    print(f"{args.model}: input statistics of {statistics['pixels']} training pixels, distance threshold "
+          f"{statistics['distance_threshold']} (flags {1 - statistics['distance_quantile']:.1%} of held-out pixels)")
 
 
 def _import(args: argparse.Namespace) -> None:

@@ -12,11 +12,16 @@ flagged; the same pixels divided by 10 or in 8 bits: 100 %.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from engine.contract import CONTRACT_KEY
 from engine.input_distribution import DISTANCE_QUANTILE, InputDistribution
+from engine.onnx_metadata import write_metadata
+from engine.runtime import Model
 
 COMPONENTS = 16
 FIT_PIXELS = 200_000  # pixels sampled for the k-means clusters and their covariances
@@ -106,3 +111,14 @@ def _nearest(pixels: np.ndarray, centres: np.ndarray) -> np.ndarray:
 def _rounded(values: np.ndarray) -> list:
     """JSON numbers with 7 significant digits (float32 precision is all the engine uses)."""
     return np.vectorize(lambda v: float(f"{v:.7g}"))(values).tolist()
+
+
+def record_in_model(model: str | Path, statistics: dict, command: str) -> dict:
+    """Set ``statistics`` as the ``input_statistics`` of the ONNX model at ``model`` and ``command``
+    (how they were computed) in its provenance, in place and atomically; the graph and its weights
+    are copied byte for byte (engine/onnx_metadata.py). Returns the new contract's JSON object."""
+    contract = json.loads(Model(str(model), "cpu").contract.to_json())
+    contract["input_statistics"] = statistics
+    contract["provenance"] = contract.get("provenance", {}) | {"input_statistics_command": command}
+    write_metadata(model, {CONTRACT_KEY: json.dumps(contract)}, model, lambda written: Model(written, "cpu"))
+    return contract

@@ -67,6 +67,7 @@ def export_scene_labels(checkpoint: Path, out: Path, metrics: dict | None = None
         overlap=0,
         gsd_m=data["gsd_m"],
         input_units=INPUT_UNITS,
+        input_statistics=data.get("input_statistics", {}),  # checkpoints fitted before they were recorded lack them
         provenance={
             "paper": PAPER,
             "modalities": data["modalities"],

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from training.checkpoint import save_checkpoint
 from training.datasets.ben_labels import CLASS_COLOURS, CLASS_NAMES
 from training.datasets.reben_format import BAND_MEAN, BAND_STD, MODALITY_BANDS
-from training.scene_labels.data import describe_data, scene_label_dataset
+from training.scene_labels.data import describe_data, scene_label_dataset, training_input_statistics
 from training.tasks.scene_labels import SceneLabelsTask
 from training.trainer import fit_provenance, fit_trainer
 
@@ -123,6 +123,8 @@ def fit_scene_labels(
         "parameters": sum(parameter.numel() for parameter in module.parameters()),
     }
     path = out / CHECKPOINT_NAME
-    save_checkpoint(path, TASK, module.cpu(), describe_data(data, modalities, len(training_set)), provenance)
+    description = describe_data(data, modalities, len(training_set)) | {
+        "input_statistics": training_input_statistics(data, modalities, seed)}
+    save_checkpoint(path, TASK, module.cpu(), description, provenance)
     return path
 
