@@ -2,19 +2,37 @@
 
 read tiles (model band order, nodata-aware) -> normalise -> batch -> onnxruntime -> blend the
 overlapping tiles with a weighted window -> hand finished strips of rows to the task, which writes them.
+Reading and normalising run on ``READ_THREADS`` threads of their own, each with its own handles
+on the input files (GDAL datasets are not shared between threads), up to ``READ_AHEAD_BATCHES``
+batches ahead of the model; batches reach the model in order, so the output is the same, byte for
+byte, as read one after the other.
 
 Memory is bounded by the raster WIDTH, never its area: only one row of tiles is held (an accumulator
-of ``tile_size`` rows) plus the finished rows waiting to fill an output block row.
-Blending: each tile's output is multiplied by a separable weight that ramps linearly over the overlap
-and never reaches 0, accumulated, and divided by the accumulated weight, so a constant prediction
-stays exactly constant across tile borders (no seams) and edge pixels with a single tile are exact.
+of ``tile_size`` rows) plus the finished rows waiting to fill an output block row; the tile size of a
+fully convolutional model is chosen within a memory budget (engine/tile_plan.py).
+Blending (models of fixed tile size): each tile's output is multiplied by a separable weight that
+ramps linearly over the overlap and never reaches 0, accumulated, and divided by the accumulated
+weight, so a constant prediction stays exactly constant across tile borders (no seams) and edge
+pixels with a single tile are exact.
+Stitching (fully convolutional models): tile origins are multiples of the stride, itself a multiple
+of the model's size multiple, and each pixel takes the value of the one tile in which it lies at
+least half the overlap (>= the receptive radius) from every inner tile edge (weight 1; 0 elsewhere):
+the result equals a whole-image run away from the raster's edges (overlap-tile strategy,
+Ronneberger, Fischer & Brox, U-Net, MICCAI 2015). The last tile may reach past the raster's end,
+read as invalid zeros, like the tiles of a raster smaller than one tile.
 With test-time augmentation (engine/uncertainty.py) each tile's output is the mean over its views,
 and their spread is blended beside it in the same way.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import queue
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,17 +40,22 @@ import numpy as np
 from engine.errors import Cancelled
 from engine.raster_io import OUTPUT_BLOCK, InputGrid
 from engine.runtime import Model
+from engine.tile_plan import READ_AHEAD_BATCHES
 from engine.uncertainty import TestTimeAugmentation
 
 Progress = Callable[[float, str], None]
 IsCancelled = Callable[[], bool]
+READ_THREADS = 2  # 0: read on the model's thread
 
 
-def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets covering [0, length) with tiles of ``tile`` overlapping by at least ``overlap``."""
+def tile_origins(length: int, tile: int, overlap: int, aligned: bool = False) -> list[int]:
+    """Start offsets covering [0, length) with tiles of ``tile`` overlapping by at least ``overlap``;
+    ``aligned``: every one a multiple of the stride (the last tile may then reach past ``length``)."""
     if length <= tile:
         return [0]
     stride = tile - overlap
+    if aligned:
+        return list(range(0, length - overlap, stride))
     origins = list(range(0, length - tile, stride))
     origins.append(length - tile)  # the last tile ends exactly at the edge
     return origins
@@ -45,6 +68,16 @@ def blend_ramp(size: int, overlap: int) -> np.ndarray:
     position = np.arange(size, dtype=np.float32)
     distance_to_edge = np.minimum(position, size - 1 - position) + 1
     return np.minimum(1.0, distance_to_edge / (overlap + 1)).astype(np.float32)
+
+
+def stitch_window(size: int, overlap: int, first: bool, last: bool) -> np.ndarray:
+    """1-D weights of a stitched tile: 0 over the outer half of each overlap with a neighbour, else 1."""
+    weights = np.ones(size, np.float32)
+    if not first:
+        weights[:overlap // 2] = 0
+    if not last:
+        weights[size - overlap // 2:] = 0
+    return weights
 
 
 @dataclass
@@ -71,12 +104,14 @@ def infer_strips(
     ``augmentation``, every tile in each of its views, in the same batches."""
     contract = model.contract
     tile, overlap = contract.tile_size, contract.overlap
+    stitched = bool(contract.fully_convolutional)
     tile_h, tile_w = min(tile, grid.height), min(tile, grid.width)
-    rows = tile_origins(grid.height, tile, overlap)
-    cols = tile_origins(grid.width, tile, overlap)
-    weight = blend_ramp(tile_h, overlap)[:, None] * blend_ramp(tile_w, overlap)[None, :]
+    rows = tile_origins(grid.height, tile, overlap, stitched)
+    cols = tile_origins(grid.width, tile, overlap, stitched)
     channels = contract.outputs.channels + (augmentation.spread_channels if augmentation else 0)
     tiles_per_batch = augmentation.tiles_per_batch if augmentation else contract.batch_size
+    batches = [(row_index, cols[start:start + tiles_per_batch])
+               for row_index in range(len(rows)) for start in range(0, len(cols), tiles_per_batch)]
     total = len(rows) * len(cols)
 
     # Preallocated, reused buffers (no per-row allocations: RSS stays flat on huge rasters).
@@ -85,43 +120,117 @@ def infer_strips(
     acc_valid = np.zeros((tile_h, grid.width), bool)
     done = np.empty((channels, OUTPUT_BLOCK + tile_h, grid.width), np.float32)
     done_valid = np.empty((OUTPUT_BLOCK + tile_h, grid.width), bool)
-    done_rows, done_first_row = 0, 0
+    done_rows, done_first_row, count = 0, 0, 0
 
-    for row_index, row in enumerate(rows):
-        for start in range(0, len(cols), tiles_per_batch):
+    @functools.cache
+    def weights(first_row: bool, last_row: bool, first_col: bool, last_col: bool) -> np.ndarray:
+        if not stitched:
+            return blend_ramp(tile_h, overlap)[:, None] * blend_ramp(tile_w, overlap)[None, :]
+        return (stitch_window(tile_h, overlap, first_row, last_row)[:, None]
+                * stitch_window(tile_w, overlap, first_col, last_col)[None, :])
+
+    with TileReader(grid, contract, rows, tile_h, tile_w) as reader:
+        for (row_index, batch_cols), (tiles, valids) in zip(batches, reader.batches(batches)):
             if cancelled():
                 raise Cancelled("cancelled by the user; no output was written")
-            batch_cols = cols[start:start + tiles_per_batch]
-            tiles, valids = grid.read_tiles(model.contract, row, batch_cols, tile_h, tile_w)
+            row = rows[row_index]
             model_started = time.perf_counter()
             out = (augmentation.run(model, tiles) if augmentation else model.run(tiles))[:, :, :tile_h, :tile_w]
             stats.model_seconds += time.perf_counter() - model_started
+            height = min(tile_h, grid.height - row)  # a stitched last tile may reach past the raster
             for col, prediction, valid in zip(batch_cols, out, valids):
-                acc[:, :, col:col + tile_w] += prediction * weight
-                acc_weight[:, col:col + tile_w] += weight
-                acc_valid[:, col:col + tile_w] |= valid
+                width = min(tile_w, grid.width - col)
+                weight = weights(row_index == 0, row_index + 1 == len(rows), col == 0, col == cols[-1])
+                acc[:, :height, col:col + width] += (prediction * weight)[:, :height, :width]
+                acc_weight[:height, col:col + width] += weight[:height, :width]
+                acc_valid[:height, col:col + width] |= valid[:height, :width]
             stats.tiles += len(batch_cols)
-            count = row_index * len(cols) + start + len(batch_cols)
+            count += len(batch_cols)
             progress(count / total, f"{count}/{total} tiles")
+            if batch_cols[-1] != cols[-1]:
+                continue
 
-        # Rows above the next tile row's origin receive no more tiles: they are final.
-        last = row_index + 1 == len(rows)
-        finished = tile_h if last else rows[row_index + 1] - row
-        np.divide(acc[:, :finished], acc_weight[:finished], out=done[:, done_rows:done_rows + finished])
-        done_valid[done_rows:done_rows + finished] = acc_valid[:finished]
-        done_rows += finished
-        for buffer in (acc, acc_weight, acc_valid):
-            _move_rows(buffer, finished, 0, tile_h - finished)
-            buffer[..., tile_h - finished:, :] = 0
-        if done_rows >= OUTPUT_BLOCK or last:  # hand over whole output block rows only
-            flush = done_rows if last else done_rows - done_rows % OUTPUT_BLOCK
-            outputs = contract.outputs.channels
-            yield Strip(done_first_row, done[:outputs, :flush], done_valid[:flush],
-                        done[outputs:, :flush] if channels > outputs else None)
-            keep = done_rows - flush
-            _move_rows(done, flush, 0, keep)
-            _move_rows(done_valid, flush, 0, keep)
-            done_rows, done_first_row = keep, done_first_row + flush
+            # Rows above the next tile row's origin receive no more tiles: they are final.
+            last = row_index + 1 == len(rows)
+            finished = height if last else rows[row_index + 1] - row
+            np.divide(acc[:, :finished], acc_weight[:finished], out=done[:, done_rows:done_rows + finished])
+            done_valid[done_rows:done_rows + finished] = acc_valid[:finished]
+            done_rows += finished
+            for buffer in (acc, acc_weight, acc_valid):
+                _move_rows(buffer, finished, 0, tile_h - finished)
+                buffer[..., tile_h - finished:, :] = 0
+            if done_rows >= OUTPUT_BLOCK or last:  # hand over whole output block rows only
+                flush = done_rows if last else done_rows - done_rows % OUTPUT_BLOCK
+                outputs = contract.outputs.channels
+                yield Strip(done_first_row, done[:outputs, :flush], done_valid[:flush],
+                            done[outputs:, :flush] if channels > outputs else None)
+                keep = done_rows - flush
+                _move_rows(done, flush, 0, keep)
+                _move_rows(done_valid, flush, 0, keep)
+                done_rows, done_first_row = keep, done_first_row + flush
+
+
+class TileReader:
+    """Reads and normalises batches of tiles on ``READ_THREADS`` threads, each with its own handles
+    on the input files (opened and closed on that thread, as rasterio requires), at most
+    ``READ_AHEAD_BATCHES`` batches ahead, and gives them in order."""
+
+    def __init__(self, grid: InputGrid, contract, rows: list[int], tile_h: int, tile_w: int):
+        self.grid, self.contract, self.rows, self.tile_h, self.tile_w = grid, contract, rows, tile_h, tile_w
+        self.jobs: queue.Queue = queue.Queue()
+        self.threads = [threading.Thread(target=self._serve, name="rsai-read", daemon=True)
+                        for _ in range(READ_THREADS)]
+        for thread in self.threads:
+            thread.start()
+
+    def __enter__(self) -> TileReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.jobs.get_nowait()[0].cancel()
+        for thread in self.threads:
+            self.jobs.put(None)
+        for thread in self.threads:
+            thread.join()
+
+    def batches(self, batches: list[tuple[int, list[int]]]) -> Iterator[tuple[np.ndarray, list[np.ndarray]]]:
+        if not self.threads:
+            for row_index, batch_cols in batches:
+                yield self._read(self.grid, row_index, batch_cols)
+            return
+        pending = deque()
+        for row_index, batch_cols in batches:
+            pending.append(Future())
+            self.jobs.put((pending[-1], row_index, batch_cols))
+            if len(pending) > READ_AHEAD_BATCHES:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def _serve(self) -> None:
+        try:
+            grid, close = self.grid.reopened()
+        except BaseException as error:  # e.g. the file went away: every job this thread takes fails with it
+            grid, close, failure = None, (lambda: None), error
+        else:
+            failure = None
+        try:
+            while (job := self.jobs.get()) is not None:
+                future, row_index, batch_cols = job
+                if future.set_running_or_notify_cancel():
+                    try:
+                        if failure:
+                            raise failure
+                        future.set_result(self._read(grid, row_index, batch_cols))
+                    except BaseException as error:  # given to the model's thread by result()
+                        future.set_exception(error)
+        finally:
+            close()
+
+    def _read(self, grid: InputGrid, row_index: int, batch_cols: list[int]):
+        return grid.read_tiles(self.contract, self.rows[row_index], batch_cols, self.tile_h, self.tile_w)
 
 
 def _move_rows(buffer: np.ndarray, source: int, target: int, count: int) -> None:

@@ -8,9 +8,13 @@ folder renamed into place only when complete; removed on any failure or cancel).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
+import queue
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -169,6 +173,7 @@ class Source:
     col_off: int = 0  # in grid pixels
     row_off: int = 0
     scale: int = 1  # grid pixels per source pixel: a coarser band aligned with the grid is repeated
+    reopen: Callable[[contextlib.ExitStack], rasterio.io.DatasetReader | WarpedVRT] | None = None  # another handle
 
     def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         k = self.scale
@@ -219,6 +224,13 @@ class InputGrid:
             data[band] = data[numerator] - data[denominator]  # a ratio of dB values
         valid &= np.all(np.isfinite(data), axis=0)
         return data, valid
+
+    def reopened(self) -> tuple[InputGrid, Callable[[], None]]:
+        """This grid with handles of its own on the input files (a GDAL dataset is used by one thread
+        at a time: one copy per reading thread), and what closes them."""
+        stack = contextlib.ExitStack()
+        sources = [replace(source, dataset=source.reopen(stack)) for source in self.sources]
+        return replace(self, sources=sources), stack.close
 
     def read_tiles(self, contract: ModelContract, row: int, cols: list[int], height: int, width: int
                    ) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -346,17 +358,19 @@ def open_input(
             bands_here = [owners[i - 1][1] for i in chosen if owners[i - 1][0] is dataset]
             aligned = _aligned_placement(dataset, crs, transform, width, height)
             if aligned:
-                sources.append(Source(dataset, path, bands_here, positions, *aligned))
+                sources.append(Source(dataset, path, bands_here, positions, *aligned,
+                                      reopen=functools.partial(_reopen, path, None)))
                 continue
             if dataset.crs != crs:
                 warnings.append(f"{Path(path).name} is in {dataset.crs}; reprojected to {crs}")
             coarser = abs(dataset.transform.a) > abs(transform.a) * 1.01 and dataset.crs == crs
-            vrt = stack.enter_context(WarpedVRT(
-                dataset, crs=crs, transform=transform, width=width, height=height,
+            warp = dict(
+                crs=crs, transform=transform, width=width, height=height,
                 resampling=rasterio.enums.Resampling.nearest if coarser else rasterio.enums.Resampling.bilinear,
                 add_alpha=all(v is None for v in dataset.nodatavals),  # masks where the file has no data
-            ))
-            sources.append(Source(vrt, path, bands_here, positions))
+            )
+            vrt = stack.enter_context(WarpedVRT(dataset, **warp))
+            sources.append(Source(vrt, path, bands_here, positions, reopen=functools.partial(_reopen, path, warp)))
         for k in ratios:
             band_info.insert(k, BandInfo("float32", None, f"{contract.bands[k].name} (computed from dB bands)"))
         grid = InputGrid(sources, crs, transform, width, height, band_info, warnings,
@@ -364,6 +378,12 @@ def open_input(
         warnings += check_product_level([(paths[k], datasets[k].tags()) for k in used], contract, strict)
         warnings += check_radiometry(grid, contract, strict)
         yield grid
+
+
+def _reopen(path: str, warp: dict | None, stack: contextlib.ExitStack):
+    """Another handle on an input file, warped onto the grid like the first when ``warp`` is given."""
+    dataset = stack.enter_context(rasterio.open(path))
+    return stack.enter_context(WarpedVRT(dataset, **warp)) if warp else dataset
 
 
 def _ratio_bands(contract: ModelContract, labels: list[str | None], mapping: dict[str, int]) -> dict:
@@ -516,6 +536,65 @@ def atomic_outputs(grid: InputGrid | OutputGrid, specs: list[OutputSpec]):
         for partial in partials:
             partial.unlink(missing_ok=True)
         raise
+
+
+class StripWriter:
+    """Writes strips into open outputs on a thread of its own, in the order given, with at most
+    ``queued`` strips waiting (bounded memory): deflate compression of the written blocks runs beside
+    the model instead of after it. A write error is raised again by the next ``write`` or by ``close``.
+    ``queued=0`` writes on the caller's thread."""
+
+    def __init__(self, datasets: list, queued: int):
+        self.datasets, self.error = datasets, None
+        self.queue: queue.Queue | None = queue.Queue(queued) if queued else None
+        if self.queue is not None:
+            self.thread = threading.Thread(target=self._write_queued, name="rsai-write", daemon=True)
+            self.thread.start()
+
+    def write(self, arrays: list[np.ndarray], window) -> None:
+        """``arrays``: one per output, not changed by the caller afterwards."""
+        if self.queue is None:
+            self._write(arrays, window)
+            return
+        while True:
+            self._raise_error()
+            with contextlib.suppress(queue.Full):
+                self.queue.put((arrays, window), timeout=0.5)  # the writer may have stopped on an error
+                return
+
+    def close(self) -> None:
+        """Wait until every strip is written (raising a write error); the outputs stay open."""
+        if self.queue is not None:
+            self.queue.put(None)
+            self.thread.join()
+            self.queue = None
+        self._raise_error()
+
+    def abandon(self) -> None:
+        """Stop after the strip being written, dropping those queued (the run failed or was cancelled)."""
+        if self.queue is not None:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self.queue.get_nowait()
+            self.queue.put(None)
+            self.thread.join()
+            self.queue = None
+
+    def _write(self, arrays, window) -> None:
+        for dataset, array in zip(self.datasets, arrays):
+            dataset.write(array, window=window)
+
+    def _write_queued(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:
+                try:
+                    self._write(*item)
+                except Exception as err:  # raised again on the caller's thread
+                    self.error = err
+
+    def _raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def _written(target: Path, write):

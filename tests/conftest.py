@@ -4,12 +4,15 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything loads Qt
+# tile tuning (engine/tile_plan.py) is cached here, not in the user's cache folder
+os.environ.setdefault("RSAI_CACHE_DIR", tempfile.mkdtemp(prefix="rsai-test-cache-"))
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 QGIS_PYTHON_PLUGINS = "/usr/share/qgis/python/plugins"  # holds QGIS's own processing plugin

@@ -11,6 +11,7 @@ engine runs on CUDA.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from engine.contract import Band, ModelContract, contract_from_metadata
 from training.checkpoint import load_checkpoint
 from training.fit import describe_training_data
+from training.fully_convolutional import fully_convolutional_record
 from training.fp16_variant import write_fp16_variant
 
 OPSET = 18
@@ -84,7 +86,7 @@ def export_onnx(
         },
     )
     graph = module.export_graph().eval()
-    write_onnx(graph, len(bands), tile_size, Path(out), contract)
+    contract = write_onnx(graph, len(bands), tile_size, Path(out), contract)
     max_abs_diff = parity_check(graph, Path(out), len(bands), tile_size)
     result = {"path": str(out), "max_abs_diff": max_abs_diff, "contract": contract}
     if fp16:
@@ -126,9 +128,10 @@ def write_onnx(
     out: Path,
     contract: ModelContract,
     dynamic_size: bool = True,
-) -> None:
+) -> ModelContract:
     """Export ``graph`` (``image`` -> ``output``; batch dynamic, height and width too unless
-    ``dynamic_size`` is False) to ``out`` with the contract in its metadata."""
+    ``dynamic_size`` is False) to ``out`` with the contract in its metadata; returns the contract
+    written: with its ``fully_convolutional`` record when the graph is (training/fully_convolutional.py)."""
     example = torch.zeros(2, channels, tile_size, tile_size)  # batch 2: a size-1 dim would be specialised
     dimension = torch.export.Dim
     dynamic_axes = {0: dimension("batch")}
@@ -145,11 +148,14 @@ def write_onnx(
         external_data=False,
         dynamic_shapes=(dynamic_axes,),
     )
+    record = fully_convolutional_record(out) if dynamic_size else None
+    contract = replace(contract, fully_convolutional=record or {})
     model = onnx.load(str(out))
     for key, value in contract.to_onnx_metadata().items():
         model.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(model)
     onnx.save(model, str(out))
+    return contract
 
 
 def parity_check(graph: torch.nn.Module, path: Path, bands: int, tile_size: int, dynamic_size: bool = True,

@@ -20,6 +20,7 @@ from engine.raster_io import (
     InputGrid,
     OutputGrid,
     OutputSpec,
+    StripWriter,
     atomic_outputs,
     check_output_paths,
     open_input,
@@ -27,6 +28,7 @@ from engine.raster_io import (
 )
 from engine.runtime import MODELS_DIR, Model
 from engine.tasks.parameters import EXTENT, PATH, DictOf, ListOf
+from engine.tile_plan import WRITE_BEHIND_STRIPS, plan_tiles, planned_model
 from engine.uncertainty import TestTimeAugmentation, UncertaintyLayer, check_uncertainty
 
 RASTER_PARAMS = {
@@ -39,6 +41,7 @@ RASTER_PARAMS = {
     "device": (str, False),
     "strict": (bool, False),  # refuse input values implausible for the model (engine/radiometry.py)
     "batch_size": (int, False),  # tiles per model run instead of the contract's (less memory when smaller)
+    "max_memory": (int, False),  # MB a run may use for tiles and buffers (engine/tile_plan.py); sets the tile size
 }
 WATER_PARAMS = {  # tasks over water: quality layers (engine/quality.py)
     "quality_layer": (PATH, False),  # GeoTIFF of the reason per pixel (valid, land, cloud, glint, deep, out of range)
@@ -126,6 +129,15 @@ class RasterTask(ABC):
             check_output_paths({key: spec.path for key, spec in outputs.items()}, *self.input_paths(params))
             warnings = list(grid.warnings)
             grid_info = {"width": grid.width, "height": grid.height, "crs": grid.crs.to_string()}
+            augmentation = layers.augmentation
+            plan = plan_tiles(model, grid.width, grid.height,
+                              contract.outputs.channels + (augmentation.spread_channels if augmentation else 0),
+                              len(augmentation.views) if augmentation else 1, params.get("max_memory"),
+                              params.get("batch_size"))
+            model = planned_model(model, plan, params.get("device", "auto"))
+            if augmentation:
+                layers.augmentation = TestTimeAugmentation(model.contract)
+            warnings += plan.warnings
             valid_pixels = self._write(model, grid, specs, progress, cancelled, stats, layers)
         if layers.distribution and (unlike_training := layers.distribution.warning(contract.name)):
             warnings.append(unlike_training)
@@ -146,6 +158,7 @@ class RasterTask(ABC):
             "units": contract.outputs.units,
             "nodata": specs[0].nodata,
             "grid": grid_info,
+            **plan.report(),
             "warnings": warnings,
         }
         result.update(layers.report(contract, stats))
@@ -170,14 +183,25 @@ class RasterTask(ABC):
         valid_pixels = 0
         task_specs = specs[:len(specs) - layers.rasters]
         with atomic_outputs(grid, specs) as datasets:
-            for strip in infer_strips(model, grid, progress, cancelled, stats, layers.augmentation):
-                extra = layers.apply(model.contract, grid, strip)
-                valid_pixels += int(strip.valid.sum())
-                window = ((strip.row, strip.row + strip.valid.shape[0]), (0, grid.width))
-                arrays = self.convert(model.contract, strip, task_specs) + extra
-                for dataset, array in zip(datasets, arrays):
-                    dataset.write(array, window=window)
+            writer = StripWriter(datasets, WRITE_BEHIND_STRIPS)
+            try:
+                for strip in infer_strips(model, grid, progress, cancelled, stats, layers.augmentation):
+                    extra = layers.apply(model.contract, grid, strip)
+                    valid_pixels += int(strip.valid.sum())
+                    window = ((strip.row, strip.row + strip.valid.shape[0]), (0, grid.width))
+                    arrays = self.convert(model.contract, strip, task_specs) + extra
+                    # the strip's buffers are reused for the next strip: the writer gets arrays of its own
+                    writer.write([array.copy() if _shares_buffers(array, strip) else array for array in arrays],
+                                 window)
+                writer.close()
+            finally:
+                writer.abandon()
         return valid_pixels
+
+
+def _shares_buffers(array: np.ndarray, strip: Strip) -> bool:
+    return any(np.may_share_memory(array, buffer) for buffer in (strip.values, strip.valid, strip.spread)
+               if buffer is not None)
 
 
 @dataclass
