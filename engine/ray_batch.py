@@ -31,7 +31,7 @@ from engine.pipeline import IsCancelled, Progress
 RETRIES = 3  # runs of a scene after its worker died
 LOCAL_OBJECT_STORE_BYTES = 128 * 2**20  # results are small records; Ray's minimum is 75 MB
 WAIT_S = 0.5  # how often the driver checks for cancel while scenes run
-CANCEL_WAIT_S = 2.0  # for cancelled tasks to end, before their workers are killed (and again after)
+CANCEL_WAIT_S = 2.0  # for the workers of cancelled tasks to end
 
 
 def ray_module():
@@ -163,11 +163,9 @@ def stop(ray, running: dict, finish: Callable[[object, dict], None], cleanup: Ca
     """Cancel the running tasks and wait for them to end; a scene that finished meanwhile is kept (``finish``),
     the others are cleaned up after (``cleanup``). A scene stopped just as its output was renamed into place
     leaves that complete output unrecorded: the next run writes it again."""
-    for force in (False, True):  # first as Ctrl+C in the task (its temporaries go), then killing its worker
-        ready, _ = ray.wait(list(running), num_returns=len(running), timeout=0)
-        for ref in set(running) - set(ready):
-            ray.cancel(ref, force=force)
-        ray.wait(list(running), num_returns=len(running), timeout=CANCEL_WAIT_S)
+    for ref in running:
+        ray.cancel(ref, force=True)  # kills the worker: its temporaries are left to ``cleanup``
+    ray.wait(list(running), num_returns=len(running), timeout=CANCEL_WAIT_S)
     for ref, key in running.items():
         try:
             outcome = ray.get(ref, timeout=0)

@@ -1,6 +1,7 @@
 """The Processing provider ``rsai``: registers the algorithms and the engine settings."""
 from qgis.core import QgsProcessingProvider
 
+from rs_qgis_plugin.algorithms.batch_over_files import BatchOverFiles
 from rs_qgis_plugin.algorithms.build_search_index import BuildSearchIndex
 from rs_qgis_plugin.algorithms.classify_scenes import ClassifyScenes
 from rs_qgis_plugin.algorithms.classify_seabed import ClassifySeabed
@@ -37,6 +38,7 @@ class RemoteSensingAIProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self):  # noqa: N802 (QGIS API)
         for algorithm in (EstimateBathymetry(), ClassifySeabed(), RunOnnxModel(), CompressHyperspectral(),
+                          BatchOverFiles(),
                           DecompressHyperspectral(), ClassifyScenes(), MapCrops(), BuildSearchIndex(),
                           SearchText(), SearchSimilar(), SearchChanges(), DownloadModel(), ImportModel()):
             self.addAlgorithm(algorithm)

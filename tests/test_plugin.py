@@ -24,6 +24,7 @@ SCENE_IDS = ("rsai:classify_scenes", "rsai:map_crops")
 SEARCH_IDS = ("rsai:build_search_index", "rsai:search_text", "rsai:search_similar", "rsai:search_changes")
 GENERIC_IDS = ("rsai:run_onnx_model",)
 MODEL_STORE_IDS = ("rsai:download_model", "rsai:import_model")
+BATCH_IDS = ("rsai:batch_over_files",)
 SEABED_CLASSES = ("sand", "seagrass", "rock")
 SEABED_COLORS = ("#e8d8a0", "#2e8b57", "#555555")
 
@@ -71,7 +72,7 @@ def seabed_model(tmp_path) -> str:
 def test_provider_registers_the_algorithms_with_help_for_every_parameter(rsai_provider):
     algorithms = {algorithm.id(): algorithm for algorithm in rsai_provider.algorithms()}
     assert sorted(algorithms) == sorted(ALGORITHM_IDS + HYPERSPECTRAL_IDS + SCENE_IDS + SEARCH_IDS + GENERIC_IDS
-                                   + MODEL_STORE_IDS)
+                                   + MODEL_STORE_IDS + BATCH_IDS)
     expected = {
         "rsai:estimate_bathymetry": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "STRICT", "OUTPUT", "KEEP_MASKED", "QUALITY_LAYER",
                                      "UNCERTAINTY"},
@@ -95,6 +96,8 @@ def test_provider_registers_the_algorithms_with_help_for_every_parameter(rsai_pr
         "rsai:search_similar": {"INDEX", "LAYER_NAME", "TILE", "POINT", "TOP_K", "OUTPUT", "HEATMAP"},
         "rsai:search_changes": {"BEFORE", "AFTER", "QUERY", "INDEX", "FUSION", "MODEL", "TOP_K", "OUTPUT", "HEATMAP",
                                 "DEVICE", "STRICT"},
+        "rsai:batch_over_files": {"FOLDER", "PATTERN", "LIST", "TASK", "MODEL", "ASSET_BANDS", "PARAMETERS", "DEVICE",
+                                  "OUTPUT_DIR", "RAY_ADDRESS", "WORKERS", "GPUS_PER_TASK", "MAX_IN_FLIGHT", "SKIP_FAILED"},
     }
     for algorithm_id, algorithm in algorithms.items():
         assert algorithm.shortHelpString()
@@ -337,7 +340,7 @@ def test_packaged_plugin_loads_in_qgis_process(tmp_path, qgis_process):
     assert run.returncode == 0, run.log
     algorithms = run.output["providers"]["rsai"]["algorithms"]
     assert set(algorithms) == set(ALGORITHM_IDS + HYPERSPECTRAL_IDS + SCENE_IDS + SEARCH_IDS + GENERIC_IDS
-                                   + MODEL_STORE_IDS)
+                                   + MODEL_STORE_IDS + BATCH_IDS)
 
 
 def test_plugin_never_imports_the_engines_libraries():
