@@ -80,7 +80,7 @@ def installed_flavours() -> dict[str, str]:
         name = (dist.metadata["Name"] or "").lower().replace("_", "-")
         if name in FLAVOURS:
             found[name] = dist.version
-    return found
+    return dict(sorted(found.items()))
 
 
 def ldconfig_cache() -> dict[str, str]:
@@ -176,7 +176,7 @@ def diagnose(run_tests: bool = True) -> Diagnosis:
     diagnosis.cuda_build = getattr(ort, "cuda_version", None) or None
     if len(diagnosis.flavours) > 1:
         diagnosis.problems.append(
-            f"{' and '.join(diagnosis.flavours)} are all installed; they share one folder and the last one "
+            f"{' and '.join(diagnosis.flavours)} are installed together; they share one folder and the last one "
             f"installed wins, so which one runs is an accident: uninstall all of them, then install only "
             f"{'onnxruntime-gpu' if 'onnxruntime-gpu' in diagnosis.flavours else 'one'} (run the Engine set-up again)."
         )

@@ -1,15 +1,18 @@
 """The plugin object QGIS loads: it registers the Processing provider and, in the QGIS desktop, adds
-the text-search dock (toolbar button and menu entry that show and hide it) and the Diagnostics view
-(menu entry)."""
-from qgis.core import QgsApplication, QgsProject
+the text-search dock (toolbar button and menu entry that show and hide it), the Engine set-up dialog
+(the dialog of rsai:setup_engine, offered on first use while no engine is set up) and the Diagnostics
+view (menu entries)."""
+from qgis.core import Qgis, QgsApplication, QgsProject
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QAction
+from qgis.PyQt.QtWidgets import QAction, QPushButton
 
 from rs_qgis_plugin.diagnostics_dialog import DiagnosticsDialog
 from rs_qgis_plugin.provider import RemoteSensingAIProvider
 from rs_qgis_plugin.search_dock import SearchDock
+from rs_qgis_plugin.settings import engine_is_set_up
 
 MENU = "&Remote Sensing AI Toolbox"
+SETUP_ALGORITHM = "rsai:setup_engine"
 
 
 class RemoteSensingAIPlugin:
@@ -19,6 +22,7 @@ class RemoteSensingAIPlugin:
         self.search_dock = None
         self.menu_actions = []  # the plugin's own menu entries (the dock's toggle action is the dock's)
         self.dialogs = {}  # open dialogs by class, kept while the plugin is loaded
+        self.setup_dialog = None
 
     def initProcessing(self):  # noqa: N802 (name fixed by QGIS; qgis_process calls it headless)
         self.provider = RemoteSensingAIProvider()
@@ -34,7 +38,29 @@ class RemoteSensingAIPlugin:
         action.setIcon(QgsApplication.getThemeIcon("/search.svg"))
         self.iface.addToolBarIcon(action)
         self.iface.addPluginToMenu(MENU, action)
+        self.add_menu_action("Engine set-up…", "/processingAlgorithm.svg", self.show_engine_setup)
         self.add_menu_action("Diagnostics…", "/mIconInfo.svg", self.show_diagnostics)
+        if not engine_is_set_up():
+            self.offer_engine_setup()
+
+    def offer_engine_setup(self):
+        """First use: a message bar entry that opens the Engine set-up."""
+        bar = self.iface.messageBar()
+        message = bar.createMessage("Remote Sensing AI Toolbox", "The engine that runs the models is not set up yet.")
+        button = QPushButton("Engine set-up…", message)
+        button.clicked.connect(self.show_engine_setup)
+        message.layout().addWidget(button)
+        bar.pushWidget(message, Qgis.MessageLevel.Info)
+
+    def show_engine_setup(self):
+        """The dialog of rsai:setup_engine: its parameters, a progress bar and the log."""
+        import processing
+
+        if self.setup_dialog is None:
+            self.setup_dialog = processing.createAlgorithmDialog(SETUP_ALGORITHM)
+        self.setup_dialog.show()
+        self.setup_dialog.raise_()
+        return self.setup_dialog
 
     def add_menu_action(self, text: str, icon: str, slot) -> QAction:
         action = QAction(QgsApplication.getThemeIcon(icon), text, self.iface.mainWindow())
@@ -64,6 +90,10 @@ class RemoteSensingAIPlugin:
             dialog.close()
             dialog.deleteLater()
         self.dialogs = {}
+        if self.setup_dialog is not None:
+            self.setup_dialog.close()
+            self.setup_dialog.deleteLater()
+            self.setup_dialog = None
         if self.search_dock is not None:
             action = self.search_dock.toggleViewAction()
             self.iface.removeToolBarIcon(action)

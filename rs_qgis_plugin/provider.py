@@ -15,6 +15,7 @@ from rs_qgis_plugin.algorithms.run_onnx_model import RunOnnxModel
 from rs_qgis_plugin.algorithms.search_changes import SearchChanges
 from rs_qgis_plugin.algorithms.search_similar import SearchSimilar
 from rs_qgis_plugin.algorithms.search_text import SearchText
+from rs_qgis_plugin.algorithms.setup_engine import SetupEngine
 from rs_qgis_plugin.settings import add_settings, remove_settings
 
 
@@ -40,7 +41,8 @@ class RemoteSensingAIProvider(QgsProcessingProvider):
         for algorithm in (EstimateBathymetry(), ClassifySeabed(), RunOnnxModel(), CompressHyperspectral(),
                           BatchOverFiles(),
                           DecompressHyperspectral(), ClassifyScenes(), MapCrops(), BuildSearchIndex(),
-                          SearchText(), SearchSimilar(), SearchChanges(), DownloadModel(), ImportModel()):
+                          SearchText(), SearchSimilar(), SearchChanges(), DownloadModel(), ImportModel(),
+                          SetupEngine()):
             self.addAlgorithm(algorithm)
 
     def supportedOutputRasterLayerExtensions(self):  # noqa: N802 (QGIS API)

@@ -2,25 +2,35 @@
 
 The zip holds rs_qgis_plugin/ without caches, with metadata.txt as a real file (in the checkout
 the plugin folder only links to the repository's top-level metadata.txt, whose version names the
-zip) and a README that says where the engine runs.
+zip), a README that says where the engine runs, and the engine itself as a wheel
+(rs_qgis_plugin/engine_wheel/rs_ai_toolbox-<version>-py3-none-any.whl: the engine package, the
+shipped models and their cards, the model catalogue), which is not on PyPI: the Engine set-up
+installs it with its dependencies into the engine's own environment.
 
-    python scripts/package_plugin.py [--dist FOLDER]
+    python scripts/package_plugin.py [--dist FOLDER]    (needs setuptools: run it with .venv/bin/python)
 """
 import argparse
 import configparser
+import subprocess
+import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PLUGIN = "rs_qgis_plugin"
 METADATA = REPO_ROOT / "metadata.txt"
+ENGINE_WHEEL_DIR = "engine_wheel"  # in the plugin folder; rs_qgis_plugin/engine_setup.py installs what it holds
 README = """Remote Sensing AI Toolbox: QGIS Processing provider (rsai).
 
-The models do not run inside QGIS: the engine runs in an external Python interpreter named in
-Settings > Options > Processing > Providers > Remote Sensing AI Toolbox (or in the environment
-variable RSAI_PYTHON). That interpreter needs the toolbox installed (pip install <toolbox folder>,
-which brings numpy, onnxruntime and rasterio); the toolbox's scripts/setup.sh builds such an
-environment in <toolbox folder>/.venv.
+The models do not run inside QGIS: the engine runs in its own Python environment. On first use,
+Plugins > Remote Sensing AI Toolbox > Engine set-up (or the Processing algorithm rsai:setup_engine)
+creates it in the QGIS profile folder (rsai-toolbox/engine-env, kept across plugin updates) from a
+Python found on the machine, and installs the engine (engine_wheel/ in this folder) with the right
+onnxruntime: from the package index, or offline from a wheelhouse folder built on a connected
+machine with scripts/build_wheelhouse.sh of the toolbox's source. Diagnostics tells which device
+the models run on. An interpreter of your own can be named in Settings > Options > Processing >
+Providers > Remote Sensing AI Toolbox (or in the environment variable RSAI_PYTHON).
 """
 
 
@@ -37,12 +47,21 @@ def plugin_files(plugin_dir: Path):
             yield path
 
 
+def engine_wheel(folder: Path) -> Path:
+    """The engine's wheel, built from pyproject.toml by the running interpreter's pip and setuptools."""
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(folder), str(REPO_ROOT)], check=True)
+    return next(folder.glob("rs_ai_toolbox-*.whl"))
+
+
 def build(dist: Path) -> Path:
     dist.mkdir(parents=True, exist_ok=True)
     archive = dist / f"{PLUGIN}-{plugin_version()}.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle, tempfile.TemporaryDirectory() as wheels:
         for path in plugin_files(REPO_ROOT / PLUGIN):
             bundle.write(path, path.relative_to(REPO_ROOT).as_posix())
+        wheel = engine_wheel(Path(wheels))
+        bundle.write(wheel, f"{PLUGIN}/{ENGINE_WHEEL_DIR}/{wheel.name}", zipfile.ZIP_STORED)  # a wheel is compressed
         bundle.write(METADATA, f"{PLUGIN}/metadata.txt")
         bundle.writestr(f"{PLUGIN}/README.txt", README)
     return archive

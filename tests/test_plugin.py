@@ -25,6 +25,7 @@ SEARCH_IDS = ("rsai:build_search_index", "rsai:search_text", "rsai:search_simila
 GENERIC_IDS = ("rsai:run_onnx_model",)
 MODEL_STORE_IDS = ("rsai:download_model", "rsai:import_model")
 BATCH_IDS = ("rsai:batch_over_files",)
+ENGINE_IDS = ("rsai:setup_engine",)
 SEABED_CLASSES = ("sand", "seagrass", "rock")
 SEABED_COLORS = ("#e8d8a0", "#2e8b57", "#555555")
 
@@ -72,7 +73,7 @@ def seabed_model(tmp_path) -> str:
 def test_provider_registers_the_algorithms_with_help_for_every_parameter(rsai_provider):
     algorithms = {algorithm.id(): algorithm for algorithm in rsai_provider.algorithms()}
     assert sorted(algorithms) == sorted(ALGORITHM_IDS + HYPERSPECTRAL_IDS + SCENE_IDS + SEARCH_IDS + GENERIC_IDS
-                                   + MODEL_STORE_IDS + BATCH_IDS)
+                                   + MODEL_STORE_IDS + ENGINE_IDS + BATCH_IDS)
     expected = {
         "rsai:estimate_bathymetry": {"INPUT", "MODEL", "BANDS", "EXTENT", "RESAMPLE", "DEVICE", "STRICT", "OUTPUT", "KEEP_MASKED", "QUALITY_LAYER",
                                      "UNCERTAINTY"},
@@ -96,6 +97,7 @@ def test_provider_registers_the_algorithms_with_help_for_every_parameter(rsai_pr
         "rsai:search_similar": {"INDEX", "LAYER_NAME", "TILE", "POINT", "TOP_K", "OUTPUT", "HEATMAP"},
         "rsai:search_changes": {"BEFORE", "AFTER", "QUERY", "INDEX", "FUSION", "MODEL", "TOP_K", "OUTPUT", "HEATMAP",
                                 "DEVICE", "STRICT"},
+        "rsai:setup_engine": {"PYTHON", "FLAVOUR", "WHEELHOUSE"},
         "rsai:batch_over_files": {"FOLDER", "PATTERN", "LIST", "TASK", "MODEL", "ASSET_BANDS", "PARAMETERS", "DEVICE",
                                   "OUTPUT_DIR", "RAY_ADDRESS", "WORKERS", "GPUS_PER_TASK", "MAX_IN_FLIGHT", "SKIP_FAILED"},
     }
@@ -324,7 +326,12 @@ def test_package_holds_the_plugin_with_real_metadata(tmp_path):
         link_info = bundle.getinfo("rs_qgis_plugin/metadata.txt")
     assert "hasProcessingProvider=yes" in metadata and "version=0.1.0" in metadata
     assert (link_info.external_attr >> 16) & 0o170000 != 0o120000  # a file, not a symlink
-    assert "Processing" in readme and "RSAI_PYTHON" in readme
+    assert "Processing" in readme and "RSAI_PYTHON" in readme and "Engine set-up" in readme
+    engine_wheel = next(name for name in names if name.startswith("rs_qgis_plugin/engine_wheel/"))
+    with zipfile.ZipFile(archive) as bundle, zipfile.ZipFile(bundle.open(engine_wheel)) as wheel:
+        carried = set(wheel.namelist())
+    assert {"engine/worker.py", "engine/published_models.json", "models_onnx/bathymetry_s2_sim.onnx",
+            "models_onnx/bathymetry_s2_sim.md"} <= carried  # what the engine needs that PyPI does not have
     assert all(name.startswith("rs_qgis_plugin/") for name in names)
     assert not any("__pycache__" in name or name.endswith(".pyc") for name in names)
     for module in ("__init__.py", "plugin.py", "provider.py", "worker_client.py",
@@ -340,7 +347,7 @@ def test_packaged_plugin_loads_in_qgis_process(tmp_path, qgis_process):
     assert run.returncode == 0, run.log
     algorithms = run.output["providers"]["rsai"]["algorithms"]
     assert set(algorithms) == set(ALGORITHM_IDS + HYPERSPECTRAL_IDS + SCENE_IDS + SEARCH_IDS + GENERIC_IDS
-                                   + MODEL_STORE_IDS + BATCH_IDS)
+                                   + MODEL_STORE_IDS + ENGINE_IDS + BATCH_IDS)
 
 
 def test_plugin_never_imports_the_engines_libraries():
