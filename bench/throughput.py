@@ -1,7 +1,13 @@
 """Tiled-pipeline overhead and CPU vs CUDA throughput of a shipped model, measured in one run.
 
-overhead = wall time of the engine task (read, normalise, batch, run, blend, write a compressed
-GeoTIFF) / wall time of bare ``session.run`` over the same tiles (goal <= 1.15 on CPU).
+CPU rows (issue #15), each the best of two runs, the engine in a fresh tuning cache (its first run
+measures batch size and threads, its second uses them):
+- engine vs the naive peer (bench/naive_peer.py): output Mpx/s of ``run_onnx`` (read, normalise,
+  run, blend or stitch, write a compressed GeoTIFF) over the peer's (goal >= 1.3), and how far each
+  is from one whole-window run of the model away from the window's edges (seamless: ~1e-5);
+- overhead = wall time of the engine task / wall time of bare ``session.run`` over exactly the tiles
+  and batches of the engine's tile plan, with its threads (goal <= 1.05);
+- ``estimate_bathymetry`` (the same model plus its quality layers) for reference.
 Where onnxruntime can use CUDA, the same engine task is also timed on the GPU.
 Usage: python bench/throughput.py [--size 2048] [--model models_onnx/bathymetry_s2_sim.onnx]
 
@@ -23,6 +29,7 @@ import sys
 import tempfile
 import time
 from concurrent import futures
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,40 +43,86 @@ from engine.pipeline import tile_origins  # noqa: E402
 from engine.raster_io import normalise  # noqa: E402
 from engine.raster_io import open_input  # noqa: E402
 from engine.runtime import CUDA, DeviceBatches, Model  # noqa: E402
+from bench.naive_peer import naive_peer  # noqa: E402
 from engine.tasks import run_task  # noqa: E402
 
 
-def bare_session_seconds(model: Model, image: np.ndarray) -> float:
-    """Only session.run over exactly the tiles and batches the engine makes."""
-    contract = model.contract
-    tile, overlap = contract.tile_size, contract.overlap
-    cols = tile_origins(image.shape[2], tile, overlap)
-    seconds = 0.0
-    for row in tile_origins(image.shape[1], tile, overlap):
-        for start in range(0, len(cols), contract.batch_size):
-            batch = np.stack([normalise(image[:, row:row + tile, c:c + tile], True, contract.mean, contract.std)
-                              for c in cols[start:start + contract.batch_size]])
-            began = time.perf_counter()
-            model.run(batch)
-            seconds += time.perf_counter() - began
-    return seconds
-
-
-def engine_seconds(scene: Path, model_path: str, device: str, out: Path) -> tuple[float, dict]:
+def engine_seconds(scene: Path, model_path: str, device: str, out: Path,
+                   task: str = "estimate_bathymetry") -> tuple[float, dict]:
     began = time.perf_counter()
-    result = run_task("estimate_bathymetry", {"input": str(scene), "output": str(out), "model": model_path,
-                                              "device": device}, lambda f, m: None, lambda: False)
+    result = run_task(task, {"input": str(scene), "output": str(out), "model": model_path,
+                             "device": device}, lambda f, m: None, lambda: False)
     return time.perf_counter() - began, result
+
+
+def planned_model(model_path: str, result: dict) -> Model:
+    """The model as the engine ran it: its tile plan's tile, overlap, batch size and threads."""
+    model = Model(model_path, "cpu", threads=None if result["threads"] == "default" else result["threads"])
+    model.contract = replace(model.contract, tile_size=result["tile_size"], overlap=result["overlap"],
+                             batch_size=result["batch_size"])
+    return model
+
+
+def seam_error(model: Model, scene: Path, outputs: list[Path], window: int = 768) -> list[float]:
+    """Largest |output - one whole-window run of the model| inside an aligned window at the scene's
+    centre, the receptive radius (or a quarter of the window) away from its edges, per output."""
+    record = model.contract.fully_convolutional
+    margin = record.get("receptive_radius", window // 4)
+    with rasterio.open(scene) as source:
+        start = source.width // 2 // 64 * 64 - window // 2
+        raw = source.read(window=((start, start + window), (start, start + window)), out_dtype="float32")
+    outputs_ = model.contract.outputs
+    expected = model.session.run(None, {model.input_names[0]: normalise(raw, True, model.contract.mean,
+                                                                         model.contract.std)[None]})[0][0]
+    expected = expected * outputs_.scale + outputs_.offset
+    inner = (slice(None), slice(start + margin, start + window - margin), slice(start + margin, start + window - margin))
+    errors = []
+    for path in outputs:
+        with rasterio.open(path) as out:
+            errors.append(float(np.abs(out.read()[inner] - expected[:, margin:-margin, margin:-margin]).max()))
+    return errors
+
+
+def cpu_report(args: argparse.Namespace, scene: Path, workdir: Path) -> None:
+    """Engine vs the naive peer, engine vs bare session.run over its own tiles, and the bathymetry task."""
+    os.environ["RSAI_CACHE_DIR"] = str(workdir / "cache")  # a first use: tuned on the first run
+    megapixels = args.size ** 2 / 1e6
+    engine, result = min((engine_seconds(scene, args.model, "cpu", workdir / "engine.tif", "run_onnx")
+                          for _ in range(2)), key=lambda pair: pair[0])
+    peer = min(timed(naive_peer, args.model, scene, workdir / "peer.tif") for _ in range(2))
+    model = planned_model(args.model, result)
+    _, batches = decode_seconds(scene, model, 1)
+    bare = min(model_seconds(lambda b: model.session.run(None, {model.input_names[0]: b}), batches) for _ in range(2))
+    del batches
+    task, _ = min((engine_seconds(scene, args.model, "cpu", workdir / "task.tif") for _ in range(2)),
+                  key=lambda pair: pair[0])
+    engine_seam, peer_seam = seam_error(model, scene, [workdir / "engine.tif", workdir / "peer.tif"])
+    print(f"model {model.contract.name}, {args.size}x{args.size} px; engine tile plan: {result['tiles']} tiles of "
+          f"{result['tile_size']} px, overlap {result['overlap']}, batch {result['batch_size']}, threads "
+          f"{result['threads']} ({result['tuning']}); peer: tiles of {Model(args.model, 'cpu').contract.tile_size} "
+          "px, no overlap, batch 1")
+    print(f"engine run_onnx: {engine:.2f} s, {megapixels / engine:.3f} Mpx/s; naive peer: {peer:.2f} s, "
+          f"{megapixels / peer:.3f} Mpx/s; engine / peer output rate {peer / engine:.2f} (goal >= 1.3)")
+    print(f"largest difference to a whole-window run away from its edges: engine {engine_seam:.2e}, "
+          f"peer {peer_seam:.2e} (model units x scale)")
+    print(f"bare session.run over the engine's tiles: {bare:.2f} s; engine / bare {engine / bare:.3f} (goal <= 1.05)")
+    print(f"estimate_bathymetry (same model, quality layers too): {task:.2f} s, {megapixels / task:.3f} Mpx/s")
+
+
+def timed(function, *args) -> float:
+    began = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - began
 
 
 def tile_batches(model: Model) -> callable:
     """The engine's tile rows of a grid as (row, batch columns) pairs, in the pipeline's order."""
     contract = model.contract
-    tile, overlap = contract.tile_size, contract.overlap
+    tile, overlap, aligned = contract.tile_size, contract.overlap, bool(contract.fully_convolutional)
 
     def batches(width: int, height: int) -> list[tuple[int, list[int]]]:
-        cols = tile_origins(width, tile, overlap)
-        return [(row, cols[start:start + contract.batch_size]) for row in tile_origins(height, tile, overlap)
+        cols = tile_origins(width, tile, overlap, aligned)
+        return [(row, cols[start:start + contract.batch_size]) for row in tile_origins(height, tile, overlap, aligned)
                 for start in range(0, len(cols), contract.batch_size)]
     return batches
 
@@ -184,17 +237,10 @@ def main() -> None:
     if args.device == "cuda":
         return device_report(args, scene, workdir)
 
-    model = Model(args.model, "cpu")
-    bare = min(bare_session_seconds(model, image.astype(np.float32)) for _ in range(2))
-    engine, result = min((engine_seconds(scene, args.model, "cpu", workdir / "cpu.tif") for _ in range(2)),
-                         key=lambda pair: pair[0])
+    cpu_report(args, scene, workdir)
     megapixels = args.size ** 2 / 1e6
-    print(f"model {model.contract.name}, {args.size}x{args.size} px, {result['tiles']} tiles "
-          f"of {model.contract.tile_size} px (overlap {model.contract.overlap})")
-    print(f"CPU bare session.run: {bare:.2f} s   engine task: {engine:.2f} s   "
-          f"overhead ratio {engine / bare:.3f} (goal <= 1.15)")
-    print(f"CPU throughput: {megapixels / engine:.2f} Mpx/s through the engine")
     if CUDA in Model(args.model, "auto").session.get_providers()[:1]:
+        engine, _ = engine_seconds(scene, args.model, "cpu", workdir / "cpu.tif")
         engine_seconds(scene, args.model, "cuda", workdir / "warm.tif")  # CUDA context and kernels warm-up
         gpu, _ = engine_seconds(scene, args.model, "cuda", workdir / "gpu.tif")
         print(f"CUDA throughput: {megapixels / gpu:.2f} Mpx/s through the engine "

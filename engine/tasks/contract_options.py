@@ -117,6 +117,7 @@ def contract_with_options(model: Model, options: dict) -> ModelContract:
             test_time_augmentations=given.get("test_time_augmentations",
                                               base.test_time_augmentations if base else "none"),
             input_statistics=base.input_statistics if base and bands == base.bands else {},
+            fully_convolutional=base.fully_convolutional if base else {},  # of the graph, whatever the options
         )
     except ModelContractError as bad:
         raise ModelContractError(f"{model.name}: {bad}. Correct the options of 'Run ONNX model' or "
