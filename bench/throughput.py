@@ -184,7 +184,7 @@ def device_report(args: argparse.Namespace, scene: Path, workdir: Path) -> None:
         reason = ("this onnxruntime has no CUDA provider (a CPU-only package; onnxruntime-gpu has it)"
                   if CUDA not in providers else "the CUDA provider is listed but the session fell back to the CPU: "
                   + (why_not_cuda() or "no reason found"))
-        print(f"CUDA NOT AVAILABLE: {reason}. No GPU figure: the rows below are onnxruntime's CPU provider in "
+        print(f"CUDA NOT AVAILABLE: {reason.rstrip('.')}. No GPU figure: the rows below are onnxruntime's CPU provider in "
               "its place (bench/gpu_device_check.py is the check to run on a GPU machine).")
     device = "cuda" if on_gpu else "cpu"
     megapixels = args.size ** 2 / 1e6
