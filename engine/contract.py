@@ -140,7 +140,20 @@ class ModelContract:
             if twice:
                 problems.append(f"{label}bands list {', '.join(map(repr, twice))} more than once; "
                                 "give each input band once, in the model's input order")
-        problems += input_statistics_problems(self.input_statistics, len(self.bands))
+        if self.modalities:  # time series: one record per modality, of single-date pixels
+            sizes = {modality.name: len(modality.bands) for modality in self.modalities}
+            for name, statistics in self.input_statistics.items():
+                if name not in sizes or not isinstance(statistics, dict):
+                    problems.append(f"input_statistics[{name!r}] must be the record of one of the modalities "
+                                    f"{sorted(sizes)}")
+                else:
+                    problems += [f"{name}: {problem}" for problem in input_statistics_problems(statistics, sizes[name])]
+                    threshold = statistics.get("series_distance_threshold")
+                    if not (isinstance(threshold, int | float) and math.isfinite(threshold) and threshold > 0):
+                        problems.append(f"input_statistics[{name!r}].series_distance_threshold is {threshold!r}; give "
+                                        "the distance calibrated on the median over dates, a number > 0")
+        else:
+            problems += input_statistics_problems(self.input_statistics, len(self.bands))
         for modality in self.modalities:
             if not modality.bands:
                 problems.append(f"modality {modality.name}: 'bands' is empty")

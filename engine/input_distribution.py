@@ -19,6 +19,13 @@ one Gaussian over land and water together is so wide that a scene divided by 10 
 it. A pixel is flagged when its distance exceeds the threshold. Measured on simulated Agia Napa
 data (tests/test_input_distribution.py): a held-out split is flagged at or below 0.5 %, the same
 pixels divided by 10, in 8 bits, or with a top-of-atmosphere path reflectance added almost everywhere.
+
+Time-series models (crop maps) record one such record per modality (``{"s2": {...}, "s1": {...}}``),
+of single-date pixels: Sentinel-1 backscatter in dB and Sentinel-2 reflectance are unlike each
+other and have different band counts. A pixel's distance in a modality is the median over its valid
+dates (one cloudy or flooded date does not flag it; a series from another product level or scaling
+is far on every date), judged against ``series_distance_threshold``, calibrated on that median of
+held-out training series; its distance is the largest over the modalities (``SeriesDistribution``).
 """
 from __future__ import annotations
 
@@ -102,10 +109,22 @@ class InputDistribution:
             nearest[start:start + chunk.shape[1]] = np.min([np.einsum("bp,bp->p", w, w) for w in whitened], axis=0)
         return np.sqrt(nearest).reshape(values.shape[1:])
 
-    def relative_distances(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        """Distance over the calibrated threshold per pixel (above 1: unlike the training inputs);
-        the flagged pixels among ``valid`` ones are counted for ``summary``."""
-        relative = (self.distances(values) / self.threshold).astype(np.float32)
+    def median_distances(self, dates: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """Median over the valid dates of the distances of a time series: per date, raw values
+        ``[bands, ...]`` and validity ``[...]`` -> ``[...]``, NaN where no date is valid."""
+        per_date = np.stack([np.where(valid, self.distances(values), np.nan) for values, valid in dates])
+        median = np.full(per_date.shape[1:], np.nan)
+        seen = np.isfinite(per_date).any(axis=0)
+        median[seen] = np.nanmedian(per_date[:, seen], axis=0)
+        return median
+
+    def relative_distances(self, values: np.ndarray, valid: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+        """Distance over the calibrated threshold per pixel of ``values`` [bands, rows, w] (raw input,
+        as a grid's ``read`` gives it) in ``rows``; above 1: unlike the training inputs. The flagged
+        pixels among ``valid`` ones [rows' h, w] are counted for ``summary``."""
+        return self.counted((self.distances(values[:, rows]) / self.threshold).astype(np.float32), valid)
+
+    def counted(self, relative: np.ndarray, valid: np.ndarray) -> np.ndarray:
         self.flagged += int(np.count_nonzero((relative > 1) & valid))
         self.pixels += int(np.count_nonzero(valid))
         return relative
@@ -130,3 +149,39 @@ class InputDistribution:
                 "reflectance instead of reflectance x 10000). Check the input against the model card; the flagged "
                 "pixels are 'out of distribution' in the quality layer and above 1 in the uncertainty layer's "
                 "input distance")
+
+
+class SeriesDistribution(InputDistribution):
+    """The out-of-distribution flag of a time-series model: one ``InputDistribution`` per modality
+    (module docstring) whose threshold is its record's ``series_distance_threshold`` (calibrated on
+    the median over dates, training/input_statistics.py ``series_statistics``); the running share
+    over all of them and per modality."""
+
+    def __init__(self, statistics: dict[str, dict]):
+        self.modalities = {name: InputDistribution(record | {"distance_threshold": record["series_distance_threshold"]})
+                           for name, record in statistics.items()}
+        self.quantile = DISTANCE_QUANTILE
+        self.flagged = self.pixels = 0
+
+    def relative_distances(self, values: dict, valid: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+        """``values``: per modality, each date's raw input and validity ``(values [bands, rows, w],
+        valid [rows, w])`` as ``TimeSeriesGrid.read`` gives them -> the largest over the modalities of
+        the median over valid dates of the distance, over the threshold [rows' h, w] (0 without a
+        valid date)."""
+        largest = np.zeros(valid.shape, np.float32)
+        for name, distribution in self.modalities.items():
+            median = distribution.median_distances([(date[:, rows], date_valid[rows]) for date, date_valid in values[name]])
+            seen = np.isfinite(median)
+            relative = np.where(seen, median / distribution.threshold, 0.0).astype(np.float32)
+            largest = np.maximum(largest, distribution.counted(relative, valid & seen))
+        return self.counted(largest, valid)
+
+    def summary(self) -> dict:
+        return {"share": round(self.share, 4), "calibrated_share": round(1.0 - self.quantile, 6),
+                "modalities": {name: {"share": round(d.share, 4), "distance_threshold": round(float(d.threshold), 4)}
+                               for name, d in self.modalities.items()}}
+
+
+def input_distribution(statistics: dict, time_series: bool) -> InputDistribution:
+    """The flag of a contract's ``input_statistics`` (per modality for a time-series model)."""
+    return SeriesDistribution(statistics) if time_series else InputDistribution(statistics)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,8 +37,9 @@ def date_in(text: str) -> dt.date | None:
 
 
 def modality_contract(contract: ModelContract, modality: Modality) -> ModelContract:
-    """The single-image view of one modality: its bands and normalisation."""
-    return replace(contract, bands=modality.bands, mean=modality.mean, std=modality.std, modalities=())
+    """The single-image view of one modality: its bands, normalisation and training-input statistics."""
+    return replace(contract, bands=modality.bands, mean=modality.mean, std=modality.std, modalities=(),
+                   input_statistics=contract.input_statistics.get(modality.name, {}))
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,26 @@ class TimeSeriesGrid:
     width: int
     height: int
     warnings: list[str]
+
+    def read(self, row: int, col: int, height: int, width: int
+             ) -> tuple[dict[str, list[tuple[np.ndarray, np.ndarray]]], np.ndarray]:
+        """A window of every date in raw units: per modality, each date's pixels [bands, h, w] and
+        validity [h, w]; and where any date is valid [h, w]."""
+        series = {name: [grid.read(row, col, height, width) for _, grid in dates] for name, dates in self.dated.items()}
+        return series, np.any([valid for dates in series.values() for _, valid in dates], axis=0)
+
+    def reopened(self) -> tuple[TimeSeriesGrid, Callable[[], None]]:
+        """This grid with handles of its own on every date's files (one copy per reading thread of
+        engine/pipeline.py, as ``InputGrid.reopened``), and what closes them."""
+        stack = contextlib.ExitStack()
+        dated = {}
+        for name, series in self.dated.items():
+            dated[name] = []
+            for date, grid in series:
+                own, close = grid.reopened()
+                stack.callback(close)
+                dated[name].append((date, own))
+        return replace(self, dated=dated), stack.close
 
     def read_tiles(self, contract: ModelContract, row: int, cols: list[int], height: int, width: int
                    ) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:

@@ -262,6 +262,11 @@ def test_cli_fit_evaluate_export_writes_the_crop_contract(pastis_root, tmp_path)
     assert contract.outputs.names[0] == "background" and all(c.startswith("#") for c in contract.outputs.colors)
     assert contract.provenance["fusion"] == "early" and "SIMULATED" in contract.provenance["training_data"]
     assert json.loads((run / "metrics.json").read_text())["metrics"] == contract.provenance["metrics"]["metrics"]
+    # per-modality statistics of single-date pixels, and the bound on the median over a series' dates
+    for modality in contract.modalities:
+        statistics = contract.input_statistics[modality.name]
+        assert len(statistics["mean"]) == len(modality.bands) and statistics["pixels"] > 0
+        assert 0 < statistics["series_distance_threshold"] < statistics["distance_threshold"]
 
 
 def test_geotiff_time_series_is_georeferenced_with_dates_in_names_and_descriptions(tmp_path):

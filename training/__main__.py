@@ -229,9 +229,10 @@ def _parser() -> argparse.ArgumentParser:
     statistics = commands.add_parser(
         "record-statistics", help="write the statistics of a model's training inputs (the engine's out-of-distribution "
         "flag) into its contract; the graph and weights are not touched")
-    statistics.add_argument("--task", choices=(scene_labels.TASK,), required=True)
+    statistics.add_argument("--task", choices=(scene_labels.TASK, crop_maps.TASK), required=True)
     statistics.add_argument("--data", type=Path, required=True,
-                            help="the data the model was trained on (scene-labels: the `prepare` store or reBEN root)")
+                            help="the data the model was trained on (scene-labels: the `prepare` store or reBEN root; "
+                            "crop: the PASTIS-R root)")
     statistics.add_argument("--model", type=Path, required=True, help="the .onnx to update in place")
     statistics.add_argument("--seed", type=int, default=0, help="pixel sampling and k-means seeding")
     statistics.set_defaults(run=_record_statistics)
@@ -417,14 +418,26 @@ def _record_statistics(args: argparse.Namespace) -> None:
     from training.input_statistics import record_in_model
 
     contract = Model(str(args.model), "cpu").contract
-    if contract.task != "scene_labels":
+    if contract.task != {scene_labels.TASK: "scene_labels", crop_maps.TASK: "crop_map"}[args.task]:
         sys.exit(f"{args.model} is a {contract.task} model, not a {args.task} model")
-    from training.scene_labels.data import training_input_statistics
+    if args.task == scene_labels.TASK:
+        from training.scene_labels.data import training_input_statistics
 
-    statistics = training_input_statistics(args.data, contract.provenance["modalities"], args.seed)
-    record_in_model(args.model, statistics, args.command_line)
-    print(f"{args.model}: input statistics of {statistics['pixels']} training pixels, distance threshold "
-          f"{statistics['distance_threshold']} (flags {1 - statistics['distance_quantile']:.1%} of held-out pixels)")
+        recorded = training_input_statistics(args.data, contract.provenance["modalities"], args.seed)
+        records = {"": recorded}
+    else:
+        from training.crop_maps.data import training_input_statistics
+
+        modalities = [modality.name for modality in contract.modalities]
+        records = recorded = training_input_statistics(args.data, modalities,
+                                                       contract.provenance["modalities"]["s1_orbit"], args.seed)
+    record_in_model(args.model, recorded, args.command_line)
+    for name, statistics in records.items():
+        series = (f", over the median of a series' dates {statistics['series_distance_threshold']}"
+                  if "series_distance_threshold" in statistics else "")
+        print(f"{args.model}: {name + ': ' if name else ''}input statistics of {statistics['pixels']} training "
+              f"pixels, distance threshold {statistics['distance_threshold']}{series} (flags "
+              f"{1 - statistics['distance_quantile']:.1%} of held-out pixels)")
 
 
 def _import(args: argparse.Namespace) -> None:

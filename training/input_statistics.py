@@ -29,7 +29,14 @@ LLOYD_ITERATIONS = 30
 PERCENTILES = (1, 50, 99)
 CALIBRATION_SHARE = 4  # the last quarter of the patches calibrates the threshold
 BOOTSTRAP_RESAMPLES, BOOTSTRAP_CONFIDENCE = 200, 0.95
+PIXELS_PER_PATCH = 2048  # sampled from each patch by sampled_pixels
 RIDGE = 1e-5  # added to each component's covariance diagonal, relative to the band's overall variance
+
+
+def sampled_pixels(pixels: np.ndarray, rng: np.random.Generator, count: int = PIXELS_PER_PATCH) -> np.ndarray:
+    """At most ``count`` of a patch's pixels [bands, n], drawn without replacement (bounded memory
+    for datasets of many large patches)."""
+    return pixels[:, rng.choice(pixels.shape[1], min(count, pixels.shape[1]), replace=False)]
 
 
 def input_statistics(patches: Sequence[np.ndarray], components: int = COMPONENTS, seed: int = 0) -> dict:
@@ -54,17 +61,37 @@ def input_statistics(patches: Sequence[np.ndarray], components: int = COMPONENTS
         "components": _components(pixels, components, ridge, rng),
         "distance_quantile": DISTANCE_QUANTILE,
     }
-    statistics["distance_threshold"] = round(_calibrated_threshold(InputDistribution(statistics), calibration, rng), 4)
+    distribution = InputDistribution(statistics)
+    statistics["distance_threshold"] = round(
+        _calibrated_threshold([distribution.distances(patch) for patch in calibration], rng), 4)
     return statistics
 
 
-def _calibrated_threshold(distribution: InputDistribution, calibration: Sequence[np.ndarray],
-                          rng: np.random.Generator) -> float:
+def series_statistics(series: Sequence[tuple[np.ndarray, np.ndarray]], components: int = COMPONENTS,
+                      seed: int = 0) -> dict:
+    """``series``: per training patch of a time series, sampled pixels' values ``[dates, bands, pixels]``
+    (raw input units) and validity ``[dates, pixels]`` -> ``input_statistics`` of their valid
+    single-date pixels, plus ``series_distance_threshold``: the calibrated bound of what the engine
+    flags a series by, the median over its valid dates of the distance, on the same held-out patches.
+    The median of a series of ordinary dates is much smaller than the tail of single dates, so a
+    series scaled otherwise (e.g. reflectance divided by 10), whose every date lies just inside the
+    single-date tail, is still flagged."""
+    pixel_dates = [np.concatenate([values[t][:, valid[t]] for t in range(len(values))], axis=1)
+                   for values, valid in series]
+    statistics = input_statistics(pixel_dates, components, seed)
+    distribution = InputDistribution(statistics)
+    held_out = series[-max(1, len(series) // CALIBRATION_SHARE):]  # those input_statistics calibrated on
+    medians = [distribution.median_distances(list(zip(values, valid))) for values, valid in held_out]
+    statistics["series_distance_threshold"] = round(_calibrated_threshold(
+        [median[np.isfinite(median)] for median in medians], np.random.default_rng([seed, 1])), 4)
+    return statistics
+
+
+def _calibrated_threshold(per_patch: Sequence[np.ndarray], rng: np.random.Generator) -> float:
     """The upper ``BOOTSTRAP_CONFIDENCE`` bound of the ``DISTANCE_QUANTILE`` quantile of the calibration
-    pixels' distances, over resamples of whole patches (Efron's bootstrap, "Bootstrap methods: another
-    look at the jackknife", Annals of Statistics 7(1), 1979): a plain quantile of a few correlated
-    patches lets new scenes be flagged more often than the calibrated share."""
-    per_patch = [distribution.distances(patch) for patch in calibration]
+    patches' distances ``per_patch``, over resamples of whole patches (Efron's bootstrap, "Bootstrap
+    methods: another look at the jackknife", Annals of Statistics 7(1), 1979): a plain quantile of a
+    few correlated patches lets new scenes be flagged more often than the calibrated share."""
     quantiles = [np.quantile(np.concatenate([per_patch[k] for k in rng.integers(len(per_patch), size=len(per_patch))]),
                              DISTANCE_QUANTILE) for _ in range(BOOTSTRAP_RESAMPLES)]
     return float(np.quantile(quantiles, BOOTSTRAP_CONFIDENCE))

@@ -13,7 +13,7 @@ import numpy as np
 
 from engine.contract import ModelContract
 from engine.errors import EngineError, ModelContractError
-from engine.input_distribution import InputDistribution
+from engine.input_distribution import InputDistribution, input_distribution
 from engine.pipeline import IsCancelled, Progress, RunStats, Strip, infer_strips
 from engine.quality import NO_DATA, REASON_COLOURS, REASONS, VALID, QualityLayer, nir_contract
 from engine.raster_io import (
@@ -117,7 +117,8 @@ class RasterTask(ABC):
         with self.open_grid(params, contract) as grid, contextlib.ExitStack() as stack:
             outputs = self.outputs(contract, params, grid)
             layers = ExtraLayers(
-                InputDistribution(contract.input_statistics) if contract.input_statistics else None,
+                input_distribution(contract.input_statistics, bool(contract.modalities))
+                if contract.input_statistics else None,
                 self.open_quality(params, contract, grid, stack) if self.over_water else None,
                 TestTimeAugmentation(contract) if params.get("uncertainty") else None)
             if layers.quality and layers.quality.spec:
@@ -254,7 +255,7 @@ class ExtraLayers:
         top = min(halo, strip.row)
         values, valid = (grid.read(strip.row - top, 0, top + height + min(halo, grid.height - strip.row - height),
                                    grid.width) if self.distribution or self.quality else (None, None))
-        distance = (self.distribution.relative_distances(values[:, top:top + height], strip.valid)
+        distance = (self.distribution.relative_distances(values, strip.valid, slice(top, top + height))
                     if self.distribution else None)
         arrays = []
         if self.quality:

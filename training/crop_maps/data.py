@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from torchgeo.datasets import PASTIS
 
 from training.datasets.pastis_r import PASTISR
+from training.input_statistics import series_statistics
 from training.datasets.pastis_r_format import (
     FOLDS,
     GSD_M,
@@ -139,6 +140,29 @@ def band_statistics(dataset: PASTISR, max_patches: int = 64) -> tuple[dict, dict
     mean = {m: (s[0] / s[2]) for m, s in totals.items()}
     std = {m: (totals[m][1] / totals[m][2] - mean[m] ** 2).clamp_min(1e-12).sqrt() for m in totals}
     return {m: v.tolist() for m, v in mean.items()}, {m: v.tolist() for m, v in std.items()}
+
+
+SERIES_PER_PATCH = 256  # pixels whose time series each training patch gives the input statistics
+
+
+def training_input_statistics(data: Path, modalities: Sequence[str], s1_orbit: str = "s1a", seed: int = 0) -> dict:
+    """Per modality, the contract's ``input_statistics`` (training/input_statistics.py
+    ``series_statistics``) of ``SERIES_PER_PATCH`` pixel time series of each patch of the train
+    folds, in raw units and fold order: the engine flags a pixel whose median distance over its
+    dates is beyond the calibrated bound (engine/input_distribution.py, ``SeriesDistribution``)."""
+    rng = np.random.default_rng(seed)
+    training = crop_dataset(data, "train", modalities, s1_orbit)
+    series: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {m: [] for m in training.modalities}
+    for index in range(len(training)):
+        sample = training[index]
+        for modality, patches in series.items():
+            values = sample[modality].double().flatten(2).numpy()  # [T, C, H*W]
+            valid = sample[f"{modality}_mask"].flatten(1).numpy() > 0  # [T, H*W]
+            seen = np.flatnonzero(valid.any(axis=0))
+            if len(seen):
+                chosen = rng.choice(seen, min(SERIES_PER_PATCH, len(seen)), replace=False)
+                patches.append((values[:, :, chosen], valid[:, chosen]))
+    return {modality: series_statistics(patches, seed=seed) for modality, patches in series.items()}
 
 
 def describe_data(data: Path, modalities: Sequence[str], s1_orbit: str, training_patches: int) -> dict:

@@ -84,6 +84,7 @@ def export_crop(
         gsd_m=data["gsd_m"],
         input_units="; ".join(f"{m}: {units}" for m, units in data["input_units"].items()),
         test_time_augmentations="dihedral",  # trained on random symmetries of the square (RandomTrainingView)
+        input_statistics=data.get("input_statistics", {}),  # per modality; older checkpoints lack them
         provenance={
             "paper": PAPERS,
             "fusion": hyper.fusion or "none (single modality)",

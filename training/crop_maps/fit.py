@@ -23,6 +23,7 @@ from training.crop_maps.data import (
     crop_dataset,
     describe_data,
     present_class_codes,
+    training_input_statistics,
 )
 from training.datasets.pastis_r import collate_series
 from training.models.tsvit import TSViTConfig
@@ -99,5 +100,7 @@ def fit_crop(
         "final_train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
     }
     path = out / CHECKPOINT_NAME
-    save_checkpoint(path, TASK, module.cpu(), describe_data(data, modalities, s1_orbit, len(training_set)), provenance)
+    description = describe_data(data, modalities, s1_orbit, len(training_set)) | {
+        "input_statistics": training_input_statistics(data, modalities, s1_orbit, seed)}
+    save_checkpoint(path, TASK, module.cpu(), description, provenance)
     return path

@@ -11,7 +11,7 @@ from torchvision.transforms import Compose
 from training.datasets.ben_store import BigEarthNetV2Store, is_store, read_store_record
 from training.datasets.reben import BigEarthNetV2Nearest, ReferenceInputs, random_flips
 from training.datasets.reben_format import METADATA_FILE, MODALITY_BANDS, SPLITS, TORCHGEO_BANDS
-from training.input_statistics import input_statistics
+from training.input_statistics import input_statistics, sampled_pixels
 from training.simulation.bigearthnet_fixture import fixture_record
 
 
@@ -22,19 +22,13 @@ def scene_label_dataset(data: Path, split: str, modalities: str, flips: bool = F
     return source(root=Path(data), split=split, bands=TORCHGEO_BANDS[modalities], transforms=transforms)
 
 
-PIXELS_PER_PATCH = 2048  # sampled from each training patch for its input statistics (bounded memory)
-
-
 def training_input_statistics(data: Path, modalities: str, seed: int = 0) -> dict:
     """The contract's ``input_statistics`` (training/input_statistics.py) of the train split's
-    pixels in raw units (dB, reflectance x 10000) and the contract's band order, ``PIXELS_PER_PATCH``
-    of each patch, in split order; the engine gives each patch the share of its pixels unlike them."""
+    pixels in raw units (dB, reflectance x 10000) and the contract's band order, a sample of each
+    patch, in split order; the engine gives each patch the share of its pixels unlike them."""
     rng = np.random.default_rng(seed)
-    patches = []
     training = scene_label_dataset(data, "train", modalities)
-    for index in range(len(training)):
-        pixels = training[index]["image"].flatten(1).numpy()
-        patches.append(pixels[:, rng.choice(pixels.shape[1], min(PIXELS_PER_PATCH, pixels.shape[1]), replace=False)])
+    patches = [sampled_pixels(training[index]["image"].flatten(1).numpy(), rng) for index in range(len(training))]
     return input_statistics(patches, seed=seed)
 
 
