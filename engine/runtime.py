@@ -313,38 +313,58 @@ class DeviceBatches:
         self.output_name = session.get_outputs()[0].name
         self.pinned = pinned_host_memory() if device == "cuda" else None
         self.host_memory = "pinned" if self.pinned is not None else "pageable"
+        self.pinned_used = False  # whether any batch was staged in pinned memory
         self._buffers: OrderedDict[tuple, ort.OrtValue] = OrderedDict()
+        self._lock = threading.RLock()  # stage (the caller's thread) vs giving pinned memory up (the runner's)
 
     def stage(self, feeds: dict[str, np.ndarray], slot: int) -> dict[str, ort.OrtValue]:
         """Copy ``feeds`` into the buffers of ``slot`` (no batch staged there may still be running)."""
         staged = {}
-        for name, value in feeds.items():
-            key = (slot, name, value.shape, value.dtype.str)
-            buffer = self._buffers.pop(key, None)
-            if buffer is None:
-                buffer = self._host_buffer(value.shape, value.dtype)
-            self._buffers[key] = buffer  # most recently used last
-            buffer.update_inplace(value)
-            staged[name] = buffer
-        while len(self._buffers) > self.SLOTS * self.SHAPES * len(feeds):
-            self._buffers.popitem(last=False)
+        with self._lock:
+            for name, value in feeds.items():
+                key = (slot, name, value.shape, value.dtype.str)
+                buffer = self._buffers.pop(key, None)
+                if buffer is None:
+                    buffer = self._host_buffer(value.shape, value.dtype)
+                self._buffers[key] = buffer  # most recently used last
+                buffer.update_inplace(value)
+                staged[name] = buffer
+            while len(self._buffers) > self.SLOTS * self.SHAPES * len(feeds):
+                self._buffers.popitem(last=False)
         return staged
 
     def run(self, staged: dict[str, ort.OrtValue]) -> np.ndarray:
         for name, value in staged.items():
             self.binding.bind_ortvalue_input(name, value)
         self.binding.bind_output(self.output_name, self.device)
-        self.session.run_with_iobinding(self.binding)
+        try:
+            self.session.run_with_iobinding(self.binding)
+        except Exception as err:  # onnxruntime's own exception types
+            if not self.pinned_used:
+                raise
+            # an onnxruntime that allocates pinned memory but does not take it as input: stop using it, and
+            # run this batch from its buffers as numpy input (any other fault fails there again, and is reported)
+            if self.pinned is not None:
+                self._give_up_pinned(f"onnxruntime refused pinned input: {' '.join(str(err).split())[:120]}")
+            return self.session.run([self.output_name], {name: value.numpy() for name, value in staged.items()})[0]
         return self.binding.copy_outputs_to_cpu()[0]
 
     def _host_buffer(self, shape: tuple[int, ...], dtype: np.dtype) -> ort.OrtValue:
         if self.pinned is not None:
             try:
-                return ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype.type, memory_info=self.pinned)
+                buffer = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype.type, memory_info=self.pinned)
+                self.pinned_used = True
+                return buffer
             except RuntimeError as err:  # no allocator registered for it: pageable memory still works
-                self.pinned = None
-                self.host_memory = f"pageable (pinned allocation failed: {str(err).splitlines()[0][:120]})"
+                self._give_up_pinned(f"pinned allocation failed: {str(err).splitlines()[0][:120]}")
         return ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype.type)
+
+    def _give_up_pinned(self, reason: str) -> None:
+        """Stage in pageable buffers from now on; ``host_memory`` says why."""
+        with self._lock:
+            self.pinned = None
+            self.host_memory = f"pageable ({reason})"
+            self._buffers.clear()  # batches in flight keep theirs
 
 
 def pinned_host_memory() -> ort.OrtMemoryInfo | None:

@@ -43,6 +43,20 @@ def test_io_binding_gives_session_run_results_bit_for_bit(model_file):
     assert bound.host_memory == "pageable"  # the CPU provider has no pinned memory of its own
 
 
+def test_without_a_pinned_allocator_the_buffers_are_pageable_and_say_why():
+    session = onnxruntime.InferenceSession(str(MODELS_DIR / "bathymetry_s2_sim.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    bound = DeviceBatches(session, "cpu")
+    bound.pinned = onnxruntime.OrtMemoryInfo.create_v2(  # CUDA's page-locked host memory, as onnxruntime names it
+        "CudaPinned", onnxruntime.OrtMemoryInfoDeviceType.GPU, 0x10DE, 0,
+        onnxruntime.OrtDeviceMemoryType.HOST_ACCESSIBLE, 0, onnxruntime.OrtAllocatorType.ORT_DEVICE_ALLOCATOR)
+    (batch,) = batches(3, (4, 64, 64))
+    np.testing.assert_array_equal(bound.run(bound.stage({"image": batch}, 0)), session.run(None, {"image": batch})[0])
+    if not any(device.ep_name == CUDA for device in onnxruntime.get_ep_devices()):  # no GPU: no such allocator
+        assert bound.host_memory.startswith("pageable (pinned allocation failed: ") and bound.pinned is None
+        assert not bound.pinned_used
+
+
 def test_io_binding_of_a_two_input_model():
     session = onnxruntime.InferenceSession(str(MODELS_DIR / "search_change_rgb_gff.onnx"),
                                            providers=["CPUExecutionProvider"])
