@@ -20,6 +20,14 @@ it. A pixel is flagged when its distance exceeds the threshold. Measured on simu
 data (tests/test_input_distribution.py): a held-out split is flagged at or below 0.5 %, the same
 pixels divided by 10, in 8 bits, or with a top-of-atmosphere path reflectance added almost everywhere.
 
+Many bands (HyCoT's 202 hyperspectral bands): neighbouring bands are nearly collinear, so a
+202 x 202 covariance is ill-conditioned and its inverse amplifies noise. Such a record has a
+``projection`` ({"mean": per band, "axes": [k][bands]}, the k leading principal axes of the training
+pixels), and its components live in k + 1 dimensions: the pixel's k principal-component scores
+(where Hotelling's T^2 lives) and the norm of its residual off those axes (the Q statistic of
+Jackson & Mudholkar, "Control procedures for residuals associated with principal component
+analysis", Technometrics 21(3), 1979), which catches spectra of another shape than any trained on.
+
 Time-series models (crop maps) record one such record per modality (``{"s2": {...}, "s1": {...}}``),
 of single-date pixels: Sentinel-1 backscatter in dB and Sentinel-2 reflectance are unlike each
 other and have different band counts. A pixel's distance in a modality is the median over its valid
@@ -56,6 +64,13 @@ def input_statistics_problems(statistics: dict, bands: int) -> list[str]:
         return []
     where = "input_statistics"
     problems = []
+    projection = statistics.get("projection")
+    if projection is not None:
+        axes = projection.get("axes") if isinstance(projection, dict) else None
+        if not (isinstance(projection, dict) and _vector(projection.get("mean"), bands) and isinstance(axes, list)
+                and axes and all(_vector(axis, bands) for axis in axes)):
+            return [f"{where}.projection must have a 'mean' of {bands} numbers and 'axes', a list of principal axes "
+                    f"of {bands} numbers each"]
     for key in ("mean", "covariance"):
         if key in statistics and not (_vector if key == "mean" else _matrix)(statistics[key], bands):
             problems.append(f"{where}.{key} must be {'a list' if key == 'mean' else 'a square matrix'} of "
@@ -63,15 +78,17 @@ def input_statistics_problems(statistics: dict, bands: int) -> list[str]:
     for name, values in statistics.get("percentiles", {}).items():
         if not _vector(values, bands):
             problems.append(f"{where}.percentiles[{name!r}] must list one finite number per band ({bands})")
+    features = len(projection["axes"]) + 1 if projection is not None else bands  # the components' space
     components = statistics.get("components")
     if not isinstance(components, list) or not components:
         return [*problems, f"{where}.components is missing or empty: re-export the model to record the "
                            "Gaussian components of its training inputs"]
     malformed = [k for k, c in enumerate(components) if not (
-        isinstance(c, dict) and _vector(c.get("mean"), bands) and _matrix(c.get("covariance"), bands))]
+        isinstance(c, dict) and _vector(c.get("mean"), features) and _matrix(c.get("covariance"), features))]
     if malformed:
-        problems.append(f"{where}.components {malformed[:5]} must each have a 'mean' of {bands} numbers and a "
-                        f"{bands} x {bands} 'covariance' (the model's bands)")
+        problems.append(f"{where}.components {malformed[:5]} must each have a 'mean' of {features} numbers and a "
+                        f"{features} x {features} 'covariance' (the model's bands, or the projection's scores and "
+                        "residual)")
     singular = [k for k, c in enumerate(components) if k not in malformed
                 and np.any(np.linalg.eigvalsh(np.asarray(c["covariance"], float)) <= 0)]
     if singular:
@@ -91,6 +108,9 @@ class InputDistribution:
     def __init__(self, statistics: dict):
         """``statistics``: a contract's ``input_statistics`` (its threshold may be absent while the
         training side calibrates it)."""
+        projection = statistics.get("projection")
+        self.projection = (np.asarray(projection["mean"], np.float64)[:, None],
+                           np.asarray(projection["axes"], np.float64)) if projection else None
         self.means = [np.asarray(c["mean"], np.float64) for c in statistics["components"]]
         # whitening: L^-1 (x - mean) has unit covariance where covariance = L L^T
         self.whitening = [np.linalg.inv(np.linalg.cholesky(np.asarray(c["covariance"], np.float64)))
@@ -104,10 +124,23 @@ class InputDistribution:
         flat = values.reshape(len(values), -1)
         nearest = np.empty(flat.shape[1])
         for start in range(0, flat.shape[1], PIXELS_PER_PASS):
-            chunk = flat[:, start:start + PIXELS_PER_PASS].astype(np.float64)
+            chunk = self.features(flat[:, start:start + PIXELS_PER_PASS])
             whitened = [whitening @ (chunk - mean[:, None]) for mean, whitening in zip(self.means, self.whitening)]
             nearest[start:start + chunk.shape[1]] = np.min([np.einsum("bp,bp->p", w, w) for w in whitened], axis=0)
         return np.sqrt(nearest).reshape(values.shape[1:])
+
+    def features(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw pixels [bands, n] -> what the components describe [features, n]: the pixels, or with
+        a projection their principal-component scores and the norm of their residual."""
+        pixels = pixels.astype(np.float64)
+        if self.projection is None:
+            return pixels
+        mean, axes = self.projection
+        centred = pixels - mean
+        scores = axes @ centred
+        residual = np.sqrt(np.maximum(np.einsum("bp,bp->p", centred, centred) - np.einsum("kp,kp->p", scores, scores),
+                                      0.0))
+        return np.concatenate([scores, residual[None]])
 
     def median_distances(self, dates: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """Median over the valid dates of the distances of a time series: per date, raw values

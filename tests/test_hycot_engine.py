@@ -111,3 +111,26 @@ def test_shipped_model_reports_the_papers_bit_rate_from_its_contract(tmp_path):
     assert compressed["latent_bands"] == 7 and compressed["bits_per_pixel_per_channel"] == 1.1089  # 32 x 7 / 202
     with rasterio.open(tmp_path / "c.tif") as latent:
         assert latent.tags()["bits_per_pixel_per_channel"] == "1.1089" and latent.tags()["latent_bits"] == "16"
+
+
+@pytest.mark.slow
+def test_shipped_encoder_flags_spectra_unlike_its_training_data(tmp_path):
+    """The shipped encoders record their training spectra on principal components: a new simulated
+    scene passes; divided by 10, or with its spectra shifted by 8 bands (another sensor's band
+    centres), it is flagged and named."""
+    from training.simulation.hyperspectral import simulate_scene, write_scene_geotiff
+
+    scene = tmp_path / "enmap_sim.tif"
+    write_scene_geotiff(simulate_scene(48, 40, seed=11), scene)
+    with rasterio.open(scene) as source:
+        data, profile, descriptions = source.read(), source.profile, source.descriptions
+    shares = {}
+    for name, values in (("scene", data), ("tenth", np.maximum(data // 10, 1)), ("shifted", np.roll(data, 8, axis=0))):
+        path = tmp_path / f"{name}.tif"
+        with rasterio.open(path, "w", **profile) as target:
+            target.write(values.astype(data.dtype))
+            target.descriptions = descriptions
+        result = run("compress_hyperspectral", input=str(path), output=str(tmp_path / f"{name}_c.tif"), ratio=32)
+        shares[name] = (result["out_of_distribution"]["share"], any("unlike the training" in w for w in result["warnings"]))
+    assert shares["scene"][0] < 0.05 and not shares["scene"][1]
+    assert shares["tenth"] == (1.0, True) and shares["shifted"][0] > 0.95 and shares["shifted"][1]

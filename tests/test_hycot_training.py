@@ -217,6 +217,9 @@ def test_fit_evaluate_export_pair(hyspecnet_root, tmp_path, capsys):
     assert decoder.outputs.names == tuple(encoder.band_names) and decoder.outputs.scale == 10000.0
     assert (set(decoder.mean), set(decoder.std)) == ({1.0}, {65534.0}) and encoder.overlap == decoder.overlap == 0
     assert resolve_bands([band_label(n) for n in KEPT_BANDS], encoder, {}) == list(range(1, 203))
+    statistics = encoder.input_statistics  # on principal components: no 202 x 202 covariance
+    assert len(statistics["projection"]["axes"]) == 10 and "covariance" not in statistics
+    assert len(statistics["components"][0]["mean"]) == 11 and not decoder.input_statistics
 
     reflectance = HySpecNet11k(hyspecnet_root, split="test", strategy="hard")[0]["image"][None]
     (latent,) = sessions["encoder"].run(["output"], {"image": (reflectance / 10000.0).numpy()})
@@ -243,6 +246,7 @@ def test_shipped_pairs_have_matching_contracts(ratio):
     assert len(encoder.bands) == 202 and len(encoder.outputs.names) == latent_channels(202, ratio)
     assert decoder.band_names == list(encoder.outputs.names) and decoder.outputs.names == tuple(encoder.band_names)
     assert "SIMULATED" in encoder.provenance["training_data"]
+    assert "record-statistics --task hycot" in encoder.provenance["input_statistics_command"]
     assert encoder.provenance["metrics"]["metrics"]["psnr_db"] > 20 and encoder.tile_size == 64
     latent = latent_channels(202, ratio)
     assert encoder.provenance["bits_per_pixel_per_channel"] == round(bits_per_pixel_per_channel(202, latent), 4)

@@ -111,3 +111,30 @@ def test_statistics_that_do_not_fit_the_model_are_refused(training, tmp_path):
         water_model(tmp_path / "uncalibrated.onnx", {**statistics, "distance_threshold": None})
     with pytest.raises(EngineError, match="input_statistics.mean must be a list of finite numbers for the model's 3"):
         water_model(tmp_path / "short.onnx", {**statistics, "mean": [1.0, 2.0]})
+
+
+def test_many_collinear_bands_are_judged_on_principal_components_and_their_residual():
+    """Hundreds of nearly collinear bands (hyperspectral): the components live on 6 principal-component
+    scores and the residual norm; a held-out patch passes, the same patch divided by 10 or with its
+    spectra shifted by a few bands (another sensor's band centres) does not."""
+    from engine.input_distribution import InputDistribution, input_statistics_problems
+    from training.input_statistics import input_statistics
+
+    rng = np.random.default_rng(0)
+    bands = 120
+    endmembers = 1000 + 3000 * np.abs(np.cumsum(rng.normal(0, 0.1, size=(4, bands)), axis=1))  # smooth spectra
+
+    def patch(pixels=2000):
+        abundances = rng.dirichlet(np.ones(4), size=pixels)
+        return (abundances @ endmembers).T * rng.uniform(0.8, 1.2, size=pixels) + rng.normal(0, 5, (bands, pixels))
+
+    statistics = input_statistics([patch() for _ in range(8)], projection_axes=6)
+    assert "covariance" not in statistics and len(statistics["projection"]["axes"]) == 6
+    assert statistics["projection"]["explained_variance"] > 0.99
+    assert len(statistics["components"][0]["mean"]) == 7 and input_statistics_problems(statistics, bands) == []
+    assert "projection must have a 'mean' of 119 numbers" in input_statistics_problems(statistics, bands - 1)[0]
+    distribution = InputDistribution(statistics)
+    held_out = patch()
+    assert np.mean(distribution.distances(held_out) > distribution.threshold) < 0.02
+    assert np.mean(distribution.distances(held_out / 10) > distribution.threshold) > 0.99
+    assert np.mean(distribution.distances(np.roll(held_out, 5, axis=0)) > distribution.threshold) > 0.95

@@ -46,6 +46,7 @@ def test_qgis_process_round_trip_with_a_shipped_model(qgis_process, tmp_path):
     results = run.output["results"]
     assert results["BITS_PER_PIXEL_PER_CHANNEL"] == pytest.approx(26 * 32 / 202, abs=1e-3)  # CR 8, paper convention
     assert results["PSNR_DB"] > 30
+    assert results["OUT_OF_DISTRIBUTION"] < 0.05  # a new scene of the simulator the model was trained on
     run = qgis_process("run", "rsai:decompress_hyperspectral", "--", f"INPUT={tmp_path / 'c.tif'}",
                        f"OUTPUT={tmp_path / 'r.tif'}")
     assert run.returncode == 0, run.log

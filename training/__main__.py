@@ -229,10 +229,12 @@ def _parser() -> argparse.ArgumentParser:
     statistics = commands.add_parser(
         "record-statistics", help="write the statistics of a model's training inputs (the engine's out-of-distribution "
         "flag) into its contract; the graph and weights are not touched")
-    statistics.add_argument("--task", choices=(scene_labels.TASK, crop_maps.TASK), required=True)
+    statistics.add_argument("--task", choices=(scene_labels.TASK, crop_maps.TASK, "hycot"), required=True)
     statistics.add_argument("--data", type=Path, required=True,
                             help="the data the model was trained on (scene-labels: the `prepare` store or reBEN root; "
-                            "crop: the PASTIS-R root)")
+                            "crop: the PASTIS-R root; hycot: the HySpecNet-11k root)")
+    statistics.add_argument("--strategy", choices=("easy", "hard"), default="easy",
+                            help="hycot: the split the model was trained on")
     statistics.add_argument("--model", type=Path, required=True, help="the .onnx to update in place")
     statistics.add_argument("--seed", type=int, default=0, help="pixel sampling and k-means seeding")
     statistics.set_defaults(run=_record_statistics)
@@ -418,9 +420,15 @@ def _record_statistics(args: argparse.Namespace) -> None:
     from training.input_statistics import record_in_model
 
     contract = Model(str(args.model), "cpu").contract
-    if contract.task != {scene_labels.TASK: "scene_labels", crop_maps.TASK: "crop_map"}[args.task]:
-        sys.exit(f"{args.model} is a {contract.task} model, not a {args.task} model")
-    if args.task == scene_labels.TASK:
+    if contract.task != {scene_labels.TASK: "scene_labels", crop_maps.TASK: "crop_map", "hycot": "hycot_encoder"}[args.task]:
+        sys.exit(f"{args.model} is a {contract.task} model, not a {args.task} model"
+                 + (" encoder (its decoder takes latents)" if args.task == "hycot" else ""))
+    if args.task == "hycot":
+        from training.compression import hycot_input_statistics
+
+        recorded = hycot_input_statistics(args.data, args.strategy, args.seed)
+        records = {"": recorded}
+    elif args.task == scene_labels.TASK:
         from training.scene_labels.data import training_input_statistics
 
         recorded = training_input_statistics(args.data, contract.provenance["modalities"], args.seed)

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import lightning
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from torchgeo.datasets import HySpecNet11k
@@ -42,6 +43,7 @@ from torchgeo.datasets import HySpecNet11k
 from engine.contract import Band, ModelContract, Outputs
 from training.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from training.export import parity_check, write_onnx
+from training.input_statistics import input_statistics, sampled_pixels
 from training.simulation.hyperspectral import GSD_M, VNIR_BANDS, band_label, band_name, read_simulation_record
 from training.tasks.hycot import LATENT_BITS, LATENT_LEVELS, REFLECTANCE_SCALE, HyCoTTask, scale_reflectance
 from training.trainer import fit_provenance, fit_trainer, metrics_on
@@ -55,6 +57,7 @@ PAPER = (
 INPUT_UNITS = "surface reflectance x 10000"
 ENCODER_BATCH = 1  # a 128 x 128 tile is 16384 pixel sequences of 52 tokens: keep one tile per run
 DECODER_BATCH = 4
+PROJECTION_AXES = 10  # principal axes of the training pixels the out-of-distribution flag works on
 
 
 def fit_hycot(
@@ -98,6 +101,7 @@ def fit_hycot(
         "input_units": INPUT_UNITS,
         "training_patches": len(training_set),
         "simulation": read_simulation_record(data),
+        "input_statistics": hycot_input_statistics(data, strategy, seed),
     }
     provenance = {
         **fit_provenance(trainer, command, seed, started),
@@ -106,6 +110,20 @@ def fit_hycot(
     path = out / CHECKPOINT_NAME
     save_checkpoint(path, TASK, module.cpu(), data_description, provenance)
     return path
+
+
+def hycot_input_statistics(data: Path, strategy: str, seed: int = 0) -> dict:
+    """The encoder contract's ``input_statistics`` (training/input_statistics.py) of the ``strategy``
+    train split's pixels with data (reflectance x 10000), a sample of each patch, projected on their
+    ``PROJECTION_AXES`` leading principal axes plus the residual norm: a 202-band covariance is too
+    ill-conditioned to invert (engine/input_distribution.py)."""
+    rng = np.random.default_rng(seed)
+    training = HySpecNet11k(data, split="train", strategy=strategy)
+    patches = []
+    for index in range(len(training)):
+        pixels = training[index]["image"].flatten(1).numpy().astype(np.float64)
+        patches.append(sampled_pixels(pixels[:, (pixels != 0).any(axis=0)], rng))
+    return input_statistics(patches, seed=seed, projection_axes=PROJECTION_AXES)
 
 
 def load_hycot_checkpoint(path: Path) -> tuple[HyCoTTask, dict]:
@@ -205,6 +223,7 @@ def write_hycot_pair(module: HyCoTTask, stem: Path, data: dict, provenance: dict
                         description="HyCoT latent values in [0, 1]; stored as 16-bit codes 1 + round(z * 65534)"),
         batch_size=ENCODER_BATCH,
         input_units=data["input_units"],
+        input_statistics=data.get("input_statistics", {}),  # checkpoints fitted before they were recorded lack them
         **common,
     )
     decoder_contract = ModelContract(

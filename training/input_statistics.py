@@ -22,6 +22,7 @@ from engine.contract import CONTRACT_KEY
 from engine.input_distribution import DISTANCE_QUANTILE, InputDistribution
 from engine.onnx_metadata import write_metadata
 from engine.runtime import Model
+from training.pca_codec import principal_axes
 
 COMPONENTS = 16
 FIT_PIXELS = 200_000  # pixels sampled for the k-means clusters and their covariances
@@ -39,9 +40,13 @@ def sampled_pixels(pixels: np.ndarray, rng: np.random.Generator, count: int = PI
     return pixels[:, rng.choice(pixels.shape[1], min(count, pixels.shape[1]), replace=False)]
 
 
-def input_statistics(patches: Sequence[np.ndarray], components: int = COMPONENTS, seed: int = 0) -> dict:
+def input_statistics(patches: Sequence[np.ndarray], components: int = COMPONENTS, seed: int = 0,
+                     projection_axes: int | None = None) -> dict:
     """``patches``: the valid pixels of each training patch, ``[bands, pixels]`` in raw input units
-    and the model's band order -> the contract's ``input_statistics``."""
+    and the model's band order -> the contract's ``input_statistics``. ``projection_axes``: fit the
+    components on that many principal-component scores and the residual norm instead of the bands
+    (engine/input_distribution.py: for hundreds of nearly collinear bands); the record then has no
+    band covariance but the share of the variance the axes explain."""
     if len(patches) < 2:
         raise ValueError(f"input statistics need at least 2 training patches (one to calibrate on), got {len(patches)}")
     held_out = max(1, len(patches) // CALIBRATION_SHARE)
@@ -50,17 +55,25 @@ def input_statistics(patches: Sequence[np.ndarray], components: int = COMPONENTS
     rng = np.random.default_rng(seed)
     if pixels.shape[1] > FIT_PIXELS:
         pixels = pixels[:, rng.choice(pixels.shape[1], FIT_PIXELS, replace=False)]
-    covariance = np.atleast_2d(np.cov(pixels))
-    ridge = np.diag(RIDGE * np.diag(covariance) + 1e-12)
     statistics = {
         "pixels": int(sum(p.shape[1] for p in fitting)),
         "calibration_pixels": int(sum(p.shape[1] for p in calibration)),
         "mean": _rounded(pixels.mean(axis=1)),
-        "covariance": _rounded(covariance),
         "percentiles": {str(q): _rounded(np.percentile(pixels, q, axis=1)) for q in PERCENTILES},
-        "components": _components(pixels, components, ridge, rng),
         "distance_quantile": DISTANCE_QUANTILE,
     }
+    if projection_axes:
+        mean, axes = principal_axes(pixels.T, projection_axes)
+        statistics["projection"] = {"mean": _rounded(mean), "axes": _rounded(axes)}
+        centred = pixels - mean[:, None]
+        statistics["projection"]["explained_variance"] = round(
+            float(((axes @ centred) ** 2).sum() / (centred ** 2).sum()), 6)
+        features = InputDistribution(statistics | {"components": []}).features(pixels)
+    else:
+        statistics["covariance"] = _rounded(np.atleast_2d(np.cov(pixels)))
+        features = pixels
+    ridge = np.diag(RIDGE * np.var(features, axis=1, ddof=1) + 1e-12)
+    statistics["components"] = _components(features, components, ridge, rng)
     distribution = InputDistribution(statistics)
     statistics["distance_threshold"] = round(
         _calibrated_threshold([distribution.distances(patch) for patch in calibration], rng), 4)

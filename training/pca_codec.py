@@ -26,9 +26,8 @@ def fit_pca_codec(pixels: np.ndarray, ratio: int, band_names: list[str], gsd_m: 
     x = pixels.astype(np.float64) / REFLECTANCE_SCALE
     bands = x.shape[1]
     latents = latent_channels(bands, ratio)
-    mu = x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x - mu, full_matrices=False)
-    components = vt[:latents].T  # [bands, L]
+    mu, axes = principal_axes(x, latents)
+    components = axes.T  # [bands, L]
     projected = (x - mu) @ components
     z_min, z_range = projected.min(axis=0), np.maximum(np.ptp(projected, axis=0), 1e-9)
     pair_id = hashlib.sha256(np.concatenate([mu, components.ravel(), z_min, z_range]).tobytes()).hexdigest()[:16]
@@ -52,3 +51,11 @@ def fit_pca_codec(pixels: np.ndarray, ratio: int, band_names: list[str], gsd_m: 
     encoder = pointwise_model(encoder_contract, (components / z_range).T, -(mu @ components + z_min) / z_range)
     decoder = pointwise_model(decoder_contract, components * z_range, mu + components @ z_min)
     return encoder, decoder
+
+
+def principal_axes(pixels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """pixels [n, bands] -> their mean [bands] and ``count`` leading principal axes [count, bands]
+    (orthonormal rows: right singular vectors of the centred pixels, Pearson 1901 / Hotelling 1933)."""
+    mean = pixels.mean(axis=0)
+    _, _, vt = np.linalg.svd(pixels - mean, full_matrices=False)
+    return mean, vt[:count]

@@ -16,6 +16,7 @@ REPORT = (
 class CompressHyperspectral(RasterModelAlgorithm):
     RATIO = "RATIO"
     QUALITY = "QUALITY"
+    OUT_OF_DISTRIBUTION = "OUT_OF_DISTRIBUTION"
 
     task = "compress_hyperspectral"
     model_tasks = ("hycot_encoder",)
@@ -42,6 +43,9 @@ class CompressHyperspectral(RasterModelAlgorithm):
         "stored at 16 bits. Reports the bit rate as the HyCoT paper counts it (32 bits per latent "
         "value, so twice the 16-bit codes the file holds) and the size ratio, and on request PSNR "
         "and spectral angle against the input.\n\n"
+        "Pixels unlike the encoder's training spectra (their principal components and the residual "
+        "off them) are counted: the share is a result, and a warning names a scene far from them "
+        "(another sensor, product level or scaling), where the reconstruction cannot be trusted.\n\n"
         "The shipped models were trained on simulated spectra (model cards in models_onnx/)."
     )
 
@@ -59,10 +63,16 @@ class CompressHyperspectral(RasterModelAlgorithm):
         )
         for key, _, description in REPORT:
             self.addOutput(QgsProcessingOutputNumber(key, description))
+        self.addOutput(QgsProcessingOutputNumber(
+            self.OUT_OF_DISTRIBUTION, "Share of pixels unlike the encoder's training spectra (out of distribution)"))
 
     def task_request(self, parameters, context):
         return {"ratio": RATIOS[self.parameterAsEnum(parameters, self.RATIO, context)],
                 "quality": self.parameterAsBoolean(parameters, self.QUALITY, context)}
 
     def task_results(self, result):
-        return {key: result.get(field) for key, field, _ in REPORT}
+        """The report's figures; the out-of-distribution share (engine/input_distribution.py: the
+        encoder's training spectra on their principal components) where the contract records them."""
+        flagged = result.get("out_of_distribution")
+        return {key: result.get(field) for key, field, _ in REPORT} | {
+            self.OUT_OF_DISTRIBUTION: flagged["share"] if flagged else None}
