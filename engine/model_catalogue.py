@@ -158,14 +158,26 @@ def user_models_dir() -> Path:
     on macOS) / rsai-toolbox/models."""
     if os.environ.get(MODELS_DIR_ENV):
         return Path(os.environ[MODELS_DIR_ENV]).expanduser()
+    return user_app_dir("data") / "models"
+
+
+USER_FOLDERS = {  # kind: (Windows variable and fallback, macOS folder, XDG variable and fallback), under home
+    "data": (("APPDATA", "AppData/Roaming"), "Library/Application Support", ("XDG_DATA_HOME", ".local/share")),
+    "cache": (("LOCALAPPDATA", "AppData/Local"), "Library/Caches", ("XDG_CACHE_HOME", ".cache")),
+}
+
+
+def user_app_dir(kind: str) -> Path:
+    """The toolbox's folder in the platform's per-user ``kind`` ("data" or "cache") folder."""
+    windows, mac, xdg = USER_FOLDERS[kind]
     home = Path.home()
     if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
+        base = Path(os.environ.get(windows[0]) or home / windows[1])
     elif sys.platform == "darwin":
-        base = home / "Library" / "Application Support"
+        base = home / mac
     else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
-    return base / APP_FOLDER / "models"
+        base = Path(os.environ.get(xdg[0]) or home / xdg[1])
+    return base / APP_FOLDER
 
 
 class _Interrupted(Exception):

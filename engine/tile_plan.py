@@ -1,18 +1,20 @@
 """The tiling of one run: tile size, overlap, tiles per batch and onnxruntime threads.
 
-A model of fixed tile size runs at its contract's tile size and overlap, blended (engine/pipeline.py).
-A fully convolutional model (the contract's ``fully_convolutional`` record, written at export by
-training/fully_convolutional.py) runs at the tile that computes the fewest pixels among those that
-fit the memory budget (``max_memory`` MB, ``DEFAULT_MAX_MEMORY_MB``; a tile's fixed cost counted as
-``TILE_COST_PX``): tiles overlap by twice the
-receptive radius, rounded up to the model's size multiple, and are stitched at the middle of each
-overlap (the overlap-tile strategy of Ronneberger, Fischer & Brox, U-Net, MICCAI 2015), so that
-every output pixel comes from a tile that holds its whole receptive field.
+A model of fixed tile size runs at its contract's tile size, overlap and batch size, blended
+(engine/pipeline.py). A fully convolutional model (the contract's ``fully_convolutional`` record,
+written at export by training/fully_convolutional.py) runs at the tile that computes the fewest
+pixels among those that fit the memory budget (``max_memory`` MB; a tile's fixed cost counted as
+``TILE_COST_PX``): tiles overlap by twice the receptive radius, rounded up to the model's size
+multiple, and are stitched at the middle of each overlap (the overlap-tile strategy of Ronneberger,
+Fischer & Brox, U-Net, MICCAI 2015), so that every output pixel comes from a tile that holds its
+whole receptive field.
 
-The budget counts the model's memory (``activation_bytes_per_px`` of the record), the batches read
-ahead and the result tiles (``TILE_SHARE`` of it), and the buffers as wide as the raster: the
-blending accumulator, the finished rows and the strips waiting to be written (the rest). Both are
-fixed by the budget, not by the raster's size, so memory stays flat as rasters grow.
+The budget counts the model's memory (``activation_bytes_per_px`` of the record) for each tile of a
+batch and its views, the batches read ahead and the results, and the buffers as wide as the raster:
+the blending accumulator, the finished rows and the strips waiting to be written. GDAL's block cache
+is bounded apart (engine/raster_io.py). By default it is ``PIPELINE_MB`` plus the model's memory for
+a ``DEFAULT_TILE`` px tile: the budget, not the raster's size, bounds what a run adds, so memory
+stays flat as rasters grow (bench/memory.py).
 
 Tiles per batch and onnxruntime's threads are measured on the first run large enough to gain from
 it (``TUNE_MIN_TILE_PX`` of tiles) for each model file (SHA-256), device and tile size, and kept in
@@ -23,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,13 +33,13 @@ import numpy as np
 
 from engine.contract import ModelContract
 from engine.errors import EngineError
-from engine.model_catalogue import APP_FOLDER, file_sha256
+from engine.model_catalogue import file_sha256, user_app_dir
 from engine.output_files import partial_path
 from engine.raster_io import OUTPUT_BLOCK
 from engine.runtime import Model
 
-DEFAULT_MAX_MEMORY_MB = 1024
-TILE_SHARE = 0.8  # of the budget: the model, the batches read ahead and their results
+PIPELINE_MB = 192  # default budget for the pipeline's own buffers
+DEFAULT_TILE = 1024  # px: the default budget holds the model's memory for one such tile besides
 READ_AHEAD_BATCHES = 4  # batches read and normalised ahead of the model (engine/pipeline.py)
 WRITE_BEHIND_STRIPS = 2  # strips waiting for the writer thread (engine/raster_io.py)
 TUNE_MIN_TILE_PX = 4_000_000  # tile pixels a run must hold for tuning to be worth a few seconds
@@ -55,20 +56,27 @@ class TilePlan:
     batch_size: int
     threads: int | None  # None: onnxruntime's default
     tuning: str  # "measured", "cached", "given" (batch size from the run options) or "default"
+    max_memory: int  # MB
     warnings: tuple[str, ...] = ()
 
     def report(self) -> dict:
         return {"tile_size": self.tile, "overlap": self.overlap, "batch_size": self.batch_size,
-                "threads": self.threads or "default", "tuning": self.tuning}
+                "threads": self.threads or "default", "tuning": self.tuning, "max_memory": self.max_memory}
 
 
-def check_max_memory(max_memory: int | None) -> int:
-    """The budget in MB: ``max_memory`` or the default; under 64 MB is refused."""
+def default_max_memory(contract: ModelContract) -> int:
+    """MB: ``PIPELINE_MB`` and the model's memory for a ``DEFAULT_TILE`` px tile."""
+    model = contract.fully_convolutional.get("activation_bytes_per_px", 0.0) * DEFAULT_TILE ** 2
+    return PIPELINE_MB + math.ceil(model / 2**20)
+
+
+def check_max_memory(max_memory: int | None, contract: ModelContract) -> int:
+    """The budget in MB: ``max_memory`` or the model's default; under 64 MB is refused."""
     if max_memory is None:
-        return DEFAULT_MAX_MEMORY_MB
+        return default_max_memory(contract)
     if max_memory < 64:
         raise EngineError(f"max_memory is {max_memory} MB; give at least 64 (MB of memory a run may use for its "
-                          f"tiles and buffers; default {DEFAULT_MAX_MEMORY_MB})")
+                          f"tiles and buffers; default for {contract.name}: {default_max_memory(contract)})")
     return int(max_memory)
 
 
@@ -77,21 +85,22 @@ def plan_tiles(model: Model, width: int, height: int, channels: int, views: int 
     """The plan of a run over a ``width`` x ``height`` grid writing ``channels`` blended channels,
     each tile run in ``views`` test-time augmentations; ``batch_size`` from the run options wins."""
     contract = model.contract
-    budget = check_max_memory(max_memory) * 2**20
+    megabytes = check_max_memory(max_memory, contract)
+    budget = megabytes * 2**20
     per_tile_px = _tile_bytes_per_px(contract, channels, views)
     warnings = []
     if contract.fully_convolutional:
         tile, overlap, fits = _largest_useful_tile(contract, width, height, channels, per_tile_px, budget)
         if not fits:
-            warnings.append(f"max_memory {budget // 2**20} MB is less than the smallest tile of {contract.name} "
+            warnings.append(f"max_memory {megabytes} MB is less than the smallest tile of {contract.name} "
                             f"needs ({tile} px); running at that tile anyway: give a larger max_memory")
     else:
         tile, overlap = contract.tile_size, contract.overlap
-    fitting_batch = max(1, int(budget * TILE_SHARE // (per_tile_px * tile ** 2)))
-    default_batch = 1 if contract.fully_convolutional else min(contract.batch_size, fitting_batch)
+    fitting_batch = max(1, int((budget - _row_bytes(width, tile, channels)) // (per_tile_px * tile ** 2)))
+    default_batch = 1 if contract.fully_convolutional else contract.batch_size
     tile_px = _tile_count(width, tile, overlap) * _tile_count(height, tile, overlap) * tile ** 2
     plan = TilePlan(tile, overlap, batch_size or default_batch, None, "given" if batch_size else "default",
-                    tuple(warnings))
+                    megabytes, tuple(warnings))
     if contract.batch_size == 1 and not contract.fully_convolutional and model.session.get_inputs()[0].shape[0] == 1:
         return plan  # the graph takes one tile per run
     tuned = cached_tuning(model, tile)
@@ -121,7 +130,7 @@ def _tile_bytes_per_px(contract: ModelContract, channels: int, views: int) -> fl
     return views * (model + 4 * (bands + channels)) + (READ_AHEAD_BATCHES + 1) * (8 * bands + 1)
 
 
-def _row_bytes(contract: ModelContract, width: int, tile: int, channels: int) -> float:
+def _row_bytes(width: int, tile: int, channels: int) -> float:
     """The buffers as wide as the raster (engine/pipeline.py): the accumulator and its weights and
     validity over a tile of rows, the finished rows (a tile and an output block), the strips queued
     for writing and the one being converted."""
@@ -139,18 +148,17 @@ def fully_convolutional_overlap(contract: ModelContract) -> int:
 
 def _largest_useful_tile(contract: ModelContract, width: int, height: int, channels: int, per_tile_px: float,
                          budget: int) -> tuple[int, int, bool]:
-    """(tile, overlap, fits): of the tiles that fit the budget, the one computing the fewest pixels
-    over the grid, each tile's fixed cost counted as ``TILE_COST_PX`` (the larger tile on a tie);
-    the smallest possible tile when none fits."""
+    """(tile, overlap, fits): of the tiles whose run at batch 1 fits the budget, the one computing
+    the fewest pixels over the grid, each tile's fixed cost counted as ``TILE_COST_PX`` (the larger
+    tile on a tie); the smallest possible tile when none fits."""
     multiple = contract.fully_convolutional["size_multiple"]
     overlap = fully_convolutional_overlap(contract)
     smallest = overlap + multiple
     largest = max(smallest, math.ceil(max(width, height) / multiple) * multiple)
     best = None
     for tile in range(smallest, largest + 1, multiple):
-        if (tile ** 2 * per_tile_px > budget * TILE_SHARE
-                or _row_bytes(contract, width, tile, channels) > budget * (1 - TILE_SHARE)):
-            break  # both grow with the tile
+        if tile ** 2 * per_tile_px + _row_bytes(width, tile, channels) > budget:
+            break  # grows with the tile
         computed = _tile_count(width, tile, overlap) * _tile_count(height, tile, overlap) * (tile ** 2 + TILE_COST_PX)
         if best is None or computed <= best[0]:
             best = (computed, tile)
@@ -166,14 +174,7 @@ def user_cache_dir() -> Path:
     Linux, %LOCALAPPDATA% on Windows, ~/Library/Caches on macOS) / rsai-toolbox."""
     if os.environ.get(CACHE_DIR_ENV):
         return Path(os.environ[CACHE_DIR_ENV]).expanduser()
-    home = Path.home()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
-    elif sys.platform == "darwin":
-        base = home / "Library" / "Caches"
-    else:
-        base = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
-    return base / APP_FOLDER
+    return user_app_dir("cache")
 
 
 def _tuning_key(model: Model, tile: int) -> str:
