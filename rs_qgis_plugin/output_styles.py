@@ -25,6 +25,8 @@ HIGH_VALUE_COLOR = "#08306b"  # deep water: dark blue
 RAMP_CLASSES = 6
 LOW_SCORE_COLOR = "#fee08b"  # search results: weak matches pale yellow
 HIGH_SCORE_COLOR = "#d7301f"  # best matches red
+CERTAIN_COLOR = "#f7f7f7"  # uncertainty layer: the views agree / one class stands out
+UNCERTAIN_COLOR = "#b2182b"  # the views disagree / every class alike
 
 
 class OutputStyle(QgsProcessingLayerPostProcessorInterface):
@@ -48,25 +50,28 @@ class OutputStyle(QgsProcessingLayerPostProcessorInterface):
 
 
 def apply_value_ramp(layer, units: str, decimals: int = 1, low_color: str = LOW_VALUE_COLOR,
-                     high_color: str = HIGH_VALUE_COLOR) -> None:
-    """A colour ramp over the raster layer's value range, labelled in ``units``."""
+                     high_color: str = HIGH_VALUE_COLOR, value_range: tuple[float, float] | None = None,
+                     ends: tuple[str, str] = ("", "")) -> None:
+    """A colour ramp of band 1 over ``value_range`` (default: the band's value range), labelled in
+    ``units``; ``ends`` are added to the legend's first and last labels (what the extremes mean)."""
     provider = layer.dataProvider()
-    stats = provider.bandStatistics(1, QgsRasterBandStats.Min | QgsRasterBandStats.Max)
-    ramp = QgsColorRampShader(
-        stats.minimumValue,
-        stats.maximumValue,
-        QgsGradientColorRamp(QColor(low_color), QColor(high_color)),
-    )
+    if value_range is None:
+        stats = provider.bandStatistics(1, QgsRasterBandStats.Stats.Min | QgsRasterBandStats.Stats.Max)
+        value_range = (stats.minimumValue, stats.maximumValue)
+    low, high = value_range
+    ramp = QgsColorRampShader(low, high, QgsGradientColorRamp(QColor(low_color), QColor(high_color)))
     ramp.classifyColorRamp(RAMP_CLASSES)
     items = ramp.colorRampItemList()
     for item in items:
         item.label = f"{item.value:.{decimals}f} {units}".strip()
+    for item, end in zip((items[0], items[-1]), ends):
+        item.label = f"{item.label} ({end})" if end else item.label
     ramp.setColorRampItemList(items)
-    shader = QgsRasterShader(stats.minimumValue, stats.maximumValue)
+    shader = QgsRasterShader(low, high)
     shader.setRasterShaderFunction(ramp)
     renderer = QgsSingleBandPseudoColorRenderer(provider, 1, shader)
-    renderer.setClassificationMin(stats.minimumValue)
-    renderer.setClassificationMax(stats.maximumValue)
+    renderer.setClassificationMin(low)
+    renderer.setClassificationMax(high)
     layer.setRenderer(renderer)
 
 
@@ -79,6 +84,27 @@ class RegressionStyle(OutputStyle):
 
     def apply(self, layer) -> None:
         apply_value_ramp(layer, self.units)
+
+
+class UncertaintyStyle(OutputStyle):
+    """The uncertainty layer (engine/uncertainty.py) shows its first band, pale where the model is
+    sure and red where it is not, with a legend that says what the values mean. Which band that is
+    the layer's own band description says: the entropy of the class probabilities on 0-1, or the
+    spread over the test-time views of the first output, in its units, over the layer's range (the
+    other bands, largest probability and input distance, stay one click away in the layer's
+    properties)."""
+
+    def apply(self, layer) -> None:
+        description = layer.dataProvider().generateBandName(1)
+        if layer.bandName(1) != description:  # GDAL's description of the band, when it has one
+            description = layer.bandName(1)
+        if "entropy" in description:
+            apply_value_ramp(layer, "entropy", 2, CERTAIN_COLOR, UNCERTAIN_COLOR, (0.0, 1.0),
+                             ("one class certain", "every class alike"))
+        else:
+            units = description[description.rfind("(") + 1:description.rfind(")")] if description.endswith(")") else ""
+            apply_value_ramp(layer, units, 2, CERTAIN_COLOR, UNCERTAIN_COLOR,
+                             ends=("views agree", "views disagree most"))
 
 
 def style_similarity_heatmap(layer) -> None:
@@ -98,7 +124,7 @@ def style_search_results(layer) -> None:
     layer.setOpacity(0.6)
     settings = QgsPalLayerSettings()
     settings.fieldName = "rank"
-    settings.placement = QgsPalLayerSettings.OverPoint
+    settings.placement = QgsPalLayerSettings.Placement.OverPoint
     layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
     layer.setLabelsEnabled(True)
 
@@ -159,7 +185,7 @@ class SceneLabelsStyle(QgsProcessingLayerPostProcessorInterface):
         layer.setRenderer(QgsCategorizedSymbolRenderer("top_label", categories))
         settings = QgsPalLayerSettings()
         settings.fieldName = "labels"
-        settings.placement = QgsPalLayerSettings.OverPoint
+        settings.placement = QgsPalLayerSettings.Placement.OverPoint
         layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
         layer.setLabelsEnabled(True)
         layer.triggerRepaint()

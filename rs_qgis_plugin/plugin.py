@@ -4,7 +4,12 @@ the text-search dock (toolbar button and menu entry that show and hide it), the 
 view (menu entries)."""
 from qgis.core import Qgis, QgsApplication, QgsProject
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import QAction, QPushButton
+from qgis.PyQt.QtWidgets import QPushButton
+
+try:
+    from qgis.PyQt.QtGui import QAction  # Qt 6 (QGIS 4)
+except ImportError:
+    from qgis.PyQt.QtWidgets import QAction  # Qt 5
 
 from rs_qgis_plugin.diagnostics_dialog import DiagnosticsDialog
 from rs_qgis_plugin.provider import RemoteSensingAIProvider

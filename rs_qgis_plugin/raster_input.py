@@ -51,9 +51,9 @@ def render_pixel_size(layer, gsd_m: float | None, extent: QgsRectangle,
         )
         return gsd_m / metres_per_degree_x, gsd_m / metres_per_degree_y
     if gsd_m:
-        step = gsd_m * QgsUnitTypes.fromUnitToUnitFactor(QgsUnitTypes.DistanceMeters, crs.mapUnits())
+        step = gsd_m * QgsUnitTypes.fromUnitToUnitFactor(QgsUnitTypes.DistanceUnit.DistanceMeters, crs.mapUnits())
         return step, step
-    if layer.dataProvider().capabilities() & QgsRasterDataProvider.Size:
+    if layer.dataProvider().capabilities() & QgsRasterDataProvider.Capability.Size:
         return layer.rasterUnitsPerPixelX(), layer.rasterUnitsPerPixelY()
     raise QgsProcessingException(
         f"Layer {layer.name()!r} has no resolution of its own and the model does not state the "
@@ -88,9 +88,9 @@ def render_to_geotiff(layer, extent: QgsRectangle, pixel_size: tuple[float, floa
     writer = QgsRasterFileWriter(path)
     writer.setOutputFormat("GTiff")
     error = writer.writeRaster(pipe, width, height, grid, layer.crs(), transform_context, block_feedback)
-    if error == QgsRasterFileWriter.WriteCanceled:
+    if error == QgsRasterFileWriter.WriterError.WriteCanceled:
         raise QgsProcessingException("Cancelled: no output was written.")
-    if error != QgsRasterFileWriter.NoError:
+    if error != QgsRasterFileWriter.WriterError.NoError:
         raise QgsProcessingException(
             f"Rendering layer {layer.name()!r} to {path} failed (QgsRasterFileWriter error {error})."
         )

@@ -11,9 +11,7 @@ from qgis.core import (
     QgsCoordinateTransform,
     QgsCsException,
     QgsFeature,
-    QgsField,
     QgsGeometry,
-    QgsMapLayerType,
     QgsPointXY,
     QgsProcessingContext,
     QgsProcessingUtils,
@@ -23,7 +21,7 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.gui import QgsDockWidget, QgsFileWidget
-from qgis.PyQt.QtCore import QVariant, Qt, pyqtSlot
+from qgis.PyQt.QtCore import Qt, pyqtSlot
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -79,7 +77,7 @@ class SearchDock(QgsDockWidget):
         self.query_edit.setToolTip("A description in English of the tiles to find; Enter searches.")
         self.search_button = QPushButton("Search")
         self.index_widget = QgsFileWidget()
-        self.index_widget.setStorageMode(QgsFileWidget.GetDirectory)
+        self.index_widget.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.index_widget.setToolTip("The folder of a search index (made by the build button below or by "
                                      "'Build search index' in the Processing Toolbox).")
         self.index_widget.setFilePath(QgsSettings().value(INDEX_SETTING, "", type=str))
@@ -91,9 +89,9 @@ class SearchDock(QgsDockWidget):
         self.heatmap_check.setToolTip("Also add a raster of every tile's score on the best result's layer.")
         self.results_table = QTableWidget(0, len(RESULT_COLUMNS))
         self.results_table.setHorizontalHeaderLabels(RESULT_COLUMNS)
-        self.results_table.setSelectionBehavior(QAbstractItemView.SelectRows)
-        self.results_table.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.results_table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.results_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.results_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.results_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.results_table.verticalHeader().hide()
         self.results_table.setToolTip("Select a result to zoom the map to its tile.")
         self.similar_button = QPushButton("Find similar")
@@ -143,7 +141,7 @@ class SearchDock(QgsDockWidget):
                    for row in range(self.layers_list.count())}
         self.layers_list.clear()
         for layer in self.project.mapLayers().values():
-            if layer.type() != QgsMapLayerType.RasterLayer or layer.customProperty(SEARCH_OUTPUT):
+            if not isinstance(layer, QgsRasterLayer) or layer.customProperty(SEARCH_OUTPUT):
                 continue
             node = self.project.layerTreeRoot().findLayer(layer.id())
             visible = Qt.CheckState.Checked if node is None or node.isVisible() else Qt.CheckState.Unchecked
@@ -294,12 +292,11 @@ class SearchDock(QgsDockWidget):
 
     def results_layer(self, label: str) -> QgsVectorLayer:
         """A temporary layer of the result tiles: rank, score, layer, tile; styled by score."""
-        layer = QgsVectorLayer("Polygon", f"Search: {label}", "memory")
+        # fields in the provider's URI: QgsField's type argument differs between QGIS 3.22 and QGIS 4
+        layer = QgsVectorLayer("Polygon?field=rank:integer&field=score:double&field=layer:string&field=tile:integer",
+                               f"Search: {label}", "memory")
         layer.setCrs(self.results_crs)
         provider = layer.dataProvider()
-        provider.addAttributes([QgsField("rank", QVariant.Int), QgsField("score", QVariant.Double),
-                                QgsField("layer", QVariant.String), QgsField("tile", QVariant.Int)])
-        layer.updateFields()
         features = []
         for hit in self.results:
             feature = QgsFeature(layer.fields())

@@ -55,7 +55,7 @@ class BatchOverFiles(ModelAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.add_parameter(
-            QgsProcessingParameterFile(self.FOLDER, "Folder of scenes", QgsProcessingParameterFile.Folder,
+            QgsProcessingParameterFile(self.FOLDER, "Folder of scenes", QgsProcessingParameterFile.Behavior.Folder,
                                        optional=True),
             "Its raster files are the scenes (every sub-folder too); for scene labels and crop maps, each "
             "folder of rasters below it is one scene (a BigEarthNet root: its Sentinel-2 patch folders, each "
@@ -93,14 +93,14 @@ class BatchOverFiles(ModelAlgorithm):
             "input and output paths (a shared filesystem).")
         self.add_parameter(
             QgsProcessingParameterNumber(self.WORKERS, "Scenes at once (local Ray)",
-                                         QgsProcessingParameterNumber.Integer, optional=True, minValue=1),
+                                         QgsProcessingParameterNumber.Type.Integer, optional=True, minValue=1),
             "How many scenes the local Ray runs at the same time. Empty: one per CPU core.")
         self.add_parameter(
-            QgsProcessingParameterNumber(self.GPUS_PER_TASK, "GPUs per scene", QgsProcessingParameterNumber.Double,
+            QgsProcessingParameterNumber(self.GPUS_PER_TASK, "GPUs per scene", QgsProcessingParameterNumber.Type.Double,
                                          defaultValue=0, minValue=0),
             "0: scenes run on CPUs. 1: each scene has a GPU of its own; 0.25: four scenes share a GPU.")
         self.add_parameter(
-            QgsProcessingParameterNumber(self.MAX_IN_FLIGHT, "Scenes in flight", QgsProcessingParameterNumber.Integer,
+            QgsProcessingParameterNumber(self.MAX_IN_FLIGHT, "Scenes in flight", QgsProcessingParameterNumber.Type.Integer,
                                          optional=True, minValue=1),
             "Most scenes submitted to Ray at once. Empty: twice the cluster's CPUs.")
         self.add_parameter(

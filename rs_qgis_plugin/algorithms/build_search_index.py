@@ -34,7 +34,7 @@ class BuildSearchIndex(SearchAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.add_parameter(
-            QgsProcessingParameterMultipleLayers(self.LAYERS, "Raster layers", QgsProcessing.TypeRaster),
+            QgsProcessingParameterMultipleLayers(self.LAYERS, "Raster layers", QgsProcessing.SourceType.TypeRaster),
             "Layers to index, each under its layer name. The shipped model reads the red, green and "
             "blue bands by their band descriptions (or the only three bands). Layers that are not "
             "files (web services, virtual rasters) are rendered over EXTENT first.")
@@ -57,12 +57,12 @@ class BuildSearchIndex(SearchAlgorithm):
             "Area to index, in any CRS (converted to the first layer's CRS). Empty: each layer's "
             "whole extent. Required in practice for web layers.")
         self.add_parameter(
-            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels)", QgsProcessingParameterNumber.Integer,
+            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels)", QgsProcessingParameterNumber.Type.Integer,
                                          optional=True, minValue=8),
             "Side of a tile in pixels of the model's resolution. Empty: the model's (32 px for the "
             "shipped model); other sizes work but the model was trained at its own.")
         self.add_parameter(
-            QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (pixels)", QgsProcessingParameterNumber.Integer,
+            QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (pixels)", QgsProcessingParameterNumber.Type.Integer,
                                          optional=True, minValue=0),
             "Pixels shared by neighbouring tiles: more overlap finds objects across tile edges at the "
             "cost of more tiles. Empty: the model's (none for the shipped model).")

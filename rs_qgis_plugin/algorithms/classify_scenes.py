@@ -33,12 +33,12 @@ class ClassifyScenes(ModelAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.add_parameter(
-            QgsProcessingParameterMultipleLayers(self.S2, "Sentinel-2 layer(s)", QgsProcessing.TypeRaster),
+            QgsProcessingParameterMultipleLayers(self.S2, "Sentinel-2 layer(s)", QgsProcessing.SourceType.TypeRaster),
             "A 10-band stack (B02, B03, B04, B05, B06, B07, B08, B8A, B11, B12, reflectance x "
             "10000) or one layer per band; bands are recognised by band descriptions or by the band "
             "in the file name (…_B8A_20m.tif). The first layer defines the grid and CRS.")
         self.add_parameter(
-            QgsProcessingParameterMultipleLayers(self.S1, "Sentinel-1 layer(s)", QgsProcessing.TypeRaster,
+            QgsProcessingParameterMultipleLayers(self.S1, "Sentinel-1 layer(s)", QgsProcessing.SourceType.TypeRaster,
                                                  optional=True),
             "VV and VH backscatter (dB) as a stack or one layer each, for models that use Sentinel-1. "
             "Reprojected onto the Sentinel-2 grid when their CRS differs.")
@@ -51,18 +51,18 @@ class ClassifyScenes(ModelAlgorithm):
             "e.g. VV=11,VH=12. Needed only when band names cannot be recognised.")
         self.add_extent_parameter("Area to classify. Empty: the first Sentinel-2 layer's extent.")
         self.add_parameter(
-            QgsProcessingParameterNumber(self.THRESHOLD, "Label threshold", QgsProcessingParameterNumber.Double,
+            QgsProcessingParameterNumber(self.THRESHOLD, "Label threshold", QgsProcessingParameterNumber.Type.Double,
                                          0.5, minValue=0.01, maxValue=0.99),
             "A class becomes a label of a patch when its probability reaches this value.")
         self.add_parameter(
             QgsProcessingParameterNumber(self.MIN_VALID, "Least valid fraction of a patch",
-                                         QgsProcessingParameterNumber.Double, 0.9, minValue=0.01, maxValue=1.0),
+                                         QgsProcessingParameterNumber.Type.Double, 0.9, minValue=0.01, maxValue=1.0),
             "Patches with less valid (non-nodata) area are kept in the output, marked 'nodata', and "
             "not classified.")
         self.add_device_parameter()
         self.add_strict_parameter()
         self.add_parameter(
-            QgsProcessingParameterVectorDestination(self.OUTPUT, "Scene labels", QgsProcessing.TypeVectorPolygon),
+            QgsProcessingParameterVectorDestination(self.OUTPUT, "Scene labels", QgsProcessing.SourceType.TypeVectorPolygon),
             "GeoPackage with one polygon per patch: labels, top label and probability, and one "
             "probability field per class (p_<class>).")
         self.add_probabilities_parameter(

@@ -72,7 +72,7 @@ class DownloadModel(ModelAlgorithm):
             "each one's address, licence, size and SHA-256.")
         self.add_parameter(
             QgsProcessingParameterFile(self.FOLDER, "Destination folder",
-                                       behavior=QgsProcessingParameterFile.Folder, optional=True),
+                                       behavior=QgsProcessingParameterFile.Behavior.Folder, optional=True),
             "Folder for the checkpoint. Empty: the downloads/ folder of the user models folder (the "
             "environment variable RSAI_MODELS_DIR, else ~/.local/share/rsai-toolbox/models on Linux, "
             "%APPDATA%\\rsai-toolbox\\models on Windows, ~/Library/Application Support/rsai-toolbox/models "

@@ -40,11 +40,11 @@ class MapCrops(UncertaintyOutput, ModelAlgorithm):
 
     def initAlgorithm(self, config=None):  # noqa: N802 (QGIS API)
         self.add_parameter(
-            QgsProcessingParameterMultipleLayers(self.S2, "Sentinel-2 time series", QgsProcessing.TypeRaster),
+            QgsProcessingParameterMultipleLayers(self.S2, "Sentinel-2 time series", QgsProcessing.SourceType.TypeRaster),
             "One layer per date, or a stack with dated band descriptions. Bands as the model lists "
             "them (reflectance x 10000). The first date's grid is the output grid.")
         self.add_parameter(
-            QgsProcessingParameterMultipleLayers(self.S1, "Sentinel-1 time series", QgsProcessing.TypeRaster,
+            QgsProcessingParameterMultipleLayers(self.S1, "Sentinel-1 time series", QgsProcessing.SourceType.TypeRaster,
                                                  optional=True),
             "For models that use Sentinel-1: one layer per date or a dated stack; reprojected and "
             "resampled onto the Sentinel-2 grid. A missing VV/VH band is computed from VV and VH (dB).")

@@ -83,7 +83,7 @@ class RunOnnxModel(RasterModelAlgorithm):
             "sigmoid). Probabilities and the class map are computed from the result.")
         self.add_parameter(
             QgsProcessingParameterNumber(self.SCALE, "Scale (divide raw values by)",
-                                         QgsProcessingParameterNumber.Double, optional=True, minValue=1e-12),
+                                         QgsProcessingParameterNumber.Type.Double, optional=True, minValue=1e-12),
             "Raw pixel values are divided by this before mean and std are applied, as Deepness divides "
             "8-bit values by 255 (use 10000 for Sentinel-2 reflectance x 10000). Empty: the model's "
             "normalisation, or 1. Giving scale, mean or std replaces the model's normalisation.")
@@ -96,12 +96,12 @@ class RunOnnxModel(RasterModelAlgorithm):
             "Standard deviation the model divides the centred values by: one number, or one per band, "
             "e.g. 0.229,0.224,0.225. Empty: the model's, or 1.")
         self.add_parameter(
-            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels)", QgsProcessingParameterNumber.Integer,
+            QgsProcessingParameterNumber(self.TILE_SIZE, "Tile size (pixels)", QgsProcessingParameterNumber.Type.Integer,
                                          optional=True, minValue=1),
             "Side of the square tiles fed to the model. Empty: the model's contract, else the size its "
             "graph fixes. A graph with a fixed size accepts only that size.")
         self.add_parameter(
-            QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (pixels)", QgsProcessingParameterNumber.Integer,
+            QgsProcessingParameterNumber(self.OVERLAP, "Tile overlap (pixels)", QgsProcessingParameterNumber.Type.Integer,
                                          optional=True, minValue=0),
             "Pixels shared by neighbouring tiles, blended to hide tile edges. Empty: the model's, else "
             "15% of the tile size.")

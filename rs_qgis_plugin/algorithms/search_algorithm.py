@@ -47,7 +47,7 @@ class SearchAlgorithm(ModelAlgorithm):
     def add_index_parameter(self) -> None:
         """An index to search, made by Build search index."""
         self.add_parameter(
-            QgsProcessingParameterFile(self.INDEX, "Search index folder", behavior=QgsProcessingParameterFile.Folder),
+            QgsProcessingParameterFile(self.INDEX, "Search index folder", behavior=QgsProcessingParameterFile.Behavior.Folder),
             "A folder written by 'Build search index': the layers' tile embeddings. Searching it "
             "runs no image model, so a query takes milliseconds.")
 
@@ -57,11 +57,11 @@ class SearchAlgorithm(ModelAlgorithm):
     def add_ranking_parameters(self) -> None:
         """How many tiles to return, the GeoPackage of ranked tiles and the optional heatmap."""
         self.add_parameter(
-            QgsProcessingParameterNumber(self.TOP_K, "Number of results", QgsProcessingParameterNumber.Integer,
+            QgsProcessingParameterNumber(self.TOP_K, "Number of results", QgsProcessingParameterNumber.Type.Integer,
                                          DEFAULT_TOP_K, minValue=1, maxValue=MAX_TOP_K),
             "How many of the best matching tiles to return, best first.")
         self.add_parameter(
-            QgsProcessingParameterVectorDestination(self.OUTPUT, "Ranked tiles", QgsProcessing.TypeVectorPolygon),
+            QgsProcessingParameterVectorDestination(self.OUTPUT, "Ranked tiles", QgsProcessing.SourceType.TypeVectorPolygon),
             "GeoPackage (table search_results) with one polygon per returned tile: rank (1 = best), "
             "score (cosine similarity to the query), layer and tile number in the index, the tile's "
             "row and column offsets in pixels, and the query. In the CRS of the index's first layer; "

@@ -27,7 +27,7 @@ class SearchSimilar(SearchAlgorithm):
                            "The name the query tile's layer has in the index (its layer name when it "
                            "was indexed; the 'layer' field of a search result).")
         self.add_parameter(
-            QgsProcessingParameterNumber(self.TILE, "Tile number", QgsProcessingParameterNumber.Integer,
+            QgsProcessingParameterNumber(self.TILE, "Tile number", QgsProcessingParameterNumber.Type.Integer,
                                          optional=True, minValue=0),
             "The query tile's number in its layer (the 'tile' field of a search result). Give this "
             "or POINT.")
@@ -53,5 +53,5 @@ class SearchSimilar(SearchAlgorithm):
             crs = self.parameterAsPointCrs(parameters, self.POINT, context)
             request["point"] = [point.x(), point.y()]
             if crs.isValid():
-                request["point_crs"] = crs.toWkt(QgsCoordinateReferenceSystem.WKT_PREFERRED)
+                request["point_crs"] = crs.toWkt(QgsCoordinateReferenceSystem.WktVariant.WKT_PREFERRED)
         return {key: value for key, value in request.items() if value is not None}
