@@ -64,7 +64,7 @@ def apply_value_ramp(layer, units: str, decimals: int = 1, low_color: str = LOW_
     items = ramp.colorRampItemList()
     for item in items:
         item.label = f"{item.value:.{decimals}f} {units}".strip()
-    for item, end in zip((items[0], items[-1]), ends):
+    for item, end in zip((items[0], items[-1]) if items else (), ends):
         item.label = f"{item.label} ({end})" if end else item.label
     ramp.setColorRampItemList(items)
     shader = QgsRasterShader(low, high)
@@ -95,9 +95,7 @@ class UncertaintyStyle(OutputStyle):
     properties)."""
 
     def apply(self, layer) -> None:
-        description = layer.dataProvider().generateBandName(1)
-        if layer.bandName(1) != description:  # GDAL's description of the band, when it has one
-            description = layer.bandName(1)
+        description = layer.bandName(1)  # "Band 1: " and GDAL's description of the band
         if "entropy" in description:
             apply_value_ramp(layer, "entropy", 2, CERTAIN_COLOR, UNCERTAIN_COLOR, (0.0, 1.0),
                              ("one class certain", "every class alike"))

@@ -2,6 +2,8 @@
 share (engine/input_distribution.py) of the algorithms that map pixels with a model."""
 from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterRasterDestination
 
+from rs_qgis_plugin.output_styles import UncertaintyStyle
+
 
 class UncertaintyOutput:
     """Mixed into a ModelAlgorithm: the UNCERTAINTY parameter, its request entry and its results."""
@@ -17,13 +19,17 @@ class UncertaintyOutput:
             "times the model time), and the output becomes the mean over the views. Regression: the spread "
             "(standard deviation) over the views, in the output's units. Classes: the entropy of the mean class "
             "probabilities (0 certain, 1 every class alike) and the largest of them. A last band gives, for models "
-            "that record their training inputs, the input's distance to them (above 1: out of distribution).")
+            "that record their training inputs, the input's distance to them (above 1: out of distribution). "
+            "Loaded with its first band on a ramp from pale (certain) to red (uncertain) and a legend.")
         self.addOutput(QgsProcessingOutputNumber(self.AUGMENTATIONS, "Test-time augmentations (views per tile)"))
         self.addOutput(QgsProcessingOutputNumber(self.OUT_OF_DISTRIBUTION,
                                                  "Share of pixels unlike the model's training inputs"))
 
     def uncertainty_request(self, parameters, context) -> dict:
+        """The engine's ``uncertainty`` entry; the layer is styled with its legend when it loads."""
         path = self.parameterAsOutputLayer(parameters, self.UNCERTAINTY, context)
+        if path and context.willLoadLayerOnCompletion(path):
+            context.layerToLoadOnCompletionDetails(path).setPostProcessor(UncertaintyStyle())
         return {"uncertainty": path} if path else {}
 
     def uncertainty_results(self, result: dict, feedback) -> dict:
