@@ -16,6 +16,7 @@
     python -m engine models list | download ID [--to DIR] | installed
     python -m engine batch --task estimate_bathymetry --inputs 'scenes/**/*.tif' --output-dir out/ [--ray-address auto]
     python -m engine doctor [--json]     which device each shipped model runs on, and why not CUDA
+    python -m engine wheelhouse --out DIR [--flavour cpu|cuda|directml] [--from-installed]   wheels for an offline set-up
 
 Progress goes to stderr; the result is printed as JSON on stdout. Exit status 2 on bad input, 130
 on Ctrl+C and 143 on SIGTERM (temporary files removed, no output written; a batch keeps its finished scenes).
@@ -27,7 +28,7 @@ import json
 import sys
 from dataclasses import asdict
 
-from engine import doctor
+from engine import doctor, wheelhouse
 from engine.contract import TEST_TIME_AUGMENTATIONS
 from engine.errors import EngineError
 from engine.model_catalogue import load_catalogue
@@ -63,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_models_commands(commands)
     commands.add_parser("doctor", help="which device each shipped model runs on, why not CUDA, a one-tile test "
                                        "per device (python -m engine doctor --help)")
+    commands.add_parser("wheelhouse", help="a folder of the wheels the engine needs, for the plugin's offline "
+                                           "Engine set-up (python -m engine wheelhouse --help)")
     return parser
 
 
@@ -242,8 +245,9 @@ MODELS_TASKS = {"download": "download_model", "installed": "installed_models"}
 def main(argv: list[str] | None = None) -> int:
     stop_cleanly_on_sigterm()
     arguments = sys.argv[1:] if argv is None else argv
-    if arguments[:1] == ["doctor"]:
-        return doctor.main(arguments[1:])
+    own_parsers = {"doctor": doctor.main, "wheelhouse": wheelhouse.main}  # commands with their own options
+    if arguments[:1] and arguments[0] in own_parsers:
+        return own_parsers[arguments[0]](arguments[1:])
     args = vars(_parser().parse_args(argv))
     command = args.pop("command")
     if command == "contract":

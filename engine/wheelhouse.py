@@ -1,5 +1,6 @@
 """A wheelhouse: a folder of the wheels the engine's environment needs, so that the plugin's Engine
-set-up works offline (``python -m engine wheelhouse --out DIR --flavour cpu|cuda|directml``).
+set-up works offline (``python -m engine wheelhouse --out DIR --flavour cpu|cuda|directml``, or
+scripts/build_wheelhouse.sh).
 
 On a connected machine the wheels come from the package index (``pip download``, for another
 platform with ``--platform win_amd64 --python-version 3.12``). ``--from-installed`` writes them from
@@ -161,7 +162,7 @@ def from_installed(out: Path, flavour: str, find_links: Path | None = None) -> t
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m engine wheelhouse", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m engine wheelhouse", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="the wheelhouse folder (created)")
     parser.add_argument("--flavour", default="cpu", choices=FLAVOURS,
                         help="onnxruntime flavour: cpu (and CoreML on macOS), cuda (NVIDIA), directml (Windows GPUs)")

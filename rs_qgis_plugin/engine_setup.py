@@ -12,7 +12,7 @@ CPU package (which brings CoreML on macOS). The driver is looked for by the engi
 The environment is built beside the old one (``engine-env.new``) and swapped in only once the engine
 imports in it: a failed or cancelled set-up deletes the new folder and leaves the previous
 environment as it was. Offline, a wheelhouse folder replaces the package index (``python -m
-engine.wheelhouse`` or scripts/build_wheelhouse.sh build one on a connected machine).
+engine wheelhouse`` or scripts/build_wheelhouse.sh build one on a connected machine).
 """
 import json
 import os
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from qgis.core import QgsProcessingException
 
-from rs_qgis_plugin.settings import PLUGIN_DIR, REPO_ROOT, engine_environment_dir, environment_python
+from rs_qgis_plugin.settings import PLUGIN_DIR, REPO_ROOT, engine_environment_dir, engine_wheel, environment_python
 from rs_qgis_plugin.worker_client import engine_environment
 
 FLAVOURS = ("auto", "cpu", "cuda", "directml")
@@ -48,9 +48,8 @@ class SetupFailed(QgsProcessingException):
 
 def engine_source() -> str:
     """What to install: the engine wheel the plugin zip carries, else this checkout (built by pip)."""
-    wheels = sorted((PLUGIN_DIR / "engine_wheel").glob("rs_ai_toolbox-*.whl"))
-    if wheels:
-        return str(wheels[-1])
+    if engine_wheel() is not None:
+        return str(engine_wheel())
     if (REPO_ROOT / "pyproject.toml").is_file():
         return str(REPO_ROOT)
     raise SetupFailed(f"The plugin folder {PLUGIN_DIR} has no engine_wheel/: the plugin zip is incomplete. "
@@ -180,7 +179,7 @@ def set_up_engine(python: str = "", flavour: str = "auto", wheelhouse: str = "",
     target = target or engine_environment_dir()
     if wheelhouse and not Path(wheelhouse).is_dir():
         raise SetupFailed(f"The wheelhouse {wheelhouse} is not a folder: choose the folder of wheels built with "
-                          "scripts/build_wheelhouse.sh (or python -m engine.wheelhouse), or leave it empty to install "
+                          "scripts/build_wheelhouse.sh (or python -m engine wheelhouse), or leave it empty to install "
                           "from the package index.")
     target.parent.mkdir(parents=True, exist_ok=True)
     steps = Steps(feedback, target.parent / LOG_NAME)
@@ -238,7 +237,7 @@ def failure(error: subprocess.CalledProcessError, wheelhouse: str, flavour: str,
         return SetupFailed(
             f"The wheelhouse {wheelhouse} lacks {missing}, which the engine needs (onnxruntime flavour {flavour}). "
             f"Build the wheelhouse again on a connected machine of this platform with `scripts/build_wheelhouse.sh "
-            f"{wheelhouse} {flavour}` (or `python -m engine.wheelhouse --out {wheelhouse} --flavour {flavour}`), or "
+            f"{wheelhouse} {flavour}` (or `python -m engine wheelhouse --out {wheelhouse} --flavour {flavour}`), or "
             f"add {missing}'s wheel to it. {kept}")
     if "ensurepip is not" in output:
         return SetupFailed(f"{error.cmd[0]} has no venv support: install it (Debian, Ubuntu: sudo apt install "

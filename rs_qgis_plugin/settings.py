@@ -20,6 +20,12 @@ REPO_ROOT = PLUGIN_DIR.parent
 FALLBACK_PYTHON = "python3"
 
 
+def engine_wheel() -> Path | None:
+    """The engine wheel the plugin zip carries (engine, shipped models, catalogue); None in a checkout."""
+    wheels = sorted((PLUGIN_DIR / "engine_wheel").glob("rs_ai_toolbox-*.whl"))
+    return wheels[-1] if wheels else None
+
+
 def engine_environment_dir() -> Path:
     """The Engine set-up's environment: in the QGIS profile folder, outside the plugin folder, so that
     plugin updates keep it."""

@@ -10,4 +10,4 @@ out="${1:?usage: scripts/build_wheelhouse.sh DIR [cpu|cuda|directml] [platform] 
 args=(--out "$out" --flavour "${2:-cpu}")
 [ -n "${3:-}" ] && args+=(--platform "$3")
 [ -n "${4:-}" ] && args+=(--python-version "$4")
-exec .venv/bin/python -m engine.wheelhouse "${args[@]}"
+exec .venv/bin/python -m engine wheelhouse "${args[@]}"

@@ -33,7 +33,7 @@ def wheelhouse(tmp_path_factory) -> Path:
     """Wheels of the engine's CPU install, written from this environment's distributions (no network)."""
     assert list(EXTRA_WHEELS.glob("onnxruntime-*.whl")), f"no CPU onnxruntime wheel in {EXTRA_WHEELS}: run scripts/setup.sh"
     folder = tmp_path_factory.mktemp("wheelhouse")
-    done = subprocess.run([sys.executable, "-m", "engine.wheelhouse", "--out", str(folder), "--from-installed",
+    done = subprocess.run([sys.executable, "-m", "engine", "wheelhouse", "--out", str(folder), "--from-installed",
                            "--flavour", "cpu", "--find-links", str(EXTRA_WHEELS)], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -200,6 +200,13 @@ def test_a_driver_beside_the_cpu_onnxruntime_is_explained(installed_profile, tmp
 
 
 @pytest.mark.slow
+def test_the_zip_install_offers_the_catalogue_from_the_engine_wheel(installed_profile):
+    catalogue = json.loads((REPO_ROOT / "engine" / "published_models.json").read_text())["models"]
+    described = qgis_process(installed_profile["profile"], "help", "rsai:download_model")
+    options = described["parameters"]["MODEL"]["available_options"]
+    assert len(options) == len(catalogue) and options["0"].startswith(catalogue[0]["title"])
+
+@pytest.mark.slow
 def test_two_onnxruntime_flavours_installed_are_named(installed_profile, tmp_path):
     """Last in this module: it leaves the set-up environment with both flavours."""
     import importlib.metadata
@@ -217,3 +224,4 @@ def test_two_onnxruntime_flavours_installed_are_named(installed_profile, tmp_pat
     found = engine_doctor(python)
     assert set(found["flavours"]) == {"onnxruntime", "onnxruntime-gpu"}
     assert found["problems"][0].startswith("onnxruntime and onnxruntime-gpu are installed together; they share one folder")
+

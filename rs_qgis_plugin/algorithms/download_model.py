@@ -1,5 +1,6 @@
 """Processing algorithm: download a published model's checkpoint listed in the engine's catalogue."""
 import json
+import zipfile
 from pathlib import Path
 
 from qgis.core import (
@@ -12,7 +13,7 @@ from qgis.core import (
 )
 
 from rs_qgis_plugin.algorithms.model_algorithm import ModelAlgorithm
-from rs_qgis_plugin.settings import engine_folder
+from rs_qgis_plugin.settings import engine_folder, engine_wheel
 from rs_qgis_plugin.worker_client import EngineWorker
 
 CATALOGUE = Path("engine") / "published_models.json"  # in the engine's folder
@@ -20,16 +21,19 @@ CATALOGUE = Path("engine") / "published_models.json"  # in the engine's folder
 
 def read_catalogue() -> tuple[list[dict], str]:
     """The catalogue's entries read as plain JSON (the engine validates them when it downloads),
-    and why there are none when the file cannot be read."""
-    folder = engine_folder()
-    if folder is None:
-        return [], ("the model catalogue ships with the engine's source folder, which this plugin installation "
-                    "does not have; run `python -m engine models download ID` in the engine's environment")
-    path = Path(folder) / CATALOGUE
+    and why there are none when the file cannot be read: from the engine's source folder in a
+    checkout, else from the engine wheel the plugin zip carries."""
+    folder, wheel = engine_folder(), engine_wheel()
+    path = Path(folder) / CATALOGUE if folder else wheel
     try:
-        return json.loads(path.read_text(encoding="utf-8"))["models"], ""
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        return [], f"the model catalogue {path} cannot be read ({err}); restore it from the toolbox"
+        if folder is None:
+            with zipfile.ZipFile(wheel) as archive:
+                text = archive.read(CATALOGUE.as_posix()).decode("utf-8")
+        else:
+            text = path.read_text(encoding="utf-8")
+        return json.loads(text)["models"], ""
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as err:
+        return [], f"the model catalogue in {path} cannot be read ({err}); install the plugin again from its zip"
 
 
 def size_label(size_bytes) -> str:

@@ -47,7 +47,7 @@ class SetupEngine(QgsProcessingAlgorithm):
             "(carried by the plugin) is installed with the onnxruntime that fits the machine: onnxruntime-gpu "
             "with an NVIDIA driver, DirectML on other Windows machines, otherwise the CPU package.\n\n"
             "Offline, give a wheelhouse: a folder of wheels built on a connected machine with "
-            "scripts/build_wheelhouse.sh (or python -m engine.wheelhouse --out DIR --flavour cpu|cuda|directml).\n\n"
+            "scripts/build_wheelhouse.sh (or python -m engine wheelhouse --out DIR --flavour cpu|cuda|directml).\n\n"
             "The new environment replaces the previous one only once the engine runs in it: a failed or cancelled "
             "set-up leaves the previous one as it was. The log is kept beside the environment (engine-setup.log). "
             "Afterwards the toolbox's algorithms use it; Diagnostics says which device the models run on."
