@@ -47,7 +47,7 @@ CUDA_FIX = ("install them into the engine's environment with `pip install onnxru
 
 @dataclass
 class DeviceTest:
-    device: str  # the engine's device name: cpu or cuda
+    device: str  # the engine's device name: cpu, cuda, or auto (DirectML or CoreML where listed)
     provider: str | None = None  # the onnxruntime provider that really ran the tile
     load_seconds: float | None = None
     tile_seconds: float | None = None
@@ -211,18 +211,23 @@ def diagnose(run_tests: bool = True) -> Diagnosis:
 
 
 def run_device_tests(diagnosis: Diagnosis) -> None:
-    """One tile of the shipped bathymetry model on the CPU and, where onnxruntime lists CUDA, on CUDA;
-    then the device each shipped model runs on."""
+    """One tile of the shipped bathymetry model on the CPU, on CUDA where onnxruntime lists it, and on
+    the engine's automatic choice where it lists DirectML or CoreML; then the device each shipped model
+    runs on."""
     import numpy as np
 
     from engine.errors import EngineError
-    from engine.runtime import MODELS_DIR, Model
+    from engine.runtime import MODELS_DIR, OTHER_ACCELERATORS, Model
     from engine.tasks import RASTER_TASKS
 
     path = RASTER_TASKS["estimate_bathymetry"].model_path({})
-    devices = ["cpu", *(["cuda"] if "CUDAExecutionProvider" in diagnosis.providers else [])]
+    other_accelerators = [p for p in OTHER_ACCELERATORS if p in diagnosis.providers]  # DirectML, CoreML: "auto"
+    devices = ["cpu", *(["cuda"] if "CUDAExecutionProvider" in diagnosis.providers else []),
+               *(["auto"] if other_accelerators else [])]
     for device in devices:
         test = DeviceTest(device)
+        if device == "cuda":
+            prepare_cuda()  # as an engine run does
         try:
             started = time.perf_counter()
             with contextlib.redirect_stdout(sys.stderr):  # onnxruntime prints library failures on stdout
@@ -245,7 +250,7 @@ def run_device_tests(diagnosis: Diagnosis) -> None:
             f"{cuda_test.error or 'it fell back to the CPU'}. Check that the driver supports CUDA "
             f"{diagnosis.cuda_build} (nvidia-smi shows the highest CUDA version it supports).")
     for model_path in sorted(MODELS_DIR.glob("*.onnx")):
-        if diagnosis.cuda_works:
+        if diagnosis.cuda_works or other_accelerators:
             try:
                 diagnosis.models[model_path.name] = Model(model_path, "auto").provider
             except EngineError as err:

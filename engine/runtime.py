@@ -2,7 +2,9 @@
 
 ``device="auto"`` uses CUDA when onnxruntime can really run on it (the CUDA provider is listed AND
 the session ends up on it: onnxruntime-gpu lists CUDA on machines without a GPU and then silently
-falls back), else the CPU. ``device="cuda"`` fails clearly when CUDA is not usable.
+falls back), else DirectML or CoreML where the installed onnxruntime has them (onnxruntime-directml
+on Windows, onnxruntime on macOS; they run what they support and leave the rest to the CPU), else the
+CPU. ``device="cuda"`` fails clearly when CUDA is not usable.
 
 On CUDA a model runs its fp16 variant when one sits beside it (``m.fp16.onnx``, written by
 ``python -m training export --fp16``, engine/contract.py ``fp16_variant_path``) and was made from its
@@ -32,6 +34,7 @@ DEVICES = ("auto", "cpu", "cuda")
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models_onnx"  # the shipped models
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+OTHER_ACCELERATORS = ("DmlExecutionProvider", "CoreMLExecutionProvider")  # device "auto" without CUDA
 # Tasks whose graphs take named inputs rather than one float image batch (training/text_search/export.py)
 NAMED_INPUTS = {
     "text_embedding": {"input_ids": ("tensor(int64)", 2), "attention_mask": ("tensor(int64)", 2)},
@@ -106,7 +109,9 @@ class Model:
                 "device 'cuda' was requested but this onnxruntime has no CUDA provider "
                 f"(available: {ort.get_available_providers()}); install onnxruntime-gpu or use device 'auto'"
             )
-        session = open_session(self.path, [CUDA, CPU] if want_cuda else [CPU], spin, threads)
+        accelerators = [CUDA] if want_cuda else [p for p in OTHER_ACCELERATORS if p in ort.get_available_providers()
+                                                  and device == "auto"]
+        session = open_session(self.path, [*accelerators, CPU], spin, threads)
         if device == "cuda" and session.get_providers()[0] != CUDA:
             raise EngineError(
                 "device 'cuda' was requested but the CUDA provider could not start (no GPU or CUDA "
