@@ -33,6 +33,7 @@ MIN_PYTHON = (3, 10)  # pyproject's requires-python
 PYTHON_NAMES = ("python3.13", "python3.12", "python3.11", "python3.10", "python3", "python")
 PROBE_TIMEOUT_S = 30
 LOG_NAME = "engine-setup.log"
+RECORD_NAME = "engine-setup.json"  # beside the environment: what the last set-up installed
 ENGINE_DISTRIBUTION = "rs-ai-toolbox"
 MISSING_PACKAGE_PATTERNS = (  # pip's and uv's words for a requirement the wheelhouse cannot satisfy
     re.compile(r"No matching distribution found for ([A-Za-z0-9_.\-]+)"),
@@ -201,6 +202,8 @@ def set_up_engine(python: str = "", flavour: str = "auto", wheelhouse: str = "",
         diagnosis = json.loads("\n".join(checked[checked.index("{"):]))
         steps.say(diagnosis["report"])
         swap_in(building, target)
+        (target.parent / RECORD_NAME).write_text(json.dumps(
+            {"engine": Path(source).name, "flavour": flavour, "python": python, "wheelhouse": wheelhouse}))
     except subprocess.CalledProcessError as error:
         shutil.rmtree(building, ignore_errors=True)
         raise failure(error, wheelhouse, flavour, target, steps) from None
@@ -212,6 +215,19 @@ def set_up_engine(python: str = "", flavour: str = "auto", wheelhouse: str = "",
     seconds = round(time.monotonic() - started, 1)
     return {"python": str(environment_python(target)), "flavour": flavour, "seconds": seconds,
             "device": diagnosis["providers"][0] if diagnosis["providers"] else ""}
+
+
+def outdated_engine(target: Path, wheel: Path | None) -> str:
+    """Why the engine in the set-up environment ``target`` is not the plugin's (after a plugin update:
+    the environment is kept, the engine it holds is older); '' when it is, or nothing was set up here."""
+    record = target.parent / RECORD_NAME
+    if wheel is None or not record.is_file() or not target.is_dir():
+        return ""
+    installed = json.loads(record.read_text()).get("engine")
+    if installed == wheel.name:
+        return ""
+    return (f"The plugin was updated: it carries {wheel.name} but its engine environment holds {installed}. "
+            "Run Engine set-up to update the engine (the environment is replaced only once the new one works).")
 
 
 def swap_in(building: Path, target: Path) -> None:

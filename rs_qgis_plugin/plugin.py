@@ -14,7 +14,8 @@ except ImportError:
 from rs_qgis_plugin.diagnostics_dialog import DiagnosticsDialog
 from rs_qgis_plugin.provider import RemoteSensingAIProvider
 from rs_qgis_plugin.search_dock import SearchDock
-from rs_qgis_plugin.settings import engine_is_set_up
+from rs_qgis_plugin.engine_setup import outdated_engine
+from rs_qgis_plugin.settings import engine_environment_dir, engine_is_set_up, engine_wheel
 
 MENU = "&Remote Sensing AI Toolbox"
 SETUP_ALGORITHM = "rsai:setup_engine"
@@ -46,12 +47,14 @@ class RemoteSensingAIPlugin:
         self.add_menu_action("Engine set-up…", "/processingAlgorithm.svg", self.show_engine_setup)
         self.add_menu_action("Diagnostics…", "/mIconInfo.svg", self.show_diagnostics)
         if not engine_is_set_up():
-            self.offer_engine_setup()
+            self.offer_engine_setup("The engine that runs the models is not set up yet.")
+        elif outdated_engine(engine_environment_dir(), engine_wheel()):
+            self.offer_engine_setup(outdated_engine(engine_environment_dir(), engine_wheel()))
 
-    def offer_engine_setup(self):
-        """First use: a message bar entry that opens the Engine set-up."""
+    def offer_engine_setup(self, reason: str):
+        """First use, or the first after a plugin update: a message bar entry that opens the Engine set-up."""
         bar = self.iface.messageBar()
-        message = bar.createMessage("Remote Sensing AI Toolbox", "The engine that runs the models is not set up yet.")
+        message = bar.createMessage("Remote Sensing AI Toolbox", reason)
         button = QPushButton("Engine set-up…", message)
         button.clicked.connect(self.show_engine_setup)
         message.layout().addWidget(button)

@@ -116,6 +116,18 @@ def test_zip_install_sets_the_engine_up_outside_the_plugin_and_runs_bathymetry(i
 
 
 @pytest.mark.slow
+def test_after_a_plugin_update_the_kept_environment_is_named_outdated(installed_profile, tmp_path, qgis_app):
+    from rs_qgis_plugin.engine_setup import outdated_engine
+
+    environment = installed_profile["profile"] / "profiles" / "default" / "rsai-toolbox" / "engine-env"
+    carried = next((installed_profile["plugin"] / "engine_wheel").glob("*.whl"))
+    assert outdated_engine(environment, carried) == ""
+    newer = tmp_path / carried.name.replace("0.1.0", "0.2.0")
+    assert outdated_engine(environment, newer).startswith(
+        f"The plugin was updated: it carries {newer.name} but its engine environment holds {carried.name}.")
+
+
+@pytest.mark.slow
 def test_a_pip_failure_half_way_keeps_the_previous_environment(installed_profile, wheelhouse, engine_wheel, tmp_path,
                                                                qgis_app):
     from rs_qgis_plugin.engine_setup import SetupFailed, set_up_engine
