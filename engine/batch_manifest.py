@@ -2,7 +2,7 @@
 
 Each line: ``scene`` (its name), ``input``, ``output`` (the main output; ``outputs``: every file it wrote),
 ``status`` (done | failed), ``seconds``, ``device``,
-``error`` (failed), ``worker`` (host:pid that ran it), ``request`` (a hash of the task and its parameters)
+``error`` (failed), ``worker`` (host:pid and Ray node that ran it), ``request`` (a hash of the task and its parameters)
 and ``stamps`` (size and modification time of each input file); a search-index scene also its ``entry``.
 Only the driver writes it (one writer), one line at a time, flushed: a killed run loses at most the line it
 was writing, which the next run ignores. The last line of a scene counts. A scene is finished when that

@@ -129,7 +129,8 @@ def ben_s1_partners(paths: list[Path]) -> dict[Path, Path]:
         partner = lookups[s1_root].get(patch_place(path.name).lstrip("T"))
         if partner is None:
             raise EngineError(f"{path.name} has no Sentinel-1 patch in {s1_root} (none ends with "
-                              f"{patch_place(path.name).lstrip('T')}); remove the patch from the inputs or add its S1 folder")
+                              f"{patch_place(path.name).lstrip('T')}); remove the patch from the inputs or add its "
+                              "S1 folder")
         partners[path] = partner
     return partners
 

@@ -13,19 +13,23 @@ Python functions as tasks on a local instance or a cluster. Imported only here, 
 - At most ``max_in_flight`` scenes are submitted at once, so thousands of scenes never queue in the
   object store, and results are recorded as they arrive.
 - Cancel (the caller's ``cancelled()``, Ctrl+C, SIGTERM) cancels the running tasks (their workers are
-  killed; their temporary files are removed) and keeps every scene that finished.
+  killed; their temporary files are removed) and keeps every scene that finished; the signals then stop the
+  process as they would have (KeyboardInterrupt, engine.output_files.Terminated).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import threading
 import time
 import traceback
 from dataclasses import dataclass
 from typing import Callable
 
 from engine.errors import EngineError
+from engine.output_files import Terminated
 from engine.pipeline import IsCancelled, Progress
 
 RETRIES = 3  # runs of a scene after its worker died
@@ -39,7 +43,8 @@ def ray_module():
         import ray
     except ImportError:
         raise EngineError("batch runs need Ray, which is not installed in the engine's Python: pip install "
-                          "'.[batch]' in the toolbox folder (or pip install 'ray[client]'), or run scripts/setup.sh") from None
+                          "'.[batch]' in the toolbox folder (or pip install 'ray[client]'), or run "
+                          "scripts/setup.sh") from None
     return ray
 
 
@@ -51,6 +56,7 @@ def ray_session(address: str | None, workers: int | None):
         yield ray
         return
     quiet = {"log_to_driver": False, "logging_level": "warning"}  # the worker protocol owns stdout
+    on_sigterm = signal.getsignal(signal.SIGTERM)  # Ray's own handler would abort this process (no cleanup)
     try:
         if address:
             ray.init(address=address, **quiet)
@@ -62,6 +68,8 @@ def ray_session(address: str | None, workers: int | None):
         raise EngineError(f"cannot start or reach {where}: {str(err).splitlines()[0]}. Check the address "
                           "(ray status on the head node prints it; 'auto' joins the cluster this machine is part "
                           "of) or leave it empty for a local Ray") from None
+    if threading.current_thread() is threading.main_thread() and on_sigterm is not None:
+        signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield ray
     finally:
@@ -69,7 +77,9 @@ def ray_session(address: str | None, workers: int | None):
 
 
 def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """host:pid of this Ray worker, and its Ray node (two nodes may share a host)."""
+    node = ray_module().get_runtime_context().get_node_id()
+    return f"{socket.gethostname()}:{os.getpid()} node {node[:8]}"
 
 
 def outcome_of(function: Callable[..., dict], *args) -> dict:
@@ -130,23 +140,46 @@ def run_scenes(ray, work: list[tuple[object, Callable[..., dict], tuple]], recor
 
     counts.started = time.perf_counter()
     progress(counts.fraction(), counts.message())
+    stopped = False
+    with stop_signals() as received:
+        try:
+            while (queue or running) and not stopped:
+                if cancelled() or received:
+                    stop(ray, running, finish, cleanup)
+                    stopped = True
+                    break
+                while queue and len(running) < max_in_flight:
+                    key, function, args = queue.pop()
+                    running[remote.remote(function, *args)] = key
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
+                for ref in ready:
+                    finish(running.pop(ref), result_or_loss(ray, ref))
+                if ready:
+                    progress(counts.fraction(), counts.message())
+        except BaseException:  # a failed record (a full disk): stop what runs, keep what finished
+            stop(ray, running, finish, cleanup)
+            raise
+    if received:
+        raise Terminated("stopped by signal SIGTERM") if received[0] == signal.SIGTERM else KeyboardInterrupt()
+    return not stopped
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGTERM and SIGINT while scenes run: noted, for the loop to stop the scenes within ``WAIT_S`` and then
+    stop the process as they would (raised inside Ray's calls, they left Ray 2.60's core worker inconsistent:
+    "Tried to complete task that was not pending", a fatal check failure). Only the main thread has signals."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {number: signal.signal(number, lambda signum, frame: received.append(signum))
+                for number in (signal.SIGTERM, signal.SIGINT)}
     try:
-        while queue or running:
-            if cancelled():
-                stop(ray, running, finish, cleanup)
-                return False
-            while queue and len(running) < max_in_flight:
-                key, function, args = queue.pop()
-                running[remote.remote(function, *args)] = key
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_S)
-            for ref in ready:
-                finish(running.pop(ref), result_or_loss(ray, ref))
-            if ready:
-                progress(counts.fraction(), counts.message())
-    except BaseException:  # Ctrl+C, SIGTERM, a failed record: stop what runs, keep what finished
-        stop(ray, running, finish, cleanup)
-        raise
-    return True
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def result_or_loss(ray, ref) -> dict:

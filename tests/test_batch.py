@@ -242,6 +242,26 @@ def test_cli_batch_runs_a_local_ray_and_resumes(depth_model, tmp_path):
     assert json.loads(second.stdout)["skipped"] == 3
 
 
+def test_sigterm_stops_the_cli_and_keeps_the_finished_scenes(depth_model, tmp_path):
+    write_scenes(tmp_path / "scenes", count=8, size=(400, 400))
+    manifest = tmp_path / "out" / MANIFEST_NAME
+    command = [sys.executable, "-m", "engine", "batch", "--task", "estimate_bathymetry", "--inputs",
+               str(tmp_path / "scenes"), "--output-dir", str(tmp_path / "out"), "--model", depth_model, "--workers", "1"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline and not (
+            manifest.is_file() and manifest.read_text().count("\n") >= 1):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143 and "the finished scenes are kept" in stderr, stderr[:3000]
+    finished = manifest_lines(tmp_path / "out")
+    assert 1 <= len(finished) < 8 and all(r["status"] == "done" for r in finished)
+    assert not partials(tmp_path / "out")
+    resumed = json.loads(subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180).stdout)
+    assert (resumed["done"], resumed["skipped"]) == (8 - len(finished), len(finished))
+
+
 def test_engine_core_imports_neither_ray_nor_qgis():
     code = ("import sys, engine.__main__, engine.worker; from engine.tasks import TASKS; "
             "print(sorted(m for m in ('ray', 'qgis', 'torch', 'faiss') if m in sys.modules))")
@@ -278,7 +298,7 @@ def test_crop_maps_per_tile_from_folders_of_dated_files(local_ray, tmp_path):
 
 
 def write_ben_patch(root, patch, s1_name, seed):
-    """One BigEarthNet v2 patch: 10 S2 band files at 10 m / 20 m and the S1 partner's VV, VH (reben_format.py layout)."""
+    """One BigEarthNet v2 patch: 10 S2 band files at 10 m / 20 m and its S1 partner's VV, VH (reben_format.py)."""
     from engine.batch_scenes import BEN_S1, BEN_S2
     from test_scene_labels_engine import S2
 

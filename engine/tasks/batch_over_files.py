@@ -22,7 +22,7 @@ from engine.batch_manifest import BatchManifest, input_stamps, request_key
 from engine.batch_scenes import EXTRA_OUTPUTS, Scene, find_scenes, output_path, scene_request
 from engine.embedding_index import EmbeddingIndex, Entry, Manifest, cache_key
 from engine.errors import EngineError
-from engine.output_files import remove_stale_partials
+from engine.output_files import PARTIAL_MARKER, remove_stale_partials
 from engine.pipeline import IsCancelled, Progress
 from engine.ray_batch import Counts, ray_session, run_scenes
 from engine.tasks.parameters import PATH, ListOf
@@ -30,6 +30,7 @@ from engine.tasks.search_index import BuildSearchIndex, embedding_model, index_e
 
 INDEX_TASK = "build_search_index"
 INDEX_FOLDER = "index"
+PARTIAL_WAIT_S = 10.0  # for the worker of a cancelled scene to end, so that its temporaries can go
 
 
 def batch_tasks() -> list[str]:
@@ -58,6 +59,16 @@ def embed_scene(folder: str, name: str, files: list[str], params: dict) -> dict:
             "outputs": [str(Path(folder) / f"{entry.id}.tiles.npy")]}
 
 
+def remove_partials_when_stale(target: Path) -> None:
+    """Remove ``target``'s temporaries once their writers have ended (a killed worker takes a moment to go)."""
+    deadline = time.monotonic() + PARTIAL_WAIT_S
+    while True:
+        remove_stale_partials(target)
+        if not any(target.parent.glob(f".{target.stem}{PARTIAL_MARKER}*")) or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
+
+
 class BatchOverFiles:
     name = "batch_over_files"
     params = {
@@ -82,7 +93,8 @@ class BatchOverFiles:
             raise EngineError(f"batch_over_files runs one of {', '.join(batch_tasks())}; not {task!r}")
         extra = params.get("extra_outputs", [])
         if set(extra) - set(EXTRA_OUTPUTS):
-            raise EngineError(f"extra_outputs may name {', '.join(EXTRA_OUTPUTS)}; not {sorted(set(extra) - set(EXTRA_OUTPUTS))}")
+            raise EngineError(f"extra_outputs may name {', '.join(EXTRA_OUTPUTS)}; "
+                              f"not {sorted(set(extra) - set(EXTRA_OUTPUTS))}")
         output_dir = Path(params["output_dir"])
         if not output_dir.parent.is_dir():
             raise EngineError(f"folder {output_dir.parent} does not exist; create it or choose another output_dir")
@@ -117,10 +129,10 @@ class BatchOverFiles:
             manifest.append(entry)
             new_records.append(entry)
 
-        def cleanup(scene: Scene) -> None:  # a cancelled scene's temporaries (its worker was killed)
+        def cleanup(scene: Scene) -> None:  # a cancelled scene's temporaries, once its killed worker is gone
             for path in scene_request(task, scene, output_dir, {}, extra).values():
                 if isinstance(path, str) and path.startswith(str(output_dir)):
-                    remove_stale_partials(path)
+                    remove_partials_when_stale(Path(path))
 
         finished = True
         if work:  # nothing to do: Ray is not even started
@@ -141,6 +153,7 @@ class BatchOverFiles:
                                          if r["status"] == "failed"],
             "devices": sorted({r["device"] for r in new_records if r["device"]}),
             "workers": len({r["worker"] for r in new_records if r["worker"]}),
+            "nodes": len({r["worker"].split(" node ")[1] for r in new_records if r["worker"]}),
             "scene_seconds": round(sum(r["seconds"] or 0 for r in new_records), 3),
             "warnings": [f"{r['scene']}: {w}" for r in new_records for w in r["warnings"]],
         }
