@@ -103,6 +103,13 @@ def drive() -> dict:
     results["workers_after_reload"] = engine_workers()  # the new plugin's model listing may run one briefly
     results["workers_settled_after_reload"] = settled_workers()
     results["after_reload"] = plugin_entries(iface)
+    # first use: with no engine named or set up, loading the plugin offers the Engine set-up
+    iface.messageBar().clearWidgets()
+    del os.environ["RSAI_PYTHON"]
+    qgis.utils.reloadPlugin(PLUGIN)
+    QCoreApplication.processEvents()
+    results["first_use_messages"] = [item.text() for item in iface.messageBar().items()]
+    results["screenshots"]["first_use"] = screenshot(iface.messageBar(), "first_use_message")
     qgis.utils.unloadPlugin(PLUGIN)
     QCoreApplication.processEvents()
     results["after_unload"] = plugin_entries(iface)

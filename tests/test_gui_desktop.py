@@ -64,9 +64,14 @@ def test_the_dock_the_setup_dialog_and_the_diagnostics_open_with_screenshots(des
     assert desktop_run["dock_visible"]
     assert desktop_run["setup_title"].startswith("Engine set-up")
     assert "cpu: ran on CPUExecutionProvider" in desktop_run["diagnostics"]
-    for name in ("search_dock", "engine_setup", "diagnostics", "main_window"):
+    for name, least_height in (("search_dock", 100), ("engine_setup", 100), ("diagnostics", 100),
+                               ("main_window", 100), ("first_use", 20)):  # the message bar is one line high
         image = QImage(desktop_run["screenshots"][name])
-        assert not image.isNull() and image.width() > 100 and image.height() > 100, name
+        assert not image.isNull() and image.width() > 100 and image.height() > least_height, name
+
+
+def test_without_an_engine_the_plugin_offers_the_set_up(desktop_run):
+    assert desktop_run["first_use_messages"] == ["The engine that runs the models is not set up yet."]
 
 
 def test_reloading_leaves_no_worker_and_unloading_removes_the_entries(desktop_run):
