@@ -50,7 +50,7 @@ Progress = Callable[[float, str], None]
 IsCancelled = Callable[[], bool]
 READ_THREADS = 2  # 0: read on the model's thread
 M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-MAPPED_FROM = 1 << 20  # bytes
+MAPPED_FROM = 128 << 10  # bytes: GDAL's 256 x 256 float32 blocks included
 
 
 def tile_origins(length: int, tile: int, overlap: int, aligned: bool = False) -> list[int]:

@@ -11,8 +11,8 @@ whole receptive field.
 
 The budget counts the model's memory (``activation_bytes_per_px`` of the record) for each tile of a
 batch and its views, the batches read ahead and the results, and the buffers as wide as the raster:
-the blending accumulator, the finished rows and the strips waiting to be written. GDAL's block cache
-is bounded apart (engine/raster_io.py). By default it is ``PIPELINE_MB`` plus the model's memory for
+the blending accumulator, the finished rows and the strips waiting to be written, and GDAL's block
+cache (bounded in engine/raster_io.py). By default it is ``PIPELINE_MB`` plus the model's memory for
 a ``DEFAULT_TILE`` px tile: the budget, not the raster's size, bounds what a run adds, so memory
 stays flat as rasters grow (bench/memory.py).
 
@@ -35,10 +35,11 @@ from engine.contract import ModelContract
 from engine.errors import EngineError
 from engine.model_catalogue import file_sha256, user_app_dir
 from engine.output_files import partial_path
-from engine.raster_io import OUTPUT_BLOCK
+from engine.raster_io import GDAL_OPTIONS, OUTPUT_BLOCK
 from engine.runtime import Model
 
-PIPELINE_MB = 192  # default budget for the pipeline's own buffers
+PIPELINE_MB = 192  # default budget for the pipeline's own buffers and GDAL's block cache
+LEAST_MAX_MEMORY_MB = 128
 DEFAULT_TILE = 1024  # px: the default budget holds the model's memory for one such tile besides
 READ_AHEAD_BATCHES = 4  # batches read and normalised ahead of the model (engine/pipeline.py)
 WRITE_BEHIND_STRIPS = 2  # strips waiting for the writer thread (engine/raster_io.py)
@@ -71,11 +72,11 @@ def default_max_memory(contract: ModelContract) -> int:
 
 
 def check_max_memory(max_memory: int | None, contract: ModelContract) -> int:
-    """The budget in MB: ``max_memory`` or the model's default; under 64 MB is refused."""
+    """The budget in MB: ``max_memory`` or the model's default; under ``LEAST_MAX_MEMORY_MB`` is refused."""
     if max_memory is None:
         return default_max_memory(contract)
-    if max_memory < 64:
-        raise EngineError(f"max_memory is {max_memory} MB; give at least 64 (MB of memory a run may use for its "
+    if max_memory < LEAST_MAX_MEMORY_MB:
+        raise EngineError(f"max_memory is {max_memory} MB; give at least {LEAST_MAX_MEMORY_MB} (MB of memory a run may use for its "
                           f"tiles and buffers; default for {contract.name}: {default_max_memory(contract)})")
     return int(max_memory)
 
@@ -86,7 +87,7 @@ def plan_tiles(model: Model, width: int, height: int, channels: int, views: int 
     each tile run in ``views`` test-time augmentations; ``batch_size`` from the run options wins."""
     contract = model.contract
     megabytes = check_max_memory(max_memory, contract)
-    budget = megabytes * 2**20
+    budget = megabytes * 2**20 - GDAL_OPTIONS["GDAL_CACHEMAX"]
     per_tile_px = _tile_bytes_per_px(contract, channels, views)
     warnings = []
     if contract.fully_convolutional:

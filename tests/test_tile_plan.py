@@ -14,7 +14,7 @@ import rasterio
 import engine.pipeline
 import engine.tasks.raster_task
 from engine.contract import ModelContract
-from engine.errors import ModelContractError
+from engine.errors import EngineError, ModelContractError
 from engine.model_catalogue import file_sha256
 from engine.runtime import MODELS_DIR, Model
 from engine.tasks import run_task
@@ -62,7 +62,7 @@ def test_receptive_radius_bounds_what_an_output_pixel_sees():
 
 
 def test_fully_convolutional_tiles_equal_a_whole_image_run_away_from_the_edges(sea, tmp_path):
-    tiled = run(input=sea, output=str(tmp_path / "tiled.tif"), keep_masked=True, max_memory=64)
+    tiled = run(input=sea, output=str(tmp_path / "tiled.tif"), keep_masked=True, max_memory=128)
     whole = run(input=sea, output=str(tmp_path / "whole.tif"), keep_masked=True, max_memory=4096)
     model = Model(BATHYMETRY, "cpu")
     assert whole["tiles"] == 1 and whole["tile_size"] == 600
@@ -79,7 +79,7 @@ def test_a_pointwise_fully_convolutional_model_is_exact_everywhere(tmp_path):
     pointwise = write_model(tmp_path / "p.onnx", replace(contract(tile=64, overlap=16), fully_convolutional={
         "receptive_radius": 0, "size_multiple": 1, "activation_bytes_per_px": 100.0}), [[0.5, -2.0, 1.0]], [3.0])
     image = write_raster(tmp_path / "in.tif", scene(height=301, width=333))
-    small = run(input=image, output=str(tmp_path / "small.tif"), model=pointwise, max_memory=64, batch_size=2)
+    small = run(input=image, output=str(tmp_path / "small.tif"), model=pointwise, max_memory=128, batch_size=2)
     whole = run(input=image, output=str(tmp_path / "whole.tif"), model=pointwise)
     assert small["overlap"] == 0 and whole["tiles"] == 1
     with rasterio.open(tmp_path / "small.tif") as a, rasterio.open(tmp_path / "whole.tif") as b:
@@ -114,21 +114,27 @@ def test_a_bad_fully_convolutional_record_is_named():
 def test_batch_size_and_threads_are_measured_once_then_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("RSAI_CACHE_DIR", str(tmp_path / "cache"))
     model = Model(BATHYMETRY, "cpu")
-    first = plan_tiles(model, 4096, 4096, channels=1, max_memory=96)
+    first = plan_tiles(model, 4096, 4096, channels=1, max_memory=160)
     assert first.tuning == "measured"
     cached = json.loads((tmp_path / "cache" / TUNING_FILE).read_text())
     assert len(cached) == 1 and next(iter(cached)).startswith(file_sha256(BATHYMETRY))
-    again = plan_tiles(Model(BATHYMETRY, "cpu"), 4096, 4096, channels=1, max_memory=96)
+    again = plan_tiles(Model(BATHYMETRY, "cpu"), 4096, 4096, channels=1, max_memory=160)
     assert again.tuning == "cached" and (again.batch_size, again.threads) == (first.batch_size, first.threads)
-    given = plan_tiles(model, 4096, 4096, channels=1, max_memory=96, batch_size=3)
+    given = plan_tiles(model, 4096, 4096, channels=1, max_memory=160, batch_size=3)
     assert given.batch_size == 3 and given.tuning == "given"
 
 
 def test_threaded_reading_and_writing_give_the_same_bytes_as_one_thread(sea, tmp_path, monkeypatch):
     quality = {"quality_layer": str(tmp_path / "q1.tif")}
-    run(input=sea, output=str(tmp_path / "threaded.tif"), max_memory=64, **quality)
+    run(input=sea, output=str(tmp_path / "threaded.tif"), max_memory=128, **quality)
     monkeypatch.setattr(engine.pipeline, "READ_THREADS", 0)
     monkeypatch.setattr(engine.tasks.raster_task, "WRITE_BEHIND_STRIPS", 0)
-    run(input=sea, output=str(tmp_path / "sequential.tif"), max_memory=64, quality_layer=str(tmp_path / "q0.tif"))
+    run(input=sea, output=str(tmp_path / "sequential.tif"), max_memory=128, quality_layer=str(tmp_path / "q0.tif"))
     for threaded, sequential in (("threaded.tif", "sequential.tif"), ("q1.tif", "q0.tif")):
         assert (tmp_path / threaded).read_bytes() == (tmp_path / sequential).read_bytes()
+
+
+def test_a_budget_below_the_least_is_refused_before_any_work(sea, tmp_path):
+    with pytest.raises(EngineError, match="max_memory is 100 MB; give at least 128"):
+        run(input=sea, output=str(tmp_path / "out.tif"), max_memory=100)
+    assert not list(tmp_path.iterdir())
