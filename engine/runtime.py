@@ -251,7 +251,10 @@ class Model:
         taking batch k's result keeps the device busy while the caller reads and normalises the next
         tiles. On CUDA the batch is first copied into pinned buffers (two sets, so that one fills while
         the other's batch runs: a third submit waits for the first batch to finish); on the CPU it is
-        read in place: leave it unchanged until the result, and keep few batches in flight."""
+        read in place: leave it unchanged until the result, and keep few batches in flight. Overlap on
+        CUDA only (``device_batches`` is set): the CPU provider already runs on every core, and decoding
+        beside it took 1.09x the slower of the two on 2 cores (1.27x under load; bench/throughput.py
+        --device cuda where CUDA is absent), a loss, not a gain."""
         feeds = self._feeds(batch)
         with self._submit_lock:
             if self._runner is None:
