@@ -32,6 +32,7 @@ FLAVOURS = ("auto", "cpu", "cuda", "directml")
 MIN_PYTHON = (3, 10)  # pyproject's requires-python
 PYTHON_NAMES = ("python3.13", "python3.12", "python3.11", "python3.10", "python3", "python")
 PROBE_TIMEOUT_S = 30
+DOCTOR_TIMEOUT_S = 600  # loads every shipped model once on a GPU machine
 LOG_NAME = "engine-setup.log"
 RECORD_NAME = "engine-setup.json"  # beside the environment: what the last set-up installed
 ENGINE_DISTRIBUTION = "rs-ai-toolbox"
@@ -152,6 +153,24 @@ class Steps:
             self.feedback.setProgress(end)
         return lines
 
+    def check(self, environment: Path) -> dict:
+        """The engine's doctor in the new environment: a tile must run on some device."""
+        command = [str(environment_python(environment)), "-m", "engine.doctor", "--json"]
+        self.say("$ " + " ".join(command))
+        try:
+            done = subprocess.run(command, env=engine_environment(), capture_output=True, text=True, encoding="utf-8",
+                                  timeout=DOCTOR_TIMEOUT_S)
+            diagnosis = json.loads(done.stdout) if done.returncode == 0 else None
+        except (subprocess.TimeoutExpired, ValueError):
+            done, diagnosis = None, None
+        output = f"{done.stdout}{done.stderr}" if done else f"no answer in {DOCTOR_TIMEOUT_S} s"
+        if diagnosis is None or not any(test["error"] is None for test in diagnosis["tests"]):
+            raise subprocess.CalledProcessError(1, command, diagnosis["report"] if diagnosis else output)
+        self.say(diagnosis["report"])
+        if self.feedback is not None:
+            self.feedback.setProgress(98)
+        return diagnosis
+
     def close(self) -> None:
         self.log.close()
 
@@ -197,10 +216,7 @@ def set_up_engine(python: str = "", flavour: str = "auto", wheelhouse: str = "",
             python, building, f"{ENGINE_DISTRIBUTION}[{flavour}] @ {Path(source).as_uri()}", wheelhouse)
         steps.run(create, 5, 15, environment)
         steps.run(install, 15, 90, environment)
-        checked = steps.run([str(environment_python(building)), "-m", "engine.doctor", "--json", "--no-tests"],
-                            90, 98, engine_environment())
-        diagnosis = json.loads("\n".join(checked[checked.index("{"):]))
-        steps.say(diagnosis["report"])
+        steps.check(building)
         swap_in(building, target)
         (target.parent / RECORD_NAME).write_text(json.dumps(
             {"engine": Path(source).name, "flavour": flavour, "python": python, "wheelhouse": wheelhouse}))
@@ -213,8 +229,7 @@ def set_up_engine(python: str = "", flavour: str = "auto", wheelhouse: str = "",
     finally:
         steps.close()
     seconds = round(time.monotonic() - started, 1)
-    return {"python": str(environment_python(target)), "flavour": flavour, "seconds": seconds,
-            "device": diagnosis["providers"][0] if diagnosis["providers"] else ""}
+    return {"python": str(environment_python(target)), "flavour": flavour, "seconds": seconds}
 
 
 def outdated_engine(target: Path, wheel: Path | None) -> str:

@@ -106,6 +106,7 @@ def test_zip_install_sets_the_engine_up_outside_the_plugin_and_runs_bathymetry(i
     assert not (environment.parent / "engine-env.new").exists()
     log = (environment.parent / "engine-setup.log").read_text()
     assert "uv venv" in log and "--offline" in log and "no NVIDIA driver is installed" in log
+    assert "cpu: ran on CPUExecutionProvider" in log  # the new environment ran a tile before it was swapped in
     engine_file = subprocess.run([set_up["ENGINE_PYTHON"], "-c", "import engine; print(engine.__file__)"],
                                  capture_output=True, text=True, cwd=profile).stdout
     assert engine_file.startswith(str(environment))  # the engine from the plugin's wheel, not this checkout
