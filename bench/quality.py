@@ -8,8 +8,13 @@ quality tests. A shipped file exported before these records gets them in a tempo
 every cost is measured whatever the file holds: ``test_time_augmentations`` "dihedral" (what
 ``python -m training export`` writes: fit trains with every flip and rotation) and the
 ``input_statistics`` of a second simulated scene cut into 64 px patches.
+The out-of-distribution flag of the other tasks that record their training inputs is measured the
+same way, the shipped model against a copy without ``input_statistics``: the HyCoT encoder
+(principal-component projection of 202 bands) on a simulated EnMAP-like scene, and the crop model
+(per-modality statistics, median over the dates, which reads every date once more) on a simulated
+season.
 Each figure is the best of two runs; ratios of wall time and of model time (inside session.run).
-Usage: python bench/quality.py [--size 1024] [--device cpu]
+Usage: python bench/quality.py [--size 1024] [--other-size 64] [--device cpu]
 """
 from __future__ import annotations
 
@@ -69,6 +74,7 @@ def missing_records(model: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--other-size", type=int, default=64, help="side of the HyCoT and crop scenes (px)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="rsai-bench-quality-"))
@@ -100,6 +106,32 @@ def main() -> None:
             views = result.get("uncertainty", {}).get("augmentations")
             print(f"{name:38s} {seconds:8.2f} {seconds / baseline[0]:7.2f} {result['model_seconds']:8.2f} "
                   f"{result['model_seconds'] / baseline[1]:7.2f}" + (f"   ({views} views)" if views else ""))
+    other_flags(workdir, args.other_size, args.device)
+
+
+def other_flags(workdir: Path, size: int, device: str) -> None:
+    """The out-of-distribution flag of the HyCoT encoder and the crop model vs the same run without it."""
+    from training.simulation.crop_geotiffs import write_crop_time_series
+    from training.simulation.hyperspectral import simulate_scene as simulate_hyperspectral
+    from training.simulation.hyperspectral import write_scene_geotiff
+
+    write_scene_geotiff(simulate_hyperspectral(size, size, seed=99), workdir / "enmap.tif")
+    season = write_crop_time_series(workdir / "season", size=size, seed=77, year=2022, stack=True)
+    runs = (
+        ("hycot_cr8_enmap_sim_encoder.onnx", "compress_hyperspectral", {"input": str(workdir / "enmap.tif")}),
+        ("crop_tsvit_s1s2_sim.onnx", "map_crops", {"s2": str(season.s2_stack), "s1": str(season.s1_stack)}),
+    )
+    print(f"\nout-of-distribution flag of other tasks, {size}x{size} px")
+    print(f"{'':38s} {'wall s':>8s} {'ratio':>7s} {'flagged':>8s}")
+    for model, task, inputs in runs:
+        shipped = str(REPO / "models_onnx" / model)
+        plain = model_copy(shipped, workdir / f"plain_{model}", input_statistics={})
+        common = {**inputs, "device": device, "output": str(workdir / f"{task}.tif")}
+        baseline, _ = timed(task, {**common, "model": plain})
+        seconds, result = timed(task, {**common, "model": shipped})
+        print(f"{task + ' without the flag':38s} {baseline:8.2f} {1.0:7.2f}")
+        print(f"{task + ' with the flag':38s} {seconds:8.2f} {seconds / baseline:7.2f} "
+              f"{result['out_of_distribution']['share']:8.1%}")
 
 
 if __name__ == "__main__":

@@ -183,19 +183,22 @@ def optically_deep(blue: np.ndarray, green: np.ndarray, water: np.ndarray, deep_
     rows, cols = np.nonzero(candidates)
     radius = DEEP_WINDOW // 2
     width = blue.shape[1] + 2 * radius
-    padded = [np.pad(image, radius, mode="edge").ravel() for image in (blue, green, guide_blue, guide_green)]
+    # float32 and flat indices: the sums of at most DEEP_WINDOW^2 values stay far within its precision
+    padded = [np.pad(image, radius, mode="edge").ravel().astype(np.float32)
+              for image in (blue, green, guide_blue, guide_green)]
     neighbour_is_water = np.pad(water, radius).ravel()  # outside the window: not water
     centres = (rows + radius) * width + cols + radius
     centre_blue, centre_green = padded[2][centres], padded[3][centres]
-    sums, count = np.zeros((2, len(centres))), np.zeros(len(centres))
+    sums, count = np.zeros((2, len(centres)), np.float32), np.zeros(len(centres), np.float32)
     for offset in (dy * width + dx for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)):
         neighbours = centres + offset
-        alike = (neighbour_is_water[neighbours] & (np.abs(padded[2][neighbours] - centre_blue) <= DEEP_GUIDE_TOLERANCE)
-                 & (np.abs(padded[3][neighbours] - centre_green) <= DEEP_GUIDE_TOLERANCE))
-        sums[0] += np.where(alike, padded[0][neighbours], 0.0)
-        sums[1] += np.where(alike, padded[1][neighbours], 0.0)
+        alike = (neighbour_is_water.take(neighbours)
+                 & (np.abs(padded[2].take(neighbours) - centre_blue) <= DEEP_GUIDE_TOLERANCE)
+                 & (np.abs(padded[3].take(neighbours) - centre_green) <= DEEP_GUIDE_TOLERANCE))
+        sums[0] += padded[0].take(neighbours) * alike
+        sums[1] += padded[1].take(neighbours) * alike
         count += alike
-    mean_blue, mean_green = sums / np.maximum(count, 1)
+    mean_blue, mean_green = sums.astype(np.float64) / np.maximum(count, 1)
     deep = np.zeros_like(water)
     deep[rows, cols] = (count > 0) & (np.abs(np.log(mean_green / mean_blue) - deep_ratio) <= DEEP_RATIO_TOLERANCE) & (
         np.abs(np.log(mean_blue / deep_blue)) <= DEEP_BRIGHTNESS_TOLERANCE)
