@@ -11,6 +11,7 @@ installs it with its dependencies into the engine's own environment.
 """
 import argparse
 import configparser
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,10 +48,22 @@ def plugin_files(plugin_dir: Path):
             yield path
 
 
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "engine", "training", "rs_qgis_plugin", "models_onnx")
+
+
 def engine_wheel(folder: Path) -> Path:
-    """The engine's wheel, built from pyproject.toml by the running interpreter's pip and setuptools."""
+    """The engine's wheel, built from pyproject.toml by the running interpreter's pip and setuptools, in
+    a copy of the sources (the build leaves build/ and egg-info behind, which would shadow the installed
+    metadata of the checkout)."""
+    source = folder / "source"
+    source.mkdir()
+    for name in WHEEL_SOURCES:
+        if (REPO_ROOT / name).is_dir():
+            shutil.copytree(REPO_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(REPO_ROOT / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(folder), str(REPO_ROOT)], check=True)
+                    "--wheel-dir", str(folder), str(source)], check=True)
     return next(folder.glob("rs_ai_toolbox-*.whl"))
 
 
