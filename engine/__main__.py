@@ -80,7 +80,7 @@ def _add_task_options(parser) -> None:
     parser.add_argument("--batch-size", dest="batch_size", type=int,
                         help="tiles per model run instead of the model's own (smaller: less memory)")
     parser.add_argument("--max-memory", dest="max_memory", type=int, metavar="MB",
-                        help="memory a run may use for its tiles and buffers (default: 192 MB and the model's memory "
+                        help="memory a run may use for its tiles and buffers (default: 128 MB and the model's memory "
                              "for a 1024 px tile): fully convolutional models run at the largest tile that fits it")
     _add_strict_argument(parser)
     parser.add_argument("--keep-masked", dest="keep_masked", action="store_true",

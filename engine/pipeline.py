@@ -49,8 +49,6 @@ from engine.uncertainty import TestTimeAugmentation
 Progress = Callable[[float, str], None]
 IsCancelled = Callable[[], bool]
 READ_THREADS = 2  # 0: read on the model's thread
-M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
-MAPPED_FROM = 128 << 10  # bytes: GDAL's 256 x 256 float32 blocks included
 
 
 def tile_origins(length: int, tile: int, overlap: int, aligned: bool = False) -> list[int]:
@@ -169,6 +167,7 @@ def infer_strips(
                 outputs = contract.outputs.channels
                 yield Strip(done_first_row, done[:outputs, :flush], done_valid[:flush],
                             done[outputs:, :flush] if channels > outputs else None)
+                release_freed_memory()
                 keep = done_rows - flush
                 _move_rows(done, flush, 0, keep)
                 _move_rows(done_valid, flush, 0, keep)
@@ -176,16 +175,21 @@ def infer_strips(
 
 
 @functools.cache
-def map_large_arrays_apart() -> None:
-    """With glibc, serve every allocation of ``MAPPED_FROM`` bytes or more from a mapping of its own,
-    given back to the system when freed. glibc's default raises that threshold (up to 32 MiB) once such a
-    block is freed, after which tile arrays come from per-thread heaps that keep what was freed: with
-    tiles read on reader threads and freed on the model's thread, the peak RSS of a 16000^2 run grew by
-    about 190 MB more than on one thread (bench/memory.py). Elsewhere, nothing to do."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_MMAP_THRESHOLD, MAPPED_FROM)
+def _libc():
+    with contextlib.suppress(OSError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6") if sys.platform.startswith("linux") else None
+
+
+def release_freed_memory() -> None:
+    """With glibc, give the memory freed since the last call back to the system (``malloc_trim``).
+    Tiles allocated on the reader threads and freed on the model's thread (and strips the other way)
+    leave free holes in glibc's per-thread heaps that it does not return by itself: the peak RSS of a
+    16000^2 run was about 190 MB higher than on one thread (bench/memory.py). Called once per strip
+    (every ``OUTPUT_BLOCK`` rows) it costs far less than mapping each array apart, which slowed runs by
+    a third. Elsewhere, nothing to do."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 class TileReader:
@@ -194,8 +198,6 @@ class TileReader:
     ``READ_AHEAD_BATCHES`` batches ahead, and gives them in order."""
 
     def __init__(self, grid: InputGrid, contract, rows: list[int], tile_h: int, tile_w: int):
-        if READ_THREADS:
-            map_large_arrays_apart()
         self.grid, self.contract, self.rows, self.tile_h, self.tile_w = grid, contract, rows, tile_h, tile_w
         self.jobs: queue.Queue = queue.Queue()
         self.threads = [threading.Thread(target=self._serve, name="rsai-read", daemon=True)

@@ -38,7 +38,7 @@ from engine.output_files import partial_path
 from engine.raster_io import GDAL_OPTIONS, OUTPUT_BLOCK
 from engine.runtime import Model
 
-PIPELINE_MB = 192  # default budget for the pipeline's own buffers and GDAL's block cache
+PIPELINE_MB = 128  # default budget for the pipeline's own buffers and GDAL's block cache
 LEAST_MAX_MEMORY_MB = 128
 DEFAULT_TILE = 1024  # px: the default budget holds the model's memory for one such tile besides
 READ_AHEAD_BATCHES = 4  # batches read and normalised ahead of the model (engine/pipeline.py)
