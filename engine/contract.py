@@ -220,6 +220,10 @@ class ModelContract:
                 and all(isinstance(v, int | float) and math.isfinite(v) for v in depth_range)
                 and depth_range[0] < depth_range[1]):
             problems.append(f"quality.depth_range_m is {depth_range!r}; give [low, high] in metres with low < high")
+        tolerance = self.quality.get("deep_ratio_tolerance", 0.08)
+        if not (isinstance(tolerance, int | float) and not isinstance(tolerance, bool) and 0 < tolerance < 1):
+            problems.append(f"quality.deep_ratio_tolerance is {tolerance!r}; give how far ln(green/blue) of optically "
+                            "deep water may lie from the deep-water signal's, a number between 0 and 1")
         for name, signal in self.quality.get("deep_water", {}).items():
             if name not in self.band_names:
                 problems.append(f"quality.deep_water names band {name!r}, which is not an input band of the model")

@@ -18,7 +18,10 @@ x 10000 divided by 10000):
    (Lyzenga's model, Applied Optics 17(3), 1978: R = R_inf + (A_b - R_inf) exp(-2 K z)). Illumination
    scales every band alike, so the green/blue ratio is the test: a bottom signal below the noise in
    both bands moves ln(green/blue) by at most about noise_green/R_inf,green + noise_blue/R_inf,blue
-   (0.08 over clear water); the blue signal must also lie within ``DEEP_BRIGHTNESS_TOLERANCE`` of
+   (0.08 over clear water with seagrass, where both bands still carry signal of opposite signs), but
+   only by noise_green/R_inf,green where blue vanishes first (CDOM-rich water): the contract's
+   ``quality.deep_ratio_tolerance`` (the training simulator's, training/simulation/shallow_water.py
+   ``deep_ratio_tolerance``) says which, else ``DEEP_RATIO_TOLERANCE``; the blue signal must also lie within ``DEEP_BRIGHTNESS_TOLERANCE`` of
    R_inf's in natural logarithms (which keeps out bright sand whose ratio crosses R_inf's at some
    depth). One pixel's ratio is far too noisy for that tolerance (0.06 at Sentinel-2's noise of about
    0.001 reflectance), and a plain window mean mixes sand into seagrass at patch edges, whose ratio
@@ -99,6 +102,7 @@ class QualityLayer:
         self.deep = {role: deep[band.name] for role in ("blue", "green") for band in contract.bands
                      if band.matches(role) and band.name in deep}
         self.depth_range = contract.quality.get("depth_range_m")
+        self.deep_ratio_tolerance = contract.quality.get("deep_ratio_tolerance", DEEP_RATIO_TOLERANCE)
 
     def notes(self) -> list[str]:
         """The tests this layer cannot run, and why (for the run's warnings)."""
@@ -148,7 +152,7 @@ class QualityLayer:
         if len(self.deep) == 2:
             blue, green = (np.maximum(values[self.roles[role]], 1.0) for role in ("blue", "green"))
             self._mark(reason, optically_deep(blue, green, valid & (reason == VALID), self.deep["blue"],
-                                              self.deep["green"]), DEEP)
+                                              self.deep["green"], self.deep_ratio_tolerance), DEEP)
         reason, valid = reason[rows].copy(), valid[rows]
         if depth is not None and self.depth_range:
             low, high = self.depth_range
@@ -171,14 +175,14 @@ class QualityLayer:
 
 
 def optically_deep(blue: np.ndarray, green: np.ndarray, water: np.ndarray, deep_blue: float,
-                   deep_green: float) -> np.ndarray:
+                   deep_green: float, ratio_tolerance: float = DEEP_RATIO_TOLERANCE) -> np.ndarray:
     """The pixels of ``water`` [h, w] whose blue and green signals (raw input, [h, w]) are those of
-    deep water (``deep_blue``, ``deep_green``) up to the noise: ratio and brightness of their joint
-    sigma-filtered means (module docstring, reason 4). The filter runs only where the guides
-    themselves are within twice the tolerances (the rest cannot pass)."""
+    deep water (``deep_blue``, ``deep_green``) up to the noise: ratio (within ``ratio_tolerance``)
+    and brightness of their joint sigma-filtered means (module docstring, reason 4). The filter runs
+    only where the guides themselves are within twice the tolerances (the rest cannot pass)."""
     guide_blue, guide_green = running_median(blue, DEEP_GUIDE_WINDOW), running_median(green, DEEP_GUIDE_WINDOW)
     deep_ratio = np.log(deep_green / deep_blue)
-    candidates = water & (np.abs(np.log(guide_green / guide_blue) - deep_ratio) <= 2 * DEEP_RATIO_TOLERANCE) & (
+    candidates = water & (np.abs(np.log(guide_green / guide_blue) - deep_ratio) <= 2 * ratio_tolerance) & (
         np.abs(np.log(guide_blue / deep_blue)) <= 2 * DEEP_BRIGHTNESS_TOLERANCE)
     rows, cols = np.nonzero(candidates)
     radius = DEEP_WINDOW // 2
@@ -200,7 +204,7 @@ def optically_deep(blue: np.ndarray, green: np.ndarray, water: np.ndarray, deep_
         count += alike
     mean_blue, mean_green = sums.astype(np.float64) / np.maximum(count, 1)
     deep = np.zeros_like(water)
-    deep[rows, cols] = (count > 0) & (np.abs(np.log(mean_green / mean_blue) - deep_ratio) <= DEEP_RATIO_TOLERANCE) & (
+    deep[rows, cols] = (count > 0) & (np.abs(np.log(mean_green / mean_blue) - deep_ratio) <= ratio_tolerance) & (
         np.abs(np.log(mean_blue / deep_blue)) <= DEEP_BRIGHTNESS_TOLERANCE)
     return deep
 

@@ -16,6 +16,7 @@ from training.simulation.shallow_water import (
     BANDS,
     NIR_BAND,
     REFLECTANCE_SCALE,
+    deep_ratio_tolerance,
     simulate_scene,
 )
 
@@ -26,12 +27,16 @@ def run(task, **params):
     return run_task(task, params, lambda fraction, message: None, lambda: False)
 
 
-def water_model(path, bias=DEPTH_M, site_deep=(0.004, 0.018, 0.042), depth_range=(0.5, 25.0), kind="regression"):
+def water_model(path, bias=DEPTH_M, site_deep=(0.004, 0.018, 0.042), depth_range=(0.5, 25.0), kind="regression",
+                deep_ratio=None):
     """A model over B04, B03, B02 reflectance x 10000 that says ``bias`` everywhere (or three equal
-    class scores), with the quality record of the simulator's Agia Napa site."""
+    class scores), with the quality record of the simulator's Agia Napa site (or ``site_deep`` and
+    ``deep_ratio`` tolerance of another)."""
     base = contract(kind=kind, channels=3 if kind == "classes" else 1)
     order = {band.name: band for band in base.bands}
     quality = {"deep_water": {band: value * REFLECTANCE_SCALE for band, value in zip(BANDS, site_deep)}}
+    if deep_ratio is not None:
+        quality["deep_ratio_tolerance"] = deep_ratio
     if kind == "regression":
         quality["depth_range_m"] = list(depth_range)
     water = replace(base, bands=tuple(order[name] for name in BANDS), input_units="surface reflectance x 10000",
@@ -84,6 +89,25 @@ def test_optically_deep_water_matches_the_simulators_truth_in_other_scenes(seed,
                          descriptions=(*BANDS, NIR_BAND), **profile)
     run("classify_seabed", input=stack, output=str(tmp_path / "classes.tif"), quality_layer=str(tmp_path / "q.tif"),
         model=water_model(tmp_path / "seabed.onnx", bias=0.0, kind="classes"))
+    with rasterio.open(tmp_path / "q.tif") as layer:
+        reasons = layer.read(1)
+    precision, recall = scores(scene.surface == DEEP, reasons == DEEP)
+    assert precision >= 0.9 and recall >= 0.9, (precision, recall)
+
+
+def test_optically_deep_water_where_blue_vanishes_first(tmp_path):
+    """CDOM-rich water (the simulator's Puck Lagoon): blue is absorbed before green, so only green's
+    noise-level bottom signal is left at the truth's limit, and the tolerance the training simulator
+    records for the ratio is half of clear water's. Seed 12 (10 % deep); seeds 11, 13, 14, 41-44 give
+    precision 0.64-0.97 and recall 0.67-0.96 (README)."""
+    scene = simulate_scene(384, 384, seed=12, site="puck_lagoon", clouds=0.05, glint=0.05)
+    profile = dict(crs=scene.site.crs, origin=(scene.transform.c, scene.transform.f))
+    stack = write_raster(tmp_path / "stack.tif", np.concatenate([scene.image, scene.nir[None]]),
+                         descriptions=(*BANDS, NIR_BAND), **profile)
+    model = water_model(tmp_path / "puck.onnx", bias=0.0, kind="classes", site_deep=scene.site.deep_water_reflectance,
+                        deep_ratio=deep_ratio_tolerance(scene.site))
+    run("classify_seabed", input=stack, output=str(tmp_path / "classes.tif"), quality_layer=str(tmp_path / "q.tif"),
+        model=model)
     with rasterio.open(tmp_path / "q.tif") as layer:
         reasons = layer.read(1)
     precision, recall = scores(scene.surface == DEEP, reasons == DEEP)

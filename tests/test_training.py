@@ -19,6 +19,7 @@ from training.models.light_unet import LightUNet
 from training.simulation.shallow_water import (
     AGIA_NAPA,
     UNDEFINED,
+    deep_ratio_tolerance,
     simulate_scene,
     water_leaving_reflectance,
     write_magicbathynet_layout,
@@ -183,6 +184,7 @@ def test_fit_evaluate_export_run(task, model_options, magicbathynet_root, tmp_pa
     assert contract.provenance["metrics"]["metrics"] == evaluation["metrics"]
     assert contract.provenance["command"].startswith("python -m training fit")
     assert contract.test_time_augmentations == "dihedral"  # fit trains with random_dihedral
+    assert contract.quality["deep_ratio_tolerance"] == deep_ratio_tolerance(AGIA_NAPA)  # the simulator's truth
     statistics = contract.input_statistics
     assert len(statistics["mean"]) == 3 and statistics["distance_threshold"] > 0 and statistics["components"]
     image = MagicBathyNet(magicbathynet_root, task=task, split="test")[0]["image"].numpy()

@@ -21,7 +21,7 @@ from training.checkpoint import save_checkpoint
 from training.datasets.magicbathynet import IGNORE_INDEX, MagicBathyNet
 from training.datasets.magicbathynet_format import DEPTH_SCALE_M, MODALITY_BANDS, MODALITY_GSD_M
 from training.input_statistics import input_statistics
-from training.simulation.shallow_water import REFLECTANCE_SCALE, SITES, simulation_records
+from training.simulation.shallow_water import REFLECTANCE_SCALE, SITES, deep_ratio_tolerance, simulation_records
 from training.tasks import TASKS
 from training.transforms import random_dihedral
 from training.trainer import fit_provenance, fit_trainer
@@ -108,9 +108,10 @@ def fit(
 
 def _quality_record(dataset: MagicBathyNet, task: str, modality: str, simulation: dict) -> dict:
     """What the engine's quality layers need from the training data (engine/quality.py): the
-    depths trained on (0.5 and 99.5 percentiles, bathymetry) and the deep-water signal per band,
-    which only simulated data knows (the simulator's R_inf); real MagicBathyNet patches cover
-    surveyed water only."""
+    depths trained on (0.5 and 99.5 percentiles, bathymetry), the deep-water signal per band and how
+    far the green/blue ratio of optically deep water may stray from it, which only simulated data
+    knows (the simulator's R_inf, attenuation and noise); real MagicBathyNet patches cover surveyed
+    water only."""
     record = {}
     if task == "bathymetry":
         depths = torch.cat([sample["depth"].flatten() for sample in dataset]).numpy()
@@ -120,6 +121,7 @@ def _quality_record(dataset: MagicBathyNet, task: str, modality: str, simulation
         deep = SITES[site_name].deep_water_reflectance
         record["deep_water"] = {band: round(value * REFLECTANCE_SCALE, 1)
                                 for band, value in zip(MODALITY_BANDS[modality], deep)}
+        record["deep_ratio_tolerance"] = deep_ratio_tolerance(SITES[site_name])
     return record
 
 

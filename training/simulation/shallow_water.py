@@ -158,6 +158,26 @@ def water_leaving_reflectance(
     return deep + (bottom_reflectance - deep) * np.exp(-2.0 * attenuation * depth_m)
 
 
+def deep_ratio_tolerance(site: Site) -> float:
+    """How far ln(green / blue) may lie from deep water's where the water is optically deep, for the
+    quality layer's test (engine/quality.py, reason 4): over the site's bottom types, the largest
+    deviation where a bottom's signal has just fallen below the sensor noise in every band (the
+    truth's definition). Over clear water with seagrass both bands still carry signal there, of
+    opposite signs (0.079 at Agia Napa); over CDOM-rich water blue vanishes first and only green's
+    noise-level signal is left (0.036 at Puck Lagoon)."""
+    depths = np.arange(0.0, 200.0, 0.01)
+    deep = np.asarray(site.deep_water_reflectance)[:, None]
+    noise = np.asarray(SENSOR_NOISE)[:, None]
+    largest = 0.0
+    for seabed_class in site.classes:
+        signal = (np.asarray(seabed_class.bottom_reflectance)[:, None] - deep) * np.exp(
+            -2.0 * np.asarray(site.attenuation_per_m)[:, None] * depths)
+        first = int(np.argmax(np.all(np.abs(signal) < noise, axis=0)))
+        red, green, blue = deep[:, 0] + signal[:, first]
+        largest = max(largest, abs(np.log(green / blue) - np.log(deep[1, 0] / deep[2, 0])))
+    return round(float(largest), 4)
+
+
 def simulate_scene(
     height: int,
     width: int,
