@@ -14,6 +14,7 @@ graph and weights; batches go through IO binding with pinned host buffers (``Dev
 from __future__ import annotations
 
 import json
+import os
 import threading
 import warnings
 import weakref
@@ -386,13 +387,25 @@ def pinned_host_memory() -> ort.OrtMemoryInfo | None:
     return None
 
 
+def thread_budget() -> int | None:
+    """The CPU threads this process may use when whoever started it says so in ``OMP_NUM_THREADS``, as Ray
+    does for each task (its CPUs) and job schedulers do; None when nothing is said. onnxruntime itself ignores
+    the variable and starts a thread per physical core in every session: two 1-CPU Ray workers on 2 cores
+    then ran the shipped bathymetry model at 21 tiles/s each, against 53 with one thread each."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def open_session(path: str, providers: list[str], spin: bool, threads: int | None = None) -> ort.InferenceSession:
-    """An onnxruntime session on ``providers``; a file onnxruntime cannot read is a clear EngineError."""
+    """An onnxruntime session on ``providers`` with ``threads`` intra-op threads (default onnxruntime's), at most
+    the process's thread budget; a file onnxruntime cannot read is a clear EngineError."""
     ort.set_default_logger_severity(4)  # a CUDA fallback is reported by us (Model.provider), not dumped
     try:
         options = ort.SessionOptions()
         if not spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        budget = thread_budget()
+        threads = min(threads, budget) if threads and budget else threads or budget
         if threads:
             options.intra_op_num_threads = threads
         return ort.InferenceSession(path, sess_options=options, providers=providers)

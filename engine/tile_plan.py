@@ -36,7 +36,7 @@ from engine.errors import EngineError
 from engine.model_catalogue import file_sha256, user_app_dir
 from engine.output_files import partial_path
 from engine.raster_io import GDAL_OPTIONS, OUTPUT_BLOCK
-from engine.runtime import Model
+from engine.runtime import Model, thread_budget
 
 PIPELINE_MB = 128  # default budget for the pipeline's own buffers and GDAL's block cache
 LEAST_MAX_MEMORY_MB = 128
@@ -179,7 +179,7 @@ def user_cache_dir() -> Path:
 
 
 def _tuning_key(model: Model, tile: int) -> str:
-    return f"{file_sha256(Path(model.path))}:{model.provider}:{os.cpu_count()}:{tile}"
+    return f"{file_sha256(Path(model.path))}:{model.provider}:{thread_budget() or os.cpu_count()}:{tile}"
 
 
 def _read_tunings() -> dict:
@@ -202,8 +202,9 @@ def cached_tuning(model: Model, tile: int) -> dict | None:
 def tune(model: Model, tile: int, largest_batch: int, batches: bool = True) -> dict:
     """Measure tiles per second of ``model`` at ``tile`` px over thread counts (powers of two up to
     the CPU count, and the CPU count) and, when ``batches``, batch sizes up to ``largest_batch``
-    (growing while it gains more than 3 %); keep the fastest in the cache."""
-    cpus = os.cpu_count() or 1
+    (growing while it gains more than 3 %); keep the fastest in the cache. Thread counts stop at the process's
+    thread budget (engine.runtime.thread_budget: a Ray worker's CPUs)."""
+    cpus = thread_budget() or os.cpu_count() or 1
     thread_counts = sorted({min(2 ** k, cpus) for k in range(cpus.bit_length() + 1)}) if model.provider.startswith(
         "CPU") else [None]
     tile_batch = np.random.default_rng(0).standard_normal(

@@ -224,6 +224,18 @@ def test_parameters_the_task_does_not_take_are_refused_before_ray_runs(depth_mod
         batch(tmp_path / "nothing_*.tif", tmp_path / "out", depth_model)
 
 
+def test_a_scene_s_model_uses_its_ray_worker_s_cpus_not_every_core(local_ray, depth_model, monkeypatch):
+    def session_threads(model: str) -> int:  # nested: Ray ships it by value (workers cannot import tests/)
+        from engine.runtime import Model
+        return Model(model, "cpu").session.get_session_options().intra_op_num_threads
+
+    check = ray.remote(session_threads)
+    assert ray.get(check.options(num_cpus=1).remote(depth_model)) == 1  # Ray sets OMP_NUM_THREADS to the CPUs
+    assert ray.get(check.options(num_cpus=2).remote(depth_model)) == 2
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert session_threads(depth_model) == 0  # no budget given: onnxruntime's own choice
+
+
 def test_gpus_no_node_has_are_refused(local_ray, depth_model, tmp_path):
     write_scenes(tmp_path / "scenes", count=1)
     with pytest.raises(EngineError, match="no node of the Ray cluster has 1 CPU and 1 GPU"):
