@@ -34,6 +34,7 @@ from pathlib import Path
 
 from training.crop_maps import cli as crop_maps
 from training.datasets.magicbathynet_format import AREAS, MODALITIES
+from training.scale_out import ScaleOut, add_scale_out_arguments
 from training.scene_labels import cli as scene_labels
 from training.task_selection import asks_for
 from training.text_search import cli as text_search
@@ -140,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     crop_maps.add_fit_arguments(fit)
     text_search.add_fit_arguments(fit)
     _add_device_arguments(fit)
+    add_scale_out_arguments(fit)
     fit.set_defaults(run=_fit)
 
     evaluate = commands.add_parser("evaluate", help="print a checkpoint's metrics on a split as JSON")
@@ -150,6 +152,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, help="default 16; hycot 2 (whole patches); scene-labels 32")
     evaluate.add_argument("--json-out", type=Path, help="also write the result here")
     _add_device_arguments(evaluate)
+    add_scale_out_arguments(evaluate, fitting=False)
     evaluate.set_defaults(run=_evaluate)
 
     export = commands.add_parser(
@@ -272,6 +275,16 @@ def _set_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
 
 
+def _print_on_rank_zero(text: str) -> bool:
+    """Prints ``text`` in the rank-0 process only (every process of a distributed run gets here);
+    True there."""
+    from training.trainer import is_rank_zero
+
+    if is_rank_zero():
+        print(text)
+    return is_rank_zero()
+
+
 def _simulate(args: argparse.Namespace) -> None:
     from training.simulation.shallow_water import write_magicbathynet_layout
 
@@ -334,10 +347,11 @@ def _fit(args: argparse.Namespace) -> None:
         checkpoint = fit(
             args.task, args.data, args.out, args.areas, args.modality, args.max_steps, args.epochs,
             args.batch_size, args.lr, args.seed, model_options, args.accelerator, args.command_line,
+            ScaleOut.from_arguments(args),
         )
     except ValueError as refused:  # bad data or options: one line, not a traceback
         sys.exit(f"fit refused: {refused}")
-    print(f"wrote {checkpoint}")
+    _print_on_rank_zero(f"wrote {checkpoint}")
 
 
 def _fit_hycot(args: argparse.Namespace) -> None:
@@ -351,12 +365,15 @@ def _fit_hycot(args: argparse.Namespace) -> None:
     checkpoint = fit_hycot(
         args.data, args.out, args.cr, args.strategy or "easy", args.max_steps, args.epochs, args.batch_size,
         args.pixels_per_patch, args.lr or 1e-3, args.seed, model_options, args.accelerator, args.command_line,
+        ScaleOut.from_arguments(args),
     )
-    print(f"wrote {checkpoint}")
+    _print_on_rank_zero(f"wrote {checkpoint}")
 
 
 def _evaluate(args: argparse.Namespace) -> None:
     _set_threads(args)
+    if ScaleOut.from_arguments(args).processes > 1 and (text_search.is_text_search(args) or crop_maps.is_crop(args)):
+        sys.exit("evaluate runs crop-map and text-search models in one process; leave out --devices and --num-nodes")
     if text_search.is_text_search(args):
         result = text_search.run_evaluate(args)
     elif scene_labels.is_scene_labels(args):
@@ -367,19 +384,20 @@ def _evaluate(args: argparse.Namespace) -> None:
         from training.compression import evaluate_hycot
 
         result = evaluate_hycot(
-            args.checkpoint, args.data, args.strategy, args.split, args.batch_size or 2, args.accelerator
+            args.checkpoint, args.data, args.strategy, args.split, args.batch_size or 2, args.accelerator,
+            ScaleOut.from_arguments(args),
         )
     else:
         from training.evaluate import evaluate
 
         result = evaluate(
-            args.checkpoint, args.data, args.areas, args.split, args.batch_size or 16, args.accelerator, args.task
+            args.checkpoint, args.data, args.areas, args.split, args.batch_size or 16, args.accelerator, args.task,
+            ScaleOut.from_arguments(args),
         )
     result["command"] = args.command_line
     text = json.dumps(result, indent=2)
-    if args.json_out:
+    if args.json_out and _print_on_rank_zero(text):
         args.json_out.write_text(text + "\n")
-    print(text)
 
 
 def _export(args: argparse.Namespace) -> None:

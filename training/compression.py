@@ -44,6 +44,7 @@ from engine.contract import Band, ModelContract, Outputs
 from training.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from training.export import parity_check, write_onnx
 from training.input_statistics import input_statistics, sampled_pixels
+from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.simulation.hyperspectral import GSD_M, VNIR_BANDS, band_label, band_name, read_simulation_record
 from training.tasks.hycot import LATENT_BITS, LATENT_LEVELS, REFLECTANCE_SCALE, HyCoTTask, scale_reflectance
 from training.trainer import fit_provenance, fit_trainer, metrics_on
@@ -74,6 +75,7 @@ def fit_hycot(
     model_options: dict | None = None,
     accelerator: str = "auto",
     command: str = "",
+    scale_out: ScaleOut = SINGLE_DEVICE,
 ) -> Path:
     """Train HyCoT on the ``strategy`` train split of a HySpecNet-11k root; returns the checkpoint.
 
@@ -87,7 +89,7 @@ def fit_hycot(
     out.mkdir(parents=True, exist_ok=True)
     training_set = HySpecNet11k(data, split="train", strategy=strategy, transforms=scale_reflectance)
     module = HyCoTTask(len(training_set.bands), compression_ratio, pixels_per_patch, lr, **(model_options or {}))
-    trainer = fit_trainer(out, accelerator, max_steps or -1, epochs or -1, deterministic="warn")
+    trainer = fit_trainer(out, accelerator, max_steps or -1, epochs or -1, scale_out, deterministic="warn")
     started = time.monotonic()
     loader = DataLoader(training_set, batch_size=batch_size, shuffle=True, drop_last=len(training_set) > batch_size)
     trainer.fit(module, loader)
@@ -108,7 +110,8 @@ def fit_hycot(
         "final_train_metrics": {name: float(value) for name, value in trainer.callback_metrics.items()},
     }
     path = out / CHECKPOINT_NAME
-    save_checkpoint(path, TASK, module.cpu(), data_description, provenance)
+    if trainer.is_global_zero:
+        save_checkpoint(path, TASK, module.cpu(), data_description, provenance)
     return path
 
 
@@ -147,13 +150,14 @@ def evaluate_hycot(
     split: str = "test",
     batch_size: int = 2,
     accelerator: str = "auto",
+    scale_out: ScaleOut = SINGLE_DEVICE,
 ) -> dict:
     """PSNR (peak 1.0) and mean spectral angle of whole patches through 16-bit latents, and the
     paper's bit rate. ``strategy`` defaults to the split strategy the model was trained with."""
     module, saved = load_hycot_checkpoint(checkpoint)
     strategy = strategy or saved["data"]["strategy"]
     dataset = HySpecNet11k(data, split=split, strategy=strategy, transforms=scale_reflectance)
-    metrics = metrics_on(module, dataset, batch_size, accelerator)
+    metrics = metrics_on(module, dataset, batch_size, accelerator, scale_out)
     return {
         "task": TASK,
         "checkpoint": str(checkpoint),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from training.checkpoint import load_checkpoint
 from training.datasets.magicbathynet import MagicBathyNet
+from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.simulation.shallow_water import simulation_records
 from training.trainer import metrics_on
 
@@ -19,13 +20,14 @@ def evaluate(
     batch_size: int = 16,
     accelerator: str = "auto",
     expected_task: str | None = None,
+    scale_out: ScaleOut = SINGLE_DEVICE,
 ) -> dict:
     """Bathymetry: RMSE, MAE, std and bias of the error (m) and the mean-depth baseline RMSE;
     seabed: overall accuracy, per-class and mean F1. Areas default to the training areas."""
     module, saved = load_checkpoint(checkpoint, expected_task)
     areas = list(areas or saved["data"]["areas"])
     dataset = MagicBathyNet(data, areas, saved["data"]["modality"], saved["task"], split)
-    metrics = metrics_on(module, dataset, batch_size, accelerator)
+    metrics = metrics_on(module, dataset, batch_size, accelerator, scale_out)
     return {
         "task": saved["task"],
         "checkpoint": str(checkpoint),

@@ -21,6 +21,7 @@ from training.checkpoint import save_checkpoint
 from training.datasets.magicbathynet import IGNORE_INDEX, MagicBathyNet
 from training.datasets.magicbathynet_format import DEPTH_SCALE_M, MODALITY_BANDS, MODALITY_GSD_M
 from training.input_statistics import input_statistics
+from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.simulation.shallow_water import REFLECTANCE_SCALE, SITES, deep_ratio_tolerance, simulation_records
 from training.tasks import TASKS
 from training.transforms import random_dihedral
@@ -43,6 +44,7 @@ def fit(
     model_options: dict | None = None,
     accelerator: str = "auto",
     command: str = "",
+    scale_out: ScaleOut = SINGLE_DEVICE,
 ) -> Path:
     """Train ``task`` ("bathymetry" or "seabed"); returns the checkpoint path under ``out``.
 
@@ -79,7 +81,7 @@ def fit(
     module = TASKS[task](band_mean=minimum.tolist(), band_std=(maximum - minimum).tolist(), **options)
     quality = _quality_record(statistics_view, task, modality, simulation_records(data, areas))
 
-    trainer = fit_trainer(out, accelerator, max_steps or -1, epochs or -1, deterministic="warn")
+    trainer = fit_trainer(out, accelerator, max_steps or -1, epochs or -1, scale_out, deterministic="warn")
     started = time.monotonic()
     loader = DataLoader(
         training_set, batch_size=batch_size, shuffle=True, drop_last=len(training_set) > batch_size
@@ -102,7 +104,8 @@ def fit(
         "final_train_metrics": {name: float(value) for name, value in trainer.callback_metrics.items()},
     }
     path = out / CHECKPOINT_NAME
-    save_checkpoint(path, task, module.cpu(), data_description, provenance)
+    if trainer.is_global_zero:
+        save_checkpoint(path, task, module.cpu(), data_description, provenance)
     return path
 
 

@@ -1,34 +1,69 @@
-"""The Lightning trainers every task uses: one quiet single-device set-up for fitting (metrics to
-``<out>/metrics.csv``; the tasks save their own safe checkpoints), the provenance every fit
-records, and one set-up for testing."""
+"""The Lightning trainers every task uses: one quiet set-up for fitting (metrics to
+``<out>/metrics.csv``; the tasks save their own safe checkpoints, from the rank-0 process only) spread
+over the devices and machines ``training.scale_out`` asks for, the provenance every fit records, and one set-up for testing whose metrics do not depend on how
+many processes share the data."""
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
 import lightning
+import torch
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
+
+from training.scale_out import SINGLE_DEVICE, ScaleOut
 
 
 def fit_trainer(out: Path, accelerator: str, max_steps: int = -1, max_epochs: int = -1,
-                **options) -> lightning.Trainer:
+                scale_out: ScaleOut = SINGLE_DEVICE, **options) -> lightning.Trainer:
+    """More than one CUDA process synchronises BatchNorm statistics, so that a batch split over the
+    processes normalises as one batch would (torch's SyncBatchNorm runs on CUDA only: CPU processes
+    normalise their own share)."""
+    on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     return lightning.Trainer(
-        accelerator=accelerator, devices=1, max_steps=max_steps, max_epochs=max_epochs,
+        accelerator=accelerator, max_steps=max_steps, max_epochs=max_epochs,
+        accumulate_grad_batches=scale_out.accumulate_grad_batches,
         logger=CSVLogger(out, name="", version=""), log_every_n_steps=10, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, **options,
+        enable_progress_bar=False, enable_model_summary=False, sync_batchnorm=on_cuda and scale_out.processes > 1,
+        **scale_out.trainer_options(), **options,
     )
 
 
+def is_rank_zero() -> bool:
+    """True in the process that writes checkpoints and prints results (the only one without DDP)."""
+    return rank_zero_only.rank == 0
+
+
 def fit_provenance(trainer: lightning.Trainer, command: str, seed: int, started: float) -> dict:
-    """What every checkpoint records of its fit: the command, seed, steps, epochs and seconds since
-    ``started`` (a ``time.monotonic()`` reading)."""
+    """What every checkpoint records of its fit: the command, seed, steps, epochs, processes and
+    seconds since ``started`` (a ``time.monotonic()`` reading)."""
     return {"command": command, "seed": seed, "steps": trainer.global_step, "epochs": trainer.current_epoch,
-            "seconds": round(time.monotonic() - started, 1)}
+            "processes": trainer.world_size, "seconds": round(time.monotonic() - started, 1)}
 
 
-def metrics_on(module: lightning.LightningModule, dataset: Dataset, batch_size: int, accelerator: str) -> dict:
-    """The module's test metrics over ``dataset``."""
-    trainer = lightning.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
-                                enable_model_summary=False)
-    return trainer.test(module, DataLoader(dataset, batch_size=batch_size), verbose=False)[0]
+class EvaluationData(lightning.LightningDataModule):
+    """One dataset to test on, split between the processes without repeating a sample (Lightning's
+    default sampler pads the last shard with repeats), so the synced metrics of any number of processes
+    equal those of one."""
+
+    def __init__(self, dataset: Dataset, batch_size: int) -> None:
+        super().__init__()
+        self.dataset, self.batch_size = dataset, batch_size
+
+    def test_dataloader(self) -> DataLoader:
+        shard = UnrepeatedDistributedSampler(
+            self.dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+        )
+        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=shard)
+
+
+def metrics_on(module: lightning.LightningModule, dataset: Dataset, batch_size: int, accelerator: str,
+               scale_out: ScaleOut = SINGLE_DEVICE) -> dict:
+    """The module's test metrics over ``dataset`` (torchmetrics, synced across processes)."""
+    trainer = lightning.Trainer(accelerator=accelerator, logger=False, enable_progress_bar=False,
+                                enable_model_summary=False, use_distributed_sampler=False,
+                                **scale_out.trainer_options())
+    return trainer.test(module, EvaluationData(dataset, batch_size), verbose=False)[0]

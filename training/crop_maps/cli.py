@@ -16,6 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from training.scale_out import ScaleOut
 from training.task_selection import asks_for
 
 TASK = "crop"
@@ -77,6 +78,7 @@ def is_crop(args: argparse.Namespace) -> bool:
 def run_fit(args: argparse.Namespace) -> None:
     from training.crop_maps.fit import fit_crop
     from training.models.tsvit import TSViTConfig
+    from training.trainer import is_rank_zero
 
     if not args.max_steps and not args.epochs:
         sys.exit("fit needs --max-steps or --epochs")
@@ -93,9 +95,10 @@ def run_fit(args: argparse.Namespace) -> None:
         args.data, args.out, modalities, fusion, args.s1_orbit, config,
         {"s2": args.max_dates_s2, "s1": args.max_dates_s1}, args.max_steps, args.epochs,
         args.batch_size, 1e-3 if args.lr is None else args.lr, args.weight_decay, args.warmup_steps,
-        args.seed, args.accelerator, args.num_workers, args.command_line,
+        args.seed, args.accelerator, args.num_workers, args.command_line, ScaleOut.from_arguments(args),
     )
-    print(f"wrote {checkpoint}")
+    if is_rank_zero():
+        print(f"wrote {checkpoint}")
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:

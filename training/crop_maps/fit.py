@@ -27,6 +27,7 @@ from training.crop_maps.data import (
 )
 from training.datasets.pastis_r import collate_series
 from training.models.tsvit import TSViTConfig
+from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.tasks.crop import CropMappingTask
 from training.trainer import fit_provenance, fit_trainer
 
@@ -53,6 +54,7 @@ def fit_crop(
     accelerator: str = "auto",
     num_workers: int = 0,
     command: str = "",
+    scale_out: ScaleOut = SINGLE_DEVICE,
 ) -> Path:
     """Train on the training folds of ``data``; returns the checkpoint path under ``out``.
 
@@ -87,7 +89,7 @@ def fit_crop(
         warmup_steps=round(WARMUP_SHARE * total_steps) if warmup_steps is None else warmup_steps,
         total_steps=total_steps,
     )
-    trainer = fit_trainer(out, accelerator, total_steps, limit_val_batches=0)
+    trainer = fit_trainer(out, accelerator, total_steps, scale_out=scale_out, limit_val_batches=0)
     loader = DataLoader(
         training_set, batch_size=batch_size, shuffle=True, drop_last=len(training_set) > batch_size,
         collate_fn=collate_series, num_workers=num_workers, persistent_workers=num_workers > 0,
@@ -102,5 +104,6 @@ def fit_crop(
     path = out / CHECKPOINT_NAME
     description = describe_data(data, modalities, s1_orbit, len(training_set)) | {
         "input_statistics": training_input_statistics(data, modalities, s1_orbit, seed)}
-    save_checkpoint(path, TASK, module.cpu(), description, provenance)
+    if trainer.is_global_zero:
+        save_checkpoint(path, TASK, module.cpu(), description, provenance)
     return path

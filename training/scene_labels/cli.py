@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from training.datasets.reben_format import MODALITY_BANDS
+from training.scale_out import ScaleOut
 from training.task_selection import asks_for
 
 TASK = "scene-labels"
@@ -129,6 +130,7 @@ def is_scene_labels(args: argparse.Namespace) -> bool:
 
 def run_fit(args: argparse.Namespace) -> None:
     from training.scene_labels.fit import fit_scene_labels
+    from training.trainer import is_rank_zero
 
     if not args.max_steps and not args.epochs:
         sys.exit("fit needs --max-steps or --epochs")
@@ -136,15 +138,17 @@ def run_fit(args: argparse.Namespace) -> None:
         args.data, args.out, args.modalities, args.model, args.model_width, args.model_depth, args.augment,
         args.max_steps, args.epochs, args.batch_size, args.lr, args.weight_decay, args.warmup_steps,
         args.dropout, args.validate_every, args.patience, args.seed, args.accelerator, args.num_workers,
-        args.command_line,
+        args.command_line, ScaleOut.from_arguments(args),
     )
-    print(f"wrote {checkpoint}")
+    if is_rank_zero():
+        print(f"wrote {checkpoint}")
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
     from training.scene_labels.evaluate import evaluate_scene_labels
 
-    return evaluate_scene_labels(args.checkpoint, args.data, args.split, args.batch_size or 32, args.accelerator)
+    return evaluate_scene_labels(args.checkpoint, args.data, args.split, args.batch_size or 32, args.accelerator,
+                                 ScaleOut.from_arguments(args))
 
 
 def run_export(args: argparse.Namespace, metrics: dict | None) -> None:

@@ -7,19 +7,21 @@ from pathlib import Path
 
 
 from training.checkpoint import load_checkpoint
+from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.scene_labels.data import classes_in_split, scene_label_dataset
 from training.scene_labels.fit import TASK
 from training.trainer import metrics_on
 
 
 def evaluate_scene_labels(
-    checkpoint: Path, data: Path, split: str = "test", batch_size: int = 32, accelerator: str = "auto"
+    checkpoint: Path, data: Path, split: str = "test", batch_size: int = 32, accelerator: str = "auto",
+    scale_out: ScaleOut = SINGLE_DEVICE,
 ) -> dict:
     module, saved = load_checkpoint(checkpoint, TASK)
     dataset = scene_label_dataset(data, split, saved["data"]["modalities"])
     if not len(dataset):
         raise ValueError(f"{data} has no patches in the {split!r} split")
-    metrics = metrics_on(module, dataset, batch_size, accelerator)
+    metrics = metrics_on(module, dataset, batch_size, accelerator, scale_out)
     return {
         "task": TASK,
         "checkpoint": str(checkpoint),

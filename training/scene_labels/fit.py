@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from training.checkpoint import save_checkpoint
 from training.datasets.ben_labels import CLASS_COLOURS, CLASS_NAMES
 from training.datasets.reben_format import BAND_MEAN, BAND_STD, MODALITY_BANDS
+from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.scene_labels.data import describe_data, scene_label_dataset, training_input_statistics
 from training.tasks.scene_labels import SceneLabelsTask
 from training.trainer import fit_provenance, fit_trainer
@@ -74,6 +75,7 @@ def fit_scene_labels(
     accelerator: str = "auto",
     num_workers: int = 0,
     command: str = "",
+    scale_out: ScaleOut = SINGLE_DEVICE,
 ) -> Path:
     """Train on ``data`` (BigEarthNet v2 root or ``prepare`` store); returns the checkpoint path."""
     if not max_steps and not epochs:
@@ -102,7 +104,7 @@ def fit_scene_labels(
     if patience:
         callbacks.append(EarlyStopping(MONITOR, mode="max", patience=patience))
     trainer = fit_trainer(
-        out, accelerator, total_steps,
+        out, accelerator, total_steps, scale_out=scale_out,
         val_check_interval=min(validate_every or steps_per_epoch, total_steps),
         check_val_every_n_epoch=None if validate_every else 1,
         limit_val_batches=1.0 if len(validation_set) else 0,
@@ -125,6 +127,7 @@ def fit_scene_labels(
     path = out / CHECKPOINT_NAME
     description = describe_data(data, modalities, len(training_set)) | {
         "input_statistics": training_input_statistics(data, modalities, seed)}
-    save_checkpoint(path, TASK, module.cpu(), description, provenance)
+    if trainer.is_global_zero:
+        save_checkpoint(path, TASK, module.cpu(), description, provenance)
     return path
 

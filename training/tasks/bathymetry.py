@@ -44,6 +44,7 @@ class DepthErrorStatistics(Metric):
             "mae_m": self.absolute_error_sum / self.pixels,
             "std_m": (mean_squared - bias**2).clamp_min(0).sqrt(),
             "bias_m": bias,
+            "pixels": self.pixels,  # here, not read off the state: compute() sums it over processes
         }
 
 
@@ -95,7 +96,6 @@ class BathymetryTask(LightningModule):
     def on_test_epoch_end(self) -> None:
         metrics = self.test_errors.compute()
         metrics["baseline_rmse_m"] = self.test_baseline_errors.compute()["rmse_m"]
-        metrics["pixels"] = self.test_errors.pixels
         self.log_dict({name: value.float() for name, value in metrics.items()})
         self.test_errors.reset()
         self.test_baseline_errors.reset()

@@ -26,6 +26,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from training.scale_out import ScaleOut
 from training.task_selection import asks_for
 
 TASKS = ("locked-text", "clip-finetune", "align-modality", "bitemporal")
@@ -135,11 +136,12 @@ def is_text_search(args: argparse.Namespace) -> bool:
 
 def run_fit(args: argparse.Namespace) -> None:
     from training.text_search import fit
+    from training.trainer import is_rank_zero
 
     options = fit.FitOptions(
         max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         image_size=args.image_size, embedding_width=args.embedding_width, accelerator=args.accelerator,
-        command=args.command_line,
+        command=args.command_line, scale_out=ScaleOut.from_arguments(args),
     )
     if not args.max_steps and not args.epochs:
         sys.exit("fit needs --max-steps or --epochs")
@@ -157,7 +159,8 @@ def run_fit(args: argparse.Namespace) -> None:
         )
     else:
         checkpoint = fit.fit_bitemporal(args.data, args.out, args.temporal_fusion, args.init, options)
-    print(f"wrote {checkpoint}")
+    if is_rank_zero():
+        print(f"wrote {checkpoint}")
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:

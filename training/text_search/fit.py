@@ -8,6 +8,7 @@ from pathlib import Path
 import lightning
 from torch.utils.data import DataLoader
 
+from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.text_search.captions import SHORT_NOUNS
 from training.text_search.data import (
     CaptionedTiles,
@@ -54,6 +55,7 @@ class FitOptions:
     embedding_width: int = 32
     accelerator: str = "auto"
     command: str = ""
+    scale_out: ScaleOut = SINGLE_DEVICE
 
 
 def fit_locked_text(data: Path, out: Path, options: FitOptions) -> Path:
@@ -150,7 +152,7 @@ def _train(module, dataset, out: Path, task: str, data: dict, options: FitOption
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     trainer = fit_trainer(out, options.accelerator, options.max_steps or -1,
-                          options.epochs if not options.max_steps else -1)
+                          options.epochs if not options.max_steps else -1, options.scale_out)
     started = time.monotonic()
     loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=True, drop_last=len(dataset) > options.batch_size)
     trainer.fit(module, loader)
@@ -160,5 +162,6 @@ def _train(module, dataset, out: Path, task: str, data: dict, options: FitOption
         "final_train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
     }
     path = out / CHECKPOINT_NAME
-    save_search_checkpoint(path, task, module.cpu(), data, provenance)
+    if trainer.is_global_zero:
+        save_search_checkpoint(path, task, module.cpu(), data, provenance)
     return path

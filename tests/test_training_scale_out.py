@@ -1,0 +1,95 @@
+"""Data-parallel training and evaluation (training/scale_out.py, training/trainer.py): two CPU processes
+under DDP (gloo), launched with torchrun as README shows, one family per kind. A fit writes one
+checkpoint, from rank 0, that exports and runs in the engine; evaluation over two processes gives the
+metrics of one process on the same data (each sample is read once: the test splits have odd sizes, so
+a sampler that pads the last shard would count a sample twice)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import rasterio
+
+from training.__main__ import main as training_cli
+from training.checkpoint import load_checkpoint
+from training.datasets.ben_store import write_store
+from training.simulation.bigearthnet_fixture import write_bigearthnet_fixture
+from training.simulation.shallow_water import write_magicbathynet_layout
+
+pytestmark = pytest.mark.slow
+TWO_PROCESSES = ["--accelerator", "cpu", "--devices", "2", "--distributed-strategy", "ddp"]
+
+
+def torchrun(arguments: list[str], tmp_path) -> str:
+    """``python -m training <arguments>`` in two processes on this machine; returns what they printed."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "training", *arguments]
+    environment = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout
+
+
+def one_and_two_processes(evaluate: list[str], tmp_path) -> tuple[dict, dict]:
+    """The metrics of ``evaluate`` (an evaluate command line) in one process and in two."""
+    single, double = tmp_path / "one.json", tmp_path / "two.json"
+    training_cli([*evaluate, "--accelerator", "cpu", "--threads", "1", "--json-out", str(single)])
+    printed = torchrun([*evaluate, *TWO_PROCESSES, "--json-out", str(double)], tmp_path)
+    assert printed.count('"metrics"') == 1  # rank 0 prints, rank 1 does not
+    return json.loads(single.read_text())["metrics"], json.loads(double.read_text())["metrics"]
+
+
+def assert_one_checkpoint_of_two_processes(run_folder) -> None:
+    assert [path.name for path in run_folder.glob("*.pt")] == ["checkpoint.pt"]
+    _, saved = load_checkpoint(run_folder / "checkpoint.pt")
+    assert saved["provenance"]["processes"] == 2 and saved["provenance"]["steps"] == 2
+
+
+def test_marine_bathymetry_under_ddp(tmp_path):
+    """Segmentation / regression: MagicBathyNet bathymetry (the light U-Net)."""
+    from engine.tasks import run_task
+
+    root = tmp_path / "magicbathynet"
+    write_magicbathynet_layout(root, "agia_napa", 15, 18, seed=3)
+    run = tmp_path / "run"
+    data = ["--task", "bathymetry", "--data", str(root)]
+    torchrun(["fit", *data, "--max-steps", "2", "--batch-size", "2", "--base-channels", "4", "--out", str(run),
+              *TWO_PROCESSES], tmp_path)
+    assert_one_checkpoint_of_two_processes(run)
+
+    one, two = one_and_two_processes(["evaluate", *data, "--checkpoint", str(run / "checkpoint.pt"),
+                                      "--batch-size", "2"], tmp_path)
+    assert one.keys() == two.keys() and one["pixels"] == two["pixels"] > 0
+    assert one == pytest.approx(two, rel=1e-5, abs=1e-6)
+
+    model = tmp_path / "bathymetry.onnx"
+    training_cli(["export", "--task", "bathymetry", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(model)])
+    image = next(root.rglob("img_*.tif"))
+    result = run_task("estimate_bathymetry", {"input": str(image), "output": str(tmp_path / "depth.tif"),
+                                              "model": str(model), "device": "cpu"}, lambda f, m: None, lambda: False)
+    assert result["kind"] == "regression"
+    with rasterio.open(tmp_path / "depth.tif") as out, rasterio.open(image) as src:
+        assert out.crs == src.crs and out.transform == src.transform and out.shape == src.shape
+
+
+def test_scene_labels_under_ddp(tmp_path, capsys):
+    """Multi-label: reBEN scene labels (a tiny ResNet-50, BatchNorm synchronised across the processes)."""
+    ben_root, store = tmp_path / "ben", tmp_path / "store"
+    write_bigearthnet_fixture(ben_root, 15, seed=2)  # 9 train, 3 validation, 3 test patches
+    write_store(ben_root, store)
+    run = tmp_path / "run"
+    torchrun(["fit", "--task", "scene-labels", "--data", str(store), "--modalities", "s1,s2", "--model", "resnet50",
+              "--model-width", "4", "--model-depth", "1", "--max-steps", "2", "--batch-size", "2",
+              "--out", str(run), *TWO_PROCESSES], tmp_path)
+    assert_one_checkpoint_of_two_processes(run)
+
+    one, two = one_and_two_processes(["evaluate", "--data", str(store), "--checkpoint", str(run / "checkpoint.pt"),
+                                      "--batch-size", "2"], tmp_path)
+    assert set(one) == {f"{m}_{a}" for m in ("ap", "f1", "precision") for a in ("macro", "micro")}
+    assert one == pytest.approx(two, rel=1e-5, abs=1e-6)
+
+    training_cli(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "scene.onnx")])
+    assert "onnxruntime vs torch max abs diff" in capsys.readouterr().out  # export checks parity itself
