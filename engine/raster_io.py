@@ -539,10 +539,11 @@ def atomic_outputs(grid: InputGrid | OutputGrid, specs: list[OutputSpec]):
 
 
 class StripWriter:
-    """Writes strips into open outputs on a thread of its own, in the order given, with at most
-    ``queued`` strips waiting (bounded memory): deflate compression of the written blocks runs beside
-    the model instead of after it. A write error is raised again by the next ``write`` or by ``close``.
-    ``queued=0`` writes on the caller's thread."""
+    """Makes and writes strips into open outputs on a thread of its own, in the order given, with at
+    most ``queued`` strips waiting (bounded memory): what a task computes per strip besides the model
+    (its conversion, quality and uncertainty layers) and the deflate compression of the written blocks
+    run beside the model instead of after it. An error is raised again by the next ``write`` or by
+    ``close``. ``queued=0`` makes and writes on the caller's thread."""
 
     def __init__(self, datasets: list, queued: int):
         self.datasets, self.error = datasets, None
@@ -551,19 +552,20 @@ class StripWriter:
             self.thread = threading.Thread(target=self._write_queued, name="rsai-write", daemon=True)
             self.thread.start()
 
-    def write(self, arrays: list[np.ndarray], window) -> None:
-        """``arrays``: one per output, not changed by the caller afterwards."""
+    def write(self, make: Callable[[], tuple[list[np.ndarray], tuple]]) -> None:
+        """``make`` returns the arrays of one strip, one per output, and their window; it may only use
+        what no other thread changes meanwhile."""
         if self.queue is None:
-            self._write(arrays, window)
+            self._write(make)
             return
         while True:
             self._raise_error()
             with contextlib.suppress(queue.Full):
-                self.queue.put((arrays, window), timeout=0.5)  # the writer may have stopped on an error
+                self.queue.put(make, timeout=0.5)  # the writer may have stopped on an error
                 return
 
     def close(self) -> None:
-        """Wait until every strip is written (raising a write error); the outputs stay open."""
+        """Wait until every strip is written (raising an error); the outputs stay open."""
         if self.queue is not None:
             self.queue.put(None)
             self.thread.join()
@@ -580,16 +582,17 @@ class StripWriter:
             self.thread.join()
             self.queue = None
 
-    def _write(self, arrays, window) -> None:
+    def _write(self, make) -> None:
+        arrays, window = make()
         for dataset, array in zip(self.datasets, arrays):
             dataset.write(array, window=window)
 
     def _write_queued(self) -> None:
-        while (item := self.queue.get()) is not None:
+        while (make := self.queue.get()) is not None:
             if self.error is None:
                 try:
-                    self._write(*item)
-                except Exception as err:  # raised again on the caller's thread
+                    self._write(make)
+                except BaseException as err:  # raised again on the caller's thread
                     self.error = err
 
     def _raise_error(self) -> None:

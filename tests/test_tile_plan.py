@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -125,13 +126,18 @@ def test_batch_size_and_threads_are_measured_once_then_cached(tmp_path, monkeypa
 
 
 def test_threaded_reading_and_writing_give_the_same_bytes_as_one_thread(sea, tmp_path, monkeypatch):
-    quality = {"quality_layer": str(tmp_path / "q1.tif")}
-    run(input=sea, output=str(tmp_path / "threaded.tif"), max_memory=128, **quality)
+    """Reads on reader threads, layers and writes on the writer thread: the depth, quality and
+    uncertainty rasters are the same files as made on one thread."""
+    def outputs(name):
+        return {"output": str(tmp_path / f"{name}.tif"), "quality_layer": str(tmp_path / f"{name}_q.tif"),
+                "uncertainty": str(tmp_path / f"{name}_u.tif")}
+    threaded = run(input=sea, max_memory=128, **outputs("threaded"))
     monkeypatch.setattr(engine.pipeline, "READ_THREADS", 0)
     monkeypatch.setattr(engine.tasks.raster_task, "WRITE_BEHIND_STRIPS", 0)
-    run(input=sea, output=str(tmp_path / "sequential.tif"), max_memory=128, quality_layer=str(tmp_path / "q0.tif"))
-    for threaded, sequential in (("threaded.tif", "sequential.tif"), ("q1.tif", "q0.tif")):
-        assert (tmp_path / threaded).read_bytes() == (tmp_path / sequential).read_bytes()
+    sequential = run(input=sea, max_memory=128, **outputs("sequential"))
+    assert threaded["tiles"] == sequential["tiles"] > 4
+    for threaded_file, sequential_file in zip(outputs("threaded").values(), outputs("sequential").values()):
+        assert Path(threaded_file).read_bytes() == Path(sequential_file).read_bytes()
 
 
 def test_a_budget_below_the_least_is_refused_before_any_work(sea, tmp_path):

@@ -5,6 +5,7 @@ output becomes its output bands (``RasterTask.outputs`` and ``RasterTask.convert
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
@@ -14,6 +15,7 @@ import numpy as np
 from engine.contract import ModelContract
 from engine.errors import EngineError, ModelContractError
 from engine.input_distribution import InputDistribution, input_distribution
+from engine import pipeline
 from engine.pipeline import IsCancelled, Progress, RunStats, Strip, infer_strips
 from engine.quality import NO_DATA, REASON_COLOURS, REASONS, VALID, QualityLayer, nir_contract
 from engine.raster_io import (
@@ -180,29 +182,32 @@ class RasterTask(ABC):
         return WaterQuality(QualityLayer(contract, has_nir), nir, not params.get("keep_masked", False), spec)
 
     def _write(self, model, grid: InputGrid, specs, progress, cancelled, stats, layers: ExtraLayers) -> int:
-        """``specs``: the task's outputs, then the quality and uncertainty rasters asked for."""
-        valid_pixels = 0
+        """``specs``: the task's outputs, then the quality and uncertainty rasters asked for. Each strip's
+        layers, conversion and writing run on the writer thread (engine/raster_io.py StripWriter), on a
+        copy of the strip: the pipeline reuses its buffers for the next one. The grid's own handles are
+        the writer thread's alone while the pipeline reads through handles of its reading threads (with
+        no reading threads, the strips are made and written on this thread too)."""
+        behind = WRITE_BEHIND_STRIPS if pipeline.READ_THREADS else 0
+        valid_pixels = [0]
         task_specs = specs[:len(specs) - layers.rasters]
+
+        def make(strip: Strip):
+            extra = layers.apply(model.contract, grid, strip)
+            valid_pixels[0] += int(strip.valid.sum())
+            window = ((strip.row, strip.row + strip.valid.shape[0]), (0, grid.width))
+            return self.convert(model.contract, strip, task_specs) + extra, window
+
         with atomic_outputs(grid, specs) as datasets:
-            writer = StripWriter(datasets, WRITE_BEHIND_STRIPS)
+            writer = StripWriter(datasets, behind)
             try:
                 for strip in infer_strips(model, grid, progress, cancelled, stats, layers.augmentation):
-                    extra = layers.apply(model.contract, grid, strip)
-                    valid_pixels += int(strip.valid.sum())
-                    window = ((strip.row, strip.row + strip.valid.shape[0]), (0, grid.width))
-                    arrays = self.convert(model.contract, strip, task_specs) + extra
-                    # the strip's buffers are reused for the next strip: the writer gets arrays of its own
-                    writer.write([array.copy() if _shares_buffers(array, strip) else array for array in arrays],
-                                 window)
+                    own = Strip(strip.row, strip.values.copy(), strip.valid.copy(),
+                                None if strip.spread is None else strip.spread.copy()) if behind else strip
+                    writer.write(functools.partial(make, own))
                 writer.close()
             finally:
                 writer.abandon()
-        return valid_pixels
-
-
-def _shares_buffers(array: np.ndarray, strip: Strip) -> bool:
-    return any(np.may_share_memory(array, buffer) for buffer in (strip.values, strip.valid, strip.spread)
-               if buffer is not None)
+        return valid_pixels[0]
 
 
 @dataclass
