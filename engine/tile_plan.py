@@ -202,26 +202,27 @@ def cached_tuning(model: Model, tile: int) -> dict | None:
 def tune(model: Model, tile: int, largest_batch: int, batches: bool = True) -> dict:
     """Measure tiles per second of ``model`` at ``tile`` px over thread counts (powers of two up to
     the CPU count, and the CPU count) and, when ``batches``, batch sizes up to ``largest_batch``
-    (growing while it gains more than 3 %); keep the fastest in the cache. Thread counts stop at the process's
-    thread budget (engine.runtime.thread_budget: a Ray worker's CPUs)."""
-    cpus = thread_budget() or os.cpu_count() or 1
+    (growing while it gains more than 3 %), twice in turn (the best of the two: other work on the
+    machine slows one or the other); keep the fastest in the cache."""
+    cpus = os.cpu_count() or 1
     thread_counts = sorted({min(2 ** k, cpus) for k in range(cpus.bit_length() + 1)}) if model.provider.startswith(
         "CPU") else [None]
-    tile_batch = np.random.default_rng(0).standard_normal(
-        (max(b for b in BATCH_CANDIDATES if b <= max(1, largest_batch)), len(model.contract.bands), tile, tile),
-        np.float32)
-    best = {"tiles_per_s": 0.0}
-    for threads in thread_counts:
-        runner = model if threads is None else Model(model.path, "cpu", threads=threads,
-                                                     contract=lambda _: model.contract)
-        rate = 0.0
-        for batch in [b for b in BATCH_CANDIDATES if b <= max(1, largest_batch)] if batches else [largest_batch]:
-            faster = _tiles_per_second(runner, tile_batch[:batch])
-            if faster < rate * 1.03:
+    sizes = [b for b in BATCH_CANDIDATES if b <= max(1, largest_batch)] if batches else [largest_batch]
+    tile_batch = np.random.default_rng(0).standard_normal((sizes[-1], len(model.contract.bands), tile, tile),
+                                                          np.float32)
+    runners = {threads: model if threads is None else Model(model.path, "cpu", threads=threads,
+                                                             contract=lambda _: model.contract)
+               for threads in thread_counts}
+    rates: dict[tuple, float] = {}
+    for threads, runner in runners.items():  # first pass: batch sizes while they gain
+        for batch in sizes:
+            rates[threads, batch] = _tiles_per_second(runner, tile_batch[:batch])
+            if batch > sizes[0] and rates[threads, batch] < rates[threads, sizes[sizes.index(batch) - 1]] * 1.03:
                 break
-            rate = faster
-            if faster > best["tiles_per_s"]:
-                best = {"tiles_per_s": round(faster, 3), "batch_size": batch, "threads": threads}
+    for threads, batch in list(rates):  # second pass over what was measured
+        rates[threads, batch] = max(rates[threads, batch], _tiles_per_second(runners[threads], tile_batch[:batch]))
+    (threads, batch), rate = max(rates.items(), key=lambda item: item[1])
+    best = {"tiles_per_s": round(rate, 3), "batch_size": batch, "threads": threads}
     _store_tuning(_tuning_key(model, tile), best)
     return {**best, "source": "measured"}
 
