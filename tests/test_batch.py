@@ -222,6 +222,9 @@ def test_parameters_the_task_does_not_take_are_refused_before_ray_runs(depth_mod
                  lambda fraction, message: None, lambda: False)
     with pytest.raises(EngineError, match="names no raster"):
         batch(tmp_path / "nothing_*.tif", tmp_path / "out", depth_model)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(EngineError, match="is a file; give a folder"):
+        batch(tmp_path / "scenes", tmp_path / "a_file", depth_model)
 
 
 def test_a_scene_s_model_uses_its_ray_worker_s_cpus_not_every_core(local_ray, depth_model, monkeypatch):

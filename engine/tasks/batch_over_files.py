@@ -98,6 +98,8 @@ class BatchOverFiles:
         output_dir = Path(params["output_dir"])
         if not output_dir.parent.is_dir():
             raise EngineError(f"folder {output_dir.parent} does not exist; create it or choose another output_dir")
+        if output_dir.exists() and not output_dir.is_dir():
+            raise EngineError(f"output_dir {output_dir} is a file; give a folder for the scenes' outputs")
         output_dir.mkdir(exist_ok=True)
         scenes = find_scenes(params["inputs"], task, params.get("asset_bands"))
         task_params = params.get("params", {})
