@@ -17,6 +17,7 @@ from training.__main__ import main as training_cli
 from training.checkpoint import load_checkpoint
 from training.datasets.ben_store import write_store
 from training.simulation.bigearthnet_fixture import write_bigearthnet_fixture
+from training.simulation.crop_phenology import write_pastis_r_fixture
 from training.simulation.shallow_water import write_magicbathynet_layout
 
 pytestmark = pytest.mark.slow
@@ -93,3 +94,21 @@ def test_scene_labels_under_ddp(tmp_path, capsys):
 
     training_cli(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "scene.onnx")])
     assert "onnxruntime vs torch max abs diff" in capsys.readouterr().out  # export checks parity itself
+
+
+def test_crop_maps_under_ddp(tmp_path):
+    """Time series: TSViT crop maps on a PASTIS-R-format fixture (S2 and S1 series, early fusion)."""
+    root = tmp_path / "pastis"
+    write_pastis_r_fixture(root, patches=10, size=24, seed=3, tiles=2)
+    run = tmp_path / "run"
+    torchrun(["fit", "--task", "crop", "--data", str(root), "--modalities", "s1,s2", "--fusion", "early",
+              "--max-steps", "2", "--batch-size", "2", "--max-dates-s2", "6", "--max-dates-s1", "6", "--tile-size", "8",
+              "--patch-size", "4", "--tsvit-dim", "16", "--temporal-depth", "1", "--spatial-depth", "1",
+              "--tsvit-heads", "2", "--tsvit-head-dim", "8", "--out", str(run), *TWO_PROCESSES], tmp_path)
+    assert_one_checkpoint_of_two_processes(run)
+
+    one, two = one_and_two_processes(["evaluate", "--data", str(root), "--checkpoint", str(run / "checkpoint.pt"),
+                                      "--batch-size", "3"], tmp_path)
+    assert set(one) == {"overall_accuracy", "mean_accuracy", "mean_iou"} and 0 < one["overall_accuracy"]
+    assert one == pytest.approx(two, rel=1e-5, abs=1e-6)
+    training_cli(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "crop.onnx")])

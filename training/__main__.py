@@ -372,8 +372,8 @@ def _fit_hycot(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     _set_threads(args)
-    if ScaleOut.from_arguments(args).processes > 1 and (text_search.is_text_search(args) or crop_maps.is_crop(args)):
-        sys.exit("evaluate runs crop-map and text-search models in one process; leave out --devices and --num-nodes")
+    if ScaleOut.from_arguments(args).processes > 1 and text_search.is_text_search(args):
+        sys.exit("evaluate ranks text-search galleries in one process; leave out --devices and --num-nodes")
     if text_search.is_text_search(args):
         result = text_search.run_evaluate(args)
     elif scene_labels.is_scene_labels(args):

@@ -5,6 +5,7 @@ many processes share the data."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning
@@ -49,21 +50,22 @@ class EvaluationData(lightning.LightningDataModule):
     default sampler pads the last shard with repeats), so the synced metrics of any number of processes
     equal those of one."""
 
-    def __init__(self, dataset: Dataset, batch_size: int) -> None:
+    def __init__(self, dataset: Dataset, batch_size: int, collate: Callable | None = None) -> None:
         super().__init__()
-        self.dataset, self.batch_size = dataset, batch_size
+        self.dataset, self.batch_size, self.collate = dataset, batch_size, collate
 
     def test_dataloader(self) -> DataLoader:
         shard = UnrepeatedDistributedSampler(
             self.dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
         )
-        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=shard)
+        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=shard, collate_fn=self.collate)
 
 
 def metrics_on(module: lightning.LightningModule, dataset: Dataset, batch_size: int, accelerator: str,
-               scale_out: ScaleOut = SINGLE_DEVICE) -> dict:
-    """The module's test metrics over ``dataset`` (torchmetrics, synced across processes)."""
+               scale_out: ScaleOut = SINGLE_DEVICE, collate: Callable | None = None) -> dict:
+    """The module's test metrics over ``dataset`` (torchmetrics, synced across processes); ``collate``
+    batches samples (default: torch's)."""
     trainer = lightning.Trainer(accelerator=accelerator, logger=False, enable_progress_bar=False,
                                 enable_model_summary=False, use_distributed_sampler=False,
                                 **scale_out.trainer_options())
-    return trainer.test(module, EvaluationData(dataset, batch_size), verbose=False)[0]
+    return trainer.test(module, EvaluationData(dataset, batch_size, collate), verbose=False)[0]

@@ -104,7 +104,8 @@ def run_fit(args: argparse.Namespace) -> None:
 def run_evaluate(args: argparse.Namespace) -> dict:
     from training.crop_maps.evaluate import evaluate_crop
 
-    return evaluate_crop(args.checkpoint, args.data, args.split, args.batch_size or 8, args.accelerator)
+    return evaluate_crop(args.checkpoint, args.data, args.split, args.batch_size or 8, args.accelerator,
+                         ScaleOut.from_arguments(args))
 
 
 def run_export(args: argparse.Namespace, metrics: dict | None) -> None:

@@ -120,7 +120,10 @@ class CropMappingTask(LightningModule):
         self.test_confusion.update(self(batch).argmax(dim=1), self.targets(batch))
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self._scores(self.test_confusion))
+        scores = segmentation_scores(self.test_confusion.compute())
+        self.test_confusion.reset()
+        per_class = {f"iou_{name}": iou for name, iou in zip(self.hparams.class_names, scores.pop("iou_per_class"))}
+        self.log_dict({name: value.float() for name, value in (scores | per_class).items()})
 
     def _scores(self, confusion: MulticlassConfusionMatrix) -> dict[str, Tensor]:
         scores = segmentation_scores(confusion.compute())
