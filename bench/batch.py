@@ -6,8 +6,10 @@ reflectance, EPSG:32636), each its own GeoTIFF; task: estimate_bathymetry with t
 (models_onnx/bathymetry_s2_sim.onnx, quality layers on), the same for every row.
 
 Rows, all in one run, each the fastest of ``ROUNDS`` rounds that run every row in turn (the machine is shared):
-- single process: ``run_task`` over the scenes one after another in this process (what a loop of CLI runs
-  does, less the interpreter start);
+- single process: ``run_task`` over the scenes one after another in a fresh interpreter (what a loop of CLI
+  runs does, less the interpreter starts), with onnxruntime's and numpy's own threads (one per core), and
+  with the one thread a 1-CPU Ray worker gets (``OMP_NUM_THREADS=1`` from the start: numpy's BLAS and
+  onnxruntime through engine.runtime.thread_budget);
 - Ray, k workers: a local Ray of k CPUs (one scene per CPU), started before the clock (its start is shown
   apart), running ``batch_over_files``: scenes/s over the whole run, the mean seconds a scene took inside its
   worker, and the overhead per scene: wall time x workers / scenes - the mean in-worker seconds (what Ray,
@@ -70,12 +72,28 @@ def write_scenes(folder: Path, count: int, size: int) -> list[Path]:
 
 
 def single_process(scenes: list[Path], out: Path) -> float:
+    """Seconds of ``run_task`` over ``scenes``, one after another, in this process."""
     out.mkdir()
     started = time.perf_counter()
     for path in scenes:
         run_task("estimate_bathymetry", {"input": str(path), "output": str(out / path.name)},
                  lambda fraction, message: None, lambda: False)
     return time.perf_counter() - started
+
+
+def fresh_single_process(scenes: list[Path], out: Path, threads: int | None) -> float:
+    """``single_process`` in a new interpreter, with ``OMP_NUM_THREADS=threads`` from its start when given (so
+    that numpy's BLAS, read at import, and onnxruntime, engine.runtime.thread_budget, keep to it: what a Ray
+    worker of ``threads`` CPUs gets); two scenes first as warm-up."""
+    environment = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+    if threads:
+        environment["OMP_NUM_THREADS"] = str(threads)
+    code = ("import sys, pathlib; sys.path.insert(0, 'bench'); from batch import single_process as run; "
+            "paths = [pathlib.Path(p) for p in sys.argv[2:]]; out = pathlib.Path(sys.argv[1]); "
+            "run(paths[:2], out.with_name(out.name + '_warm')); print(run(paths, out))")
+    completed = subprocess.run([sys.executable, "-c", code, str(out), *map(str, scenes)], cwd=REPO, env=environment,
+                               capture_output=True, text=True, check=True)
+    return float(completed.stdout.strip().splitlines()[-1])
 
 
 def ray_batch(scenes_glob: str, out: Path, **options) -> tuple[float, dict]:
@@ -162,10 +180,11 @@ def main() -> None:
         work = Path(work)
         scenes = write_scenes(work / "scenes", args.scenes, args.size)
         glob = str(work / "scenes" / "*.tif")
-        single_process(scenes[:2], work / "warm")  # imports, first model load
-        single, ray_rows = float("inf"), {}
+        single, single_one_thread, ray_rows = float("inf"), float("inf"), {}
         for round_number in range(ROUNDS):  # rows in turn, so that the load of other jobs falls on all of them
-            single = min(single, single_process(scenes, work / f"single{round_number}"))
+            single = min(single, fresh_single_process(scenes, work / f"single{round_number}", None))
+            single_one_thread = min(single_one_thread,
+                                    fresh_single_process(scenes, work / f"single1t{round_number}", 1))
             for workers in args.workers:
                 ray_start = local_ray(workers)
                 wall, result = ray_batch(glob, work / f"ray{workers}_{round_number}")
@@ -177,6 +196,9 @@ def main() -> None:
         print(f"{'row':<26}{'scenes/s':>9}{'x single':>9}{'s/scene in worker':>19}{'overhead s/scene':>18}"
               f"{'driver CPU ms/scene':>21}{'Ray start s':>12}{'same':>6}")
         print(f"{'single process':<26}{len(scenes) / single:>9.2f}{1.0:>9.2f}{single / len(scenes):>19.3f}"
+              f"{'-':>18}{'-':>21}{'-':>12}{'-':>6}")
+        print(f"{'single process, 1 thread':<26}{len(scenes) / single_one_thread:>9.2f}"
+              f"{single / single_one_thread:>9.2f}{single_one_thread / len(scenes):>19.3f}"
               f"{'-':>18}{'-':>21}{'-':>12}{'-':>6}")
         for workers, (wall, result, ray_start) in ray_rows.items():
             print_row(f"Ray, {workers} worker(s)", len(scenes), wall, single, workers, result, f"{ray_start:.1f}",
