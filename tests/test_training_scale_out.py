@@ -12,12 +12,13 @@ import sys
 
 import pytest
 import rasterio
+import torch
 
 from training.__main__ import main as training_cli
-from training.checkpoint import load_checkpoint
 from training.datasets.ben_store import write_store
 from training.simulation.bigearthnet_fixture import write_bigearthnet_fixture
 from training.simulation.crop_phenology import write_pastis_r_fixture
+from training.simulation.hyperspectral import write_hyspecnet_layout
 from training.simulation.shallow_water import write_magicbathynet_layout
 
 pytestmark = pytest.mark.slow
@@ -45,8 +46,8 @@ def one_and_two_processes(evaluate: list[str], tmp_path) -> tuple[dict, dict]:
 
 def assert_one_checkpoint_of_two_processes(run_folder) -> None:
     assert [path.name for path in run_folder.glob("*.pt")] == ["checkpoint.pt"]
-    _, saved = load_checkpoint(run_folder / "checkpoint.pt")
-    assert saved["provenance"]["processes"] == 2 and saved["provenance"]["steps"] == 2
+    provenance = torch.load(run_folder / "checkpoint.pt", weights_only=True)["provenance"]
+    assert provenance["processes"] == 2 and provenance["steps"] == 2
 
 
 def test_marine_bathymetry_under_ddp(tmp_path):
@@ -112,3 +113,21 @@ def test_crop_maps_under_ddp(tmp_path):
     assert set(one) == {"overall_accuracy", "mean_accuracy", "mean_iou"} and 0 < one["overall_accuracy"]
     assert one == pytest.approx(two, rel=1e-5, abs=1e-6)
     training_cli(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "crop.onnx")])
+
+
+def test_hycot_under_ddp(tmp_path):
+    """Compression: HyCoT on simulated HySpecNet-11k-layout patches (the encoder/decoder pair)."""
+    root = tmp_path / "hyspecnet"
+    write_hyspecnet_layout(root, 30, 16, seed=4, patches_per_tile=3)  # 21 train, 6 validation, 3 test patches
+    run, data = tmp_path / "run", ["--data", str(root)]
+    torchrun(["fit", "--task", "hycot", "--cr", "16", *data, "--max-steps", "2", "--batch-size", "2",
+              "--pixels-per-patch", "4", "--dim", "16", "--depth", "1", "--heads", "2", "--head-dim", "8",
+              "--mlp-dim", "8", "--hidden-dim", "32", "--out", str(run), *TWO_PROCESSES], tmp_path)
+    assert_one_checkpoint_of_two_processes(run)
+
+    one, two = one_and_two_processes(["evaluate", *data, "--checkpoint", str(run / "checkpoint.pt"),
+                                      "--batch-size", "1"], tmp_path)
+    assert set(one) == {"psnr_db", "spectral_angle_deg"} and one["psnr_db"] > 0
+    assert one == pytest.approx(two, rel=1e-5, abs=1e-6)
+    training_cli(["export", "--task", "hycot", "--checkpoint", str(run / "checkpoint.pt"),
+                  "--out", str(tmp_path / "hycot")])

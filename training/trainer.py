@@ -55,6 +55,8 @@ class EvaluationData(lightning.LightningDataModule):
         self.dataset, self.batch_size, self.collate = dataset, batch_size, collate
 
     def test_dataloader(self) -> DataLoader:
+        if len(self.dataset) < self.trainer.world_size:
+            raise ValueError(f"{len(self.dataset)} test samples cannot be shared by {self.trainer.world_size} processes")
         shard = UnrepeatedDistributedSampler(
             self.dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
         )
