@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
 import pytest
 import rasterio
 import torch
+import torch.distributed as dist
+import torch.multiprocessing
+from torch.nn.parallel import DistributedDataParallel
 
 from training.__main__ import main as training_cli
 from training.datasets.ben_store import write_store
@@ -20,6 +24,9 @@ from training.simulation.bigearthnet_fixture import write_bigearthnet_fixture
 from training.simulation.crop_phenology import write_pastis_r_fixture
 from training.simulation.hyperspectral import write_hyspecnet_layout
 from training.simulation.shallow_water import write_magicbathynet_layout
+from training.text_search.fixtures import write_caption_fixtures
+from training.text_search.retrieval import caption_clip_loss
+from training.text_search.scenes import SIMULATED_LANDSCAPES, simulate_scene
 
 pytestmark = pytest.mark.slow
 TWO_PROCESSES = ["--accelerator", "cpu", "--devices", "2", "--distributed-strategy", "ddp"]
@@ -131,3 +138,57 @@ def test_hycot_under_ddp(tmp_path):
     assert one == pytest.approx(two, rel=1e-5, abs=1e-6)
     training_cli(["export", "--task", "hycot", "--checkpoint", str(run / "checkpoint.pt"),
                   "--out", str(tmp_path / "hycot")])
+
+
+def contrastive_step(rank: int, world_size: int, port: int, batch: tuple, out) -> None:
+    """One contrastive step of a linear image encoder on this process's share of ``batch`` under
+    DDP (gloo) when ``world_size`` > 1; saves the loss and the weight gradient to ``out``."""
+    if world_size > 1:
+        os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(6, 4)
+    encoder = DistributedDataParallel(linear) if world_size > 1 else linear
+    image, text, caption_set, choice = (tensor.chunk(world_size)[rank] for tensor in batch)
+    embedding = torch.nn.functional.normalize(encoder(image), dim=1)
+    loss = caption_clip_loss(embedding, text, caption_set, choice, torch.tensor(10.0))
+    loss.backward()
+    torch.save({"loss": loss.detach(), "gradient": linear.weight.grad}, f"{out}.{rank}")
+    if world_size > 1:
+        dist.destroy_process_group()
+
+
+def test_contrastive_loss_under_ddp_sees_every_process_batch(tmp_path):
+    """Contrastive (the text-search tasks' loss): two DDP processes with half a batch each get the loss
+    and the gradient of one process with the whole batch (every process's items are negatives)."""
+    generator = torch.Generator().manual_seed(1)
+    caption_set = torch.randint(0, 5, (8, 2), generator=generator)  # repeated captions: several positives
+    batch = (torch.randn(8, 6, generator=generator),
+             torch.nn.functional.normalize(torch.randn(8, 4, generator=generator), dim=1), caption_set, caption_set[:, 0])
+    contrastive_step(0, 1, 0, batch, tmp_path / "one")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    torch.multiprocessing.spawn(contrastive_step, args=(2, port, batch, tmp_path / "two"), nprocs=2)
+    one = torch.load(tmp_path / "one.0", weights_only=True)
+    for rank in range(2):
+        two = torch.load(tmp_path / f"two.{rank}", weights_only=True)
+        torch.testing.assert_close(two["loss"], one["loss"])
+        torch.testing.assert_close(two["gradient"], one["gradient"])
+
+
+def test_text_search_fit_under_ddp(tmp_path, capsys):
+    """Contrastive, end to end: a locked-text image encoder fitted by 2 DDP processes writes one
+    checkpoint, which evaluates (retrieval ranks one gallery, in one process) and exports."""
+    scenes = [simulate_scene(landscape, 64, seed) for seed, landscape in enumerate(SIMULATED_LANDSCAPES)]
+    write_caption_fixtures(tmp_path / "captions", scenes, 16, train_stride=16, change_pairs_per_scene=2, seed=0)
+    data, run = tmp_path / "captions" / "gaia", tmp_path / "run"
+    torchrun(["fit", "--task", "locked-text", "--data", str(data), "--max-steps", "2", "--batch-size", "4",
+              "--embedding-width", "8", "--out", str(run), *TWO_PROCESSES], tmp_path)
+    assert_one_checkpoint_of_two_processes(run)
+    training_cli(["evaluate", "--data", str(data), "--checkpoint", str(run / "checkpoint.pt"), "--threads", "1",
+                  "--json-out", str(tmp_path / "metrics.json")])
+    assert 0 <= json.loads((tmp_path / "metrics.json").read_text())["mean_recall"] <= 100
+    training_cli(["export", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "search")])
+    with pytest.raises(SystemExit, match="one process"):
+        training_cli(["evaluate", "--data", str(data), "--checkpoint", str(run / "checkpoint.pt"), "--devices", "2"])

@@ -5,13 +5,38 @@ sentence can describe many change pairs ("there is no change"). Relevance is the
 caption ``c`` is relevant to image ``i`` when ``c`` is one of ``i``'s captions. With unique
 captions this is the usual protocol (one relevant image per caption); with repeats it neither
 punishes a model for ranking an equally correct image first nor calls a duplicate a negative.
+
+Under data-parallel training the loss runs over the batches of all processes (``gathered``): every
+process's items are negatives for every other's, as in one process with the whole batch (CLIP's
+training, Radford et al. 2021).
 """
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
 import torch.nn.functional as F
 
 RECALL_AT = (1, 5, 10)
+
+
+def gathered(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each tensor of every process's batch, concatenated in rank order; gradients flow back to each
+    process's own part (summed over processes: with DDP's mean over processes, the gradient is that of
+    the whole batch's loss). One process: the tensors unchanged."""
+    if not dist.is_available() or not dist.is_initialized() or dist.get_world_size() == 1:
+        return tensors
+    return tuple(torch.cat(dist_nn.all_gather(tensor)) for tensor in tensors)
+
+
+def caption_clip_loss(image: torch.Tensor, text: torch.Tensor, caption_set: torch.Tensor, choice: torch.Tensor,
+                      logit_scale: torch.Tensor) -> torch.Tensor:
+    """``multi_positive_clip_loss`` of items (``image`` embeddings) against one sampled caption each
+    (``choice``, embedded as ``text``) over the batches of all processes; an item's positives are the
+    sampled captions in its ``caption_set`` (caption indices ``[N, K]``)."""
+    image, text, caption_set, choice = gathered(image, text, caption_set, choice)
+    positives = (caption_set[:, :, None] == choice[None, None, :]).any(dim=1)
+    return multi_positive_clip_loss(image, text, positives, logit_scale)
 
 
 def multi_positive_clip_loss(image: torch.Tensor, text: torch.Tensor, positives: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:

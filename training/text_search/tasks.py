@@ -50,7 +50,7 @@ from training.text_search.encoders import (
     TileImageEncoder,
     embed_sentences,
 )
-from training.text_search.retrieval import multi_positive_clip_loss
+from training.text_search.retrieval import caption_clip_loss
 from training.text_search.tokenization import clip_tokenizer_json, minilm_tokenizer_json
 
 INITIAL_TEMPERATURE = 0.07  # CLIP's
@@ -68,11 +68,9 @@ def minilm_embeddings(sentences: list[str]) -> torch.Tensor:
     return embed_sentences(minilm(), minilm_tokenizer_json(), sentences)
 
 
-def sampled_captions(caption_set: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One random caption per item, and the positives mask (item ``i`` x sampled caption ``j``)."""
-    choice = caption_set[torch.arange(len(caption_set)), torch.randint(caption_set.shape[1], (len(caption_set),))]
-    positives = (caption_set[:, :, None] == choice[None, None, :]).any(dim=1)
-    return choice, positives
+def sampled_captions(caption_set: torch.Tensor) -> torch.Tensor:
+    """One random caption per item (of its ``caption_set``)."""
+    return caption_set[torch.arange(len(caption_set)), torch.randint(caption_set.shape[1], (len(caption_set),))]
 
 
 class NormalisedInput(LightningModule):
@@ -104,10 +102,10 @@ class LockedTextAlignment(NormalisedInput):
         (image,) = random_orientation(batch["image"])
         if self.hparams.jitter:
             image = radiometric_jitter(image)
-        choice, positives = sampled_captions(batch["caption_set"])
+        choice = sampled_captions(batch["caption_set"])
         text = self.caption_embeddings.to(image.device)[choice]
         scale = self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
-        loss = multi_positive_clip_loss(self.encoder(self.normalise(image)), text, positives, scale)
+        loss = caption_clip_loss(self.encoder(self.normalise(image)), text, batch["caption_set"], choice, scale)
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
@@ -157,12 +155,12 @@ class ClipFinetune(LightningModule):
 
     def training_step(self, batch: dict, _: int) -> torch.Tensor:
         (image,) = random_orientation(batch["image"])
-        choice, positives = sampled_captions(batch["caption_set"])
+        choice = sampled_captions(batch["caption_set"])
         tokens = self.caption_tokens.to(image.device)[choice]
         image_embedding = self.model.encode_image(self.normalise(image), normalize=True)
         text_embedding = self.model.encode_text(tokens, normalize=True)
         scale = self.model.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
-        loss = multi_positive_clip_loss(image_embedding, text_embedding, positives, scale)
+        loss = caption_clip_loss(image_embedding, text_embedding, batch["caption_set"], choice, scale)
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
@@ -256,10 +254,11 @@ class BitemporalRetrieval(NormalisedInput):
         if self.hparams.jitter:
             both = radiometric_jitter(torch.cat([before, after]))  # each date its own random rendering
             before, after = both[: len(before)], both[len(before):]
-        choice, positives = sampled_captions(batch["caption_set"])
+        choice = sampled_captions(batch["caption_set"])
         text = self.caption_embeddings.to(before.device)[choice]
         embedding = self.encoder(self.normalise(before), self.normalise(after))
-        loss = multi_positive_clip_loss(embedding, text, positives, self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE))
+        scale = self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        loss = caption_clip_loss(embedding, text, batch["caption_set"], choice, scale)
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
