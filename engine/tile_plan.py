@@ -203,8 +203,9 @@ def tune(model: Model, tile: int, largest_batch: int, batches: bool = True) -> d
     """Measure tiles per second of ``model`` at ``tile`` px over thread counts (powers of two up to
     the CPU count, and the CPU count) and, when ``batches``, batch sizes up to ``largest_batch``
     (growing while it gains more than 3 %), twice in turn (the best of the two: other work on the
-    machine slows one or the other); keep the fastest in the cache."""
-    cpus = os.cpu_count() or 1
+    machine slows one or the other); keep the fastest in the cache. Thread counts stop at the process's
+    thread budget (engine.runtime.thread_budget: a Ray worker's CPUs)."""
+    cpus = thread_budget() or os.cpu_count() or 1
     thread_counts = sorted({min(2 ** k, cpus) for k in range(cpus.bit_length() + 1)}) if model.provider.startswith(
         "CPU") else [None]
     sizes = [b for b in BATCH_CANDIDATES if b <= max(1, largest_batch)] if batches else [largest_batch]
