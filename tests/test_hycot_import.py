@@ -14,7 +14,7 @@ import torch
 from engine.tasks import run_task
 from hycot_reference import TINY, ReferenceHyCoT, published_checkpoint
 from training.__main__ import main as training_main
-from training.hyperspectral.importers import compression_ratio, published_sizes
+from training.hycot.importers import compression_ratio, published_sizes
 from training.importers import ImportRefused, import_model, load_state_dict
 from training.simulation.hyperspectral import KEPT_BANDS, simulate_scene, write_scene_geotiff
 from training.tasks.hycot import HyCoTTask

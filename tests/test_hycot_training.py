@@ -19,7 +19,7 @@ from engine.raster_io import resolve_bands
 from training.__main__ import main as training_cli
 from training.bit_rate import bits_per_pixel_per_channel, latent_channels
 from training.checkpoint import CHECKPOINT_FORMAT
-from training.compression import load_hycot_checkpoint
+from training.hycot.fit import load_hycot_checkpoint
 from training.models.hycot import HyCoTDecoder, HyCoTEncoder
 from training.simulation.hyperspectral import (
     ENMAP_BAND_CENTRES_NM,

@@ -6,12 +6,6 @@
     python -m training evaluate --data DIR --checkpoint runs/bathymetry/checkpoint.pt
     python -m training export --checkpoint runs/bathymetry/checkpoint.pt --out model.onnx
 
-    python -m training simulate-hyperspectral --out DIR --patches 300 --size 64 --seed 1
-    python -m training simulate-hyperspectral-scene --out scene.tif --size 256 --seed 5
-    python -m training fit --task hycot --cr 8 --data DIR --strategy hard --max-steps 300 --out runs/hycot
-    python -m training evaluate --task hycot --data DIR --checkpoint runs/hycot/checkpoint.pt
-    python -m training export --task hycot --checkpoint runs/hycot/checkpoint.pt --out models_onnx/hycot_cr8
-
     python -m training import --source magicbathynet-bathymetry --checkpoint bathymetry_s2_an.zip \
         --area agia_napa --modality s2 --norm-param norm_param_s2_an.npy --out models/bathymetry_s2_an.onnx
     python -m training import --source reben --checkpoint resnet50-all-v0.2.0/model.safetensors \
@@ -20,6 +14,7 @@
         --out models/remoteclip_vit_b32.onnx
     python -m training import --source hycot --checkpoint hycot_cr16.pth.tar --out models/hycot_cr16.onnx
 
+    HyCoT (HySpecNet-11k, simulate-hyperspectral, simulate-hyperspectral-scene): training/hycot/cli.py
     reBEN scene labels (prepare, federated, augmentation-consistency, ...): training/scene_labels/cli.py
     Crop maps (TSViT on PASTIS-R, simulate-pastis-r, simulate-crop-series): training/crop_maps/cli.py
     Text search (CLIP-style retrieval, make-caption-fixtures, convert-clip, ...): training/text_search/cli.py
@@ -33,13 +28,13 @@ import sys
 from pathlib import Path
 
 from training.crop_maps import cli as crop_maps
+from training.hycot import cli as hycot
 from training.datasets.magicbathynet_format import AREAS, MODALITIES
 from training.scale_out import ScaleOut, add_scale_out_arguments
 from training.scene_labels import cli as scene_labels
-from training.task_selection import asks_for
 from training.text_search import cli as text_search
 
-TASK_NAMES = ("bathymetry", "seabed", "hycot", scene_labels.TASK, crop_maps.TASK, *text_search.TASKS)
+TASK_NAMES = ("bathymetry", "seabed", hycot.TASK, scene_labels.TASK, crop_maps.TASK, *text_search.TASKS)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,27 +76,6 @@ def _parser() -> argparse.ArgumentParser:
     scene.add_argument("--site", choices=AREAS, default="agia_napa")
     scene.set_defaults(run=_simulate_scene)
 
-    hyperspectral = commands.add_parser(
-        "simulate-hyperspectral", help="write simulated EnMAP-like patches in HySpecNet-11k's layout"
-    )
-    hyperspectral.add_argument("--out", type=Path, required=True, help="dataset root to write (gets hyspecnet-11k/)")
-    hyperspectral.add_argument("--patches", type=int, default=300, help="patches in all")
-    hyperspectral.add_argument("--size", type=int, default=64, help="patch side in pixels (HySpecNet-11k: 128)")
-    hyperspectral.add_argument("--patches-per-tile", type=int, default=9, help="patches cut from each simulated tile")
-    hyperspectral.add_argument("--seed", type=int, default=0)
-    hyperspectral.set_defaults(run=_simulate_hyperspectral)
-
-    hyperspectral_scene = commands.add_parser(
-        "simulate-hyperspectral-scene", help="write one simulated 202-band EnMAP-like scene GeoTIFF"
-    )
-    hyperspectral_scene.add_argument("--out", type=Path, required=True, help="int16 reflectance x 10000, 30 m")
-    hyperspectral_scene.add_argument("--size", type=int, default=256, help="scene side in pixels")
-    hyperspectral_scene.add_argument("--seed", type=int, default=5)
-    hyperspectral_scene.add_argument(
-        "--landscape", choices=("agricultural", "forest", "urban", "arid", "coastal"), help="default: drawn by seed"
-    )
-    hyperspectral_scene.set_defaults(run=_simulate_hyperspectral_scene)
-
     fit = commands.add_parser("fit", help="train a task and write <out>/checkpoint.pt")
     fit.add_argument("--task", choices=TASK_NAMES, required=True)
     _add_data_arguments(fit)
@@ -122,21 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--decoder-channels", type=int, nargs="+", default=[64, 32, 16], help="one per encoder stage"
     )
-    hycot = fit.add_argument_group("HyCoT (--task hycot; defaults are the paper's)")
-    hycot.add_argument("--cr", type=float, default=8, help="compression ratio: latent values L = ceil(bands / CR)")
-    hycot.add_argument(
-        "--pixels-per-patch", type=int, default=16, help="K: each step uses K x K random pixels of every patch"
-    )
-    hycot.add_argument("--dim", type=int, default=64, help="token width")
-    hycot.add_argument("--depth", type=int, default=5, help="transformer blocks")
-    hycot.add_argument("--heads", type=int, default=4, help="attention heads")
-    hycot.add_argument("--head-dim", type=int, default=16, help="width of each attention head")
-    hycot.add_argument("--mlp-dim", type=int, default=8, help="transformer MLP width")
-    hycot.add_argument("--hidden-dim", type=int, default=1024, help="hidden width of the latent and decoder MLPs")
-    hycot.add_argument(
-        "--final-norm", action="store_true",
-        help="LayerNorm after the last block, as in the shipped models (the paper's model has none)",
-    )
+    hycot.add_fit_arguments(fit)
     scene_labels.add_fit_arguments(fit)
     crop_maps.add_fit_arguments(fit)
     text_search.add_fit_arguments(fit)
@@ -241,6 +201,7 @@ def _parser() -> argparse.ArgumentParser:
     statistics.add_argument("--model", type=Path, required=True, help="the .onnx to update in place")
     statistics.add_argument("--seed", type=int, default=0, help="pixel sampling and k-means seeding")
     statistics.set_defaults(run=_record_statistics)
+    hycot.add_commands(commands)
     scene_labels.add_commands(commands)
     crop_maps.add_commands(commands)
     text_search.add_commands(commands)
@@ -301,26 +262,6 @@ def _simulate_scene(args: argparse.Namespace) -> None:
     print(f"wrote {args.out_image}, {args.out_depth}, {args.out_classes}")
 
 
-def _simulate_hyperspectral(args: argparse.Namespace) -> None:
-    from training.simulation.hyperspectral import write_hyspecnet_layout
-
-    paths = write_hyspecnet_layout(args.out, args.patches, args.size, args.seed, args.patches_per_tile)
-    print(f"{args.out / 'hyspecnet-11k'}: {len(paths)} simulated patches of {args.size}x{args.size} px")
-
-
-def _simulate_hyperspectral_scene(args: argparse.Namespace) -> None:
-    from training.simulation.hyperspectral import simulate_scene, write_scene_geotiff
-
-    scene = simulate_scene(args.size, args.size, args.seed, args.landscape)
-    write_scene_geotiff(scene, args.out)
-    print(f"wrote {args.out} ({scene.landscape})")
-
-
-def _is_hycot(args: argparse.Namespace) -> bool:
-    """--task hycot, or no --task (evaluate, export) and a HyCoT checkpoint."""
-    return asks_for(args, {"hycot"})
-
-
 def _fit(args: argparse.Namespace) -> None:
     _set_threads(args)
     if text_search.is_text_search(args):
@@ -329,8 +270,8 @@ def _fit(args: argparse.Namespace) -> None:
         return scene_labels.run_fit(args)
     if crop_maps.is_crop(args):
         return crop_maps.run_fit(args)
-    if _is_hycot(args):
-        return _fit_hycot(args)
+    if hycot.is_hycot(args):
+        return hycot.run_fit(args)
     from training.fit import fit
 
     if not args.max_steps and not args.epochs:
@@ -354,22 +295,6 @@ def _fit(args: argparse.Namespace) -> None:
     _print_on_rank_zero(f"wrote {checkpoint}")
 
 
-def _fit_hycot(args: argparse.Namespace) -> None:
-    from training.compression import fit_hycot
-
-    if not args.max_steps and not args.epochs:
-        sys.exit("fit needs --max-steps or --epochs")
-    model_options = {
-        key: getattr(args, key) for key in ("dim", "depth", "heads", "head_dim", "mlp_dim", "hidden_dim", "final_norm")
-    }
-    checkpoint = fit_hycot(
-        args.data, args.out, args.cr, args.strategy or "easy", args.max_steps, args.epochs, args.batch_size,
-        args.pixels_per_patch, args.lr or 1e-3, args.seed, model_options, args.accelerator, args.command_line,
-        ScaleOut.from_arguments(args),
-    )
-    _print_on_rank_zero(f"wrote {checkpoint}")
-
-
 def _evaluate(args: argparse.Namespace) -> None:
     _set_threads(args)
     if ScaleOut.from_arguments(args).processes > 1 and text_search.is_text_search(args):
@@ -380,13 +305,8 @@ def _evaluate(args: argparse.Namespace) -> None:
         result = scene_labels.run_evaluate(args)
     elif crop_maps.is_crop(args):
         result = crop_maps.run_evaluate(args)
-    elif _is_hycot(args):
-        from training.compression import evaluate_hycot
-
-        result = evaluate_hycot(
-            args.checkpoint, args.data, args.strategy, args.split, args.batch_size or 2, args.accelerator,
-            ScaleOut.from_arguments(args),
-        )
+    elif hycot.is_hycot(args):
+        result = hycot.run_evaluate(args)
     else:
         from training.evaluate import evaluate
 
@@ -404,7 +324,7 @@ def _export(args: argparse.Namespace) -> None:
     _set_threads(args)
     metrics = json.loads(args.metrics.read_text()) if args.metrics else None
     if args.fp16 and (text_search.is_text_search(args) or scene_labels.is_scene_labels(args)
-                      or crop_maps.is_crop(args) or _is_hycot(args)):
+                      or crop_maps.is_crop(args) or hycot.is_hycot(args)):
         sys.exit("export --fp16 is offered for bathymetry and seabed models; export this task without --fp16")
     if text_search.is_text_search(args):
         return text_search.run_export(args, metrics)
@@ -412,15 +332,8 @@ def _export(args: argparse.Namespace) -> None:
         return scene_labels.run_export(args, metrics)
     if crop_maps.is_crop(args):
         return crop_maps.run_export(args, metrics)
-    if _is_hycot(args):
-        from training.compression import export_hycot
-
-        result = export_hycot(args.checkpoint, args.out, args.tile_size, metrics, args.command_line)
-        print(
-            f"wrote {result['encoder']} and {result['decoder']} (pair {result['pair_id']}); "
-            f"onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}"
-        )
-        return
+    if hycot.is_hycot(args):
+        return hycot.run_export(args, metrics)
     from training.export import export_onnx
 
     result = export_onnx(
@@ -442,9 +355,9 @@ def _record_statistics(args: argparse.Namespace) -> None:
         sys.exit(f"{args.model} is a {contract.task} model, not a {args.task} model"
                  + (" encoder (its decoder takes latents)" if args.task == "hycot" else ""))
     if args.task == "hycot":
-        from training.compression import hycot_input_statistics
+        from training.hycot.data import training_input_statistics
 
-        recorded = hycot_input_statistics(args.data, args.strategy, args.seed)
+        recorded = training_input_statistics(args.data, args.strategy, args.seed)
         records = {"": recorded}
     elif args.task == scene_labels.TASK:
         from training.scene_labels.data import training_input_statistics

@@ -64,12 +64,12 @@ class Importer:
 def importers() -> dict[str, Importer]:
     """Every known source, by --source name."""
     from training.crop_maps import importers as crop_maps
-    from training.hyperspectral import importers as hyperspectral
+    from training.hycot import importers as hycot
     from training.marine import importers as marine
     from training.scene_labels import importers as scene_labels
     from training.text_search import importers as text_search
 
-    families = (marine, crop_maps, scene_labels, text_search, hyperspectral)
+    families = (marine, crop_maps, scene_labels, text_search, hycot)
     return {importer.source: importer for family in families for importer in family.IMPORTERS}
 
 

@@ -22,7 +22,7 @@ projection and MLP Linear(64, 8) -> GELU -> Linear(8, 64), latent head, decoder)
   (HySpecNet-11k's clip to [0, 10000] and division by 10000), which this reproduces.
 
 The parameter names differ; the authors' published checkpoints load one to one through the name
-map of ``training/hyperspectral/importers.py``. The reference also holds ``transformer.skipcat``
+map of ``training/hycot/importers.py``. The reference also holds ``transformer.skipcat``
 convolutions that only its "CAF" mode runs, never HyCoT: they have no counterpart here.
 
 Encoder and decoder are separate modules on images ``[N, channels, H, W]`` (pixels are flattened

@@ -1,4 +1,4 @@
-"""Fit, evaluate and export HyCoT hyperspectral compression models on HySpecNet-11k.
+"""Export HyCoT hyperspectral compression models (fitted on HySpecNet-11k) as an ONNX pair.
 
 HyCoT: Fuchs, Rasti & Demir, "HyCoT: A Transformer-Based Autoencoder for Hyperspectral Image
 Compression", 2024; HySpecNet-11k: Fuchs & Demir, "HySpecNet-11k: A Large-Scale Hyperspectral
@@ -31,146 +31,16 @@ is how ``write_scene_geotiff`` describes its bands.
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 
-import lightning
-import numpy as np
-import torch
-from torch.utils.data import DataLoader
-from torchgeo.datasets import HySpecNet11k
-
 from engine.contract import Band, ModelContract, Outputs
-from training.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from training.export import parity_check, write_onnx
-from training.input_statistics import input_statistics, sampled_pixels
-from training.scale_out import SINGLE_DEVICE, ScaleOut
-from training.simulation.hyperspectral import GSD_M, VNIR_BANDS, band_label, band_name, read_simulation_record
-from training.tasks.hycot import LATENT_BITS, LATENT_LEVELS, REFLECTANCE_SCALE, HyCoTTask, scale_reflectance
-from training.trainer import fit_provenance, fit_trainer, metrics_on
+from training.hycot.fit import INPUT_UNITS, PAPER, load_hycot_checkpoint
+from training.simulation.hyperspectral import VNIR_BANDS, band_label, band_name
+from training.tasks.hycot import LATENT_BITS, LATENT_LEVELS, REFLECTANCE_SCALE, HyCoTTask
 
-TASK = "hycot"
-CHECKPOINT_NAME = "checkpoint.pt"
-PAPER = (
-    "Fuchs, Rasti, Demir: HyCoT: A Transformer-Based Autoencoder for Hyperspectral Image Compression, WHISPERS "
-    "2024 (arXiv:2408.08700) (data: Fuchs, Demir: HySpecNet-11k, IGARSS 2023)"
-)
-INPUT_UNITS = "surface reflectance x 10000"
 ENCODER_BATCH = 1  # a 128 x 128 tile is 16384 pixel sequences of 52 tokens: keep one tile per run
 DECODER_BATCH = 4
-PROJECTION_AXES = 10  # principal axes of the training pixels the out-of-distribution flag works on
-
-
-def fit_hycot(
-    data: Path,
-    out: Path,
-    compression_ratio: float = 8,
-    strategy: str = "easy",
-    max_steps: int | None = None,
-    epochs: int | None = None,
-    batch_size: int = 16,
-    pixels_per_patch: int = 16,
-    lr: float = 1e-3,
-    seed: int = 0,
-    model_options: dict | None = None,
-    accelerator: str = "auto",
-    command: str = "",
-    scale_out: ScaleOut = SINGLE_DEVICE,
-) -> Path:
-    """Train HyCoT on the ``strategy`` train split of a HySpecNet-11k root; returns the checkpoint.
-
-    ``model_options``: ``dim``, ``depth``, ``heads``, ``head_dim``, ``mlp_dim``, ``hidden_dim``,
-    ``final_norm``.
-    """
-    if not max_steps and not epochs:
-        raise ValueError("give max_steps or epochs")
-    lightning.seed_everything(seed, workers=True)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    training_set = HySpecNet11k(data, split="train", strategy=strategy, transforms=scale_reflectance)
-    module = HyCoTTask(len(training_set.bands), compression_ratio, pixels_per_patch, lr, **(model_options or {}))
-    trainer = fit_trainer(out, accelerator, max_steps or -1, epochs or -1, scale_out, deterministic="warn")
-    started = time.monotonic()
-    loader = DataLoader(training_set, batch_size=batch_size, shuffle=True, drop_last=len(training_set) > batch_size)
-    trainer.fit(module, loader)
-    data_description = {
-        "root": str(data),
-        "dataset": "HySpecNet-11k",
-        "strategy": strategy,
-        "bands": list(training_set.bands),
-        "wavelengths_nm": [round(float(w) * 1000.0, 1) for w in training_set.wavelengths],
-        "gsd_m": GSD_M,
-        "input_units": INPUT_UNITS,
-        "training_patches": len(training_set),
-        "simulation": read_simulation_record(data),
-        "input_statistics": hycot_input_statistics(data, strategy, seed),
-    }
-    provenance = {
-        **fit_provenance(trainer, command, seed, started),
-        "final_train_metrics": {name: float(value) for name, value in trainer.callback_metrics.items()},
-    }
-    path = out / CHECKPOINT_NAME
-    if trainer.is_global_zero:
-        save_checkpoint(path, TASK, module.cpu(), data_description, provenance)
-    return path
-
-
-def hycot_input_statistics(data: Path, strategy: str, seed: int = 0) -> dict:
-    """The encoder contract's ``input_statistics`` (training/input_statistics.py) of the ``strategy``
-    train split's pixels with data (reflectance x 10000), a sample of each patch, projected on their
-    ``PROJECTION_AXES`` leading principal axes plus the residual norm: a 202-band covariance is too
-    ill-conditioned to invert (engine/input_distribution.py)."""
-    rng = np.random.default_rng(seed)
-    training = HySpecNet11k(data, split="train", strategy=strategy)
-    patches = []
-    for index in range(len(training)):
-        pixels = training[index]["image"].flatten(1).numpy().astype(np.float64)
-        patches.append(sampled_pixels(pixels[:, (pixels != 0).any(axis=0)], rng))
-    return input_statistics(patches, seed=seed, projection_axes=PROJECTION_AXES)
-
-
-def load_hycot_checkpoint(path: Path) -> tuple[HyCoTTask, dict]:
-    """Rebuild the HyCoT module from a checkpoint read with ``weights_only=True`` (runs no code).
-
-    Checkpoints written before ``final_norm`` existed all have the final LayerNorm."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a checkpoint written by `python -m training fit`")
-    if checkpoint["task"] != TASK:
-        raise ValueError(f"{path} holds a {checkpoint['task']!r} model, not {TASK!r}")
-    module = HyCoTTask(**{"final_norm": True, **checkpoint["hyper_parameters"]})
-    module.load_state_dict(checkpoint["state_dict"])
-    return module.eval(), checkpoint
-
-
-def evaluate_hycot(
-    checkpoint: Path,
-    data: Path,
-    strategy: str | None = None,
-    split: str = "test",
-    batch_size: int = 2,
-    accelerator: str = "auto",
-    scale_out: ScaleOut = SINGLE_DEVICE,
-) -> dict:
-    """PSNR (peak 1.0) and mean spectral angle of whole patches through 16-bit latents, and the
-    paper's bit rate. ``strategy`` defaults to the split strategy the model was trained with."""
-    module, saved = load_hycot_checkpoint(checkpoint)
-    strategy = strategy or saved["data"]["strategy"]
-    dataset = HySpecNet11k(data, split=split, strategy=strategy, transforms=scale_reflectance)
-    metrics = metrics_on(module, dataset, batch_size, accelerator, scale_out)
-    return {
-        "task": TASK,
-        "checkpoint": str(checkpoint),
-        "data": str(data),
-        "strategy": strategy,
-        "split": split,
-        "patches": len(dataset),
-        "simulation": read_simulation_record(data),
-        "compression_ratio": module.hparams.compression_ratio,
-        "latent_channels": module.latent,
-        "bits_per_pixel_per_channel": round(module.bits_per_pixel_per_channel, 4),
-        "metrics": {name: round(float(value), 4) for name, value in metrics.items()},
-    }
 
 
 def export_hycot(

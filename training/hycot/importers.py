@@ -35,7 +35,8 @@ from pathlib import Path
 from torch import Tensor
 
 from training.bit_rate import latent_channels
-from training.compression import INPUT_UNITS, PAPER, write_hycot_pair
+from training.hycot.export import write_hycot_pair
+from training.hycot.fit import INPUT_UNITS, PAPER
 from training.importers import (
     ImportedModel,
     Importer,
@@ -156,7 +157,7 @@ def import_hycot(checkpoint: Path, out: Path, options: argparse.Namespace, prove
          "preparation (clip to [0, 10000], divide by 10000) made the authors' training data.",
          "Trained by the authors on HySpecNet-11k (EnMAP, 128 x 128 px patches); other sensors' band sets do not "
          "fit." + reported,
-         "The published tensors load one to one under the toolbox's layer names (training/hyperspectral/"
+         "The published tensors load one to one under the toolbox's layer names (training/hycot/"
          "importers.py HYCOT_NAMES); the reference's transformer.skipcat convolutions, used only by its 'CAF' "
          "mode and not by HyCoT, are checked and left out.",
          "The reference's output reshape assumes square inputs (it swaps height and width otherwise); the graph is "

@@ -1,0 +1,116 @@
+"""The HyCoT commands of ``python -m training`` (arguments and runners; imports stay light until a
+command runs).
+
+    python -m training simulate-hyperspectral --out DIR --patches 300 --size 64 --seed 1
+    python -m training simulate-hyperspectral-scene --out scene.tif --size 256 --seed 5
+    python -m training fit --task hycot --cr 8 --data DIR --strategy hard --max-steps 300 --out runs/hycot
+    python -m training evaluate --task hycot --data DIR --checkpoint runs/hycot/checkpoint.pt
+    python -m training export --task hycot --checkpoint runs/hycot/checkpoint.pt --out models_onnx/hycot_cr8
+
+``--data`` is a HySpecNet-11k root (the folder holding ``hyspecnet-11k/``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from training.scale_out import ScaleOut
+from training.task_selection import asks_for
+
+TASK = "hycot"
+
+
+def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
+    hycot = fit.add_argument_group("HyCoT (--task hycot; defaults are the paper's)")
+    hycot.add_argument("--cr", type=float, default=8, help="compression ratio: latent values L = ceil(bands / CR)")
+    hycot.add_argument(
+        "--pixels-per-patch", type=int, default=16, help="K: each step uses K x K random pixels of every patch"
+    )
+    hycot.add_argument("--dim", type=int, default=64, help="token width")
+    hycot.add_argument("--depth", type=int, default=5, help="transformer blocks")
+    hycot.add_argument("--heads", type=int, default=4, help="attention heads")
+    hycot.add_argument("--head-dim", type=int, default=16, help="width of each attention head")
+    hycot.add_argument("--mlp-dim", type=int, default=8, help="transformer MLP width")
+    hycot.add_argument("--hidden-dim", type=int, default=1024, help="hidden width of the latent and decoder MLPs")
+    hycot.add_argument(
+        "--final-norm", action="store_true",
+        help="LayerNorm after the last block, as in the shipped models (the paper's model has none)",
+    )
+
+
+def add_commands(commands) -> None:
+    hyperspectral = commands.add_parser(
+        "simulate-hyperspectral", help="write simulated EnMAP-like patches in HySpecNet-11k's layout"
+    )
+    hyperspectral.add_argument("--out", type=Path, required=True, help="dataset root to write (gets hyspecnet-11k/)")
+    hyperspectral.add_argument("--patches", type=int, default=300, help="patches in all")
+    hyperspectral.add_argument("--size", type=int, default=64, help="patch side in pixels (HySpecNet-11k: 128)")
+    hyperspectral.add_argument("--patches-per-tile", type=int, default=9, help="patches cut from each simulated tile")
+    hyperspectral.add_argument("--seed", type=int, default=0)
+    hyperspectral.set_defaults(run=simulate_patches)
+
+    hyperspectral_scene = commands.add_parser(
+        "simulate-hyperspectral-scene", help="write one simulated 202-band EnMAP-like scene GeoTIFF"
+    )
+    hyperspectral_scene.add_argument("--out", type=Path, required=True, help="int16 reflectance x 10000, 30 m")
+    hyperspectral_scene.add_argument("--size", type=int, default=256, help="scene side in pixels")
+    hyperspectral_scene.add_argument("--seed", type=int, default=5)
+    hyperspectral_scene.add_argument(
+        "--landscape", choices=("agricultural", "forest", "urban", "arid", "coastal"), help="default: drawn by seed"
+    )
+    hyperspectral_scene.set_defaults(run=simulate_scene)
+
+
+
+def is_hycot(args: argparse.Namespace) -> bool:
+    """--task hycot, or no --task (evaluate, export) and a HyCoT checkpoint."""
+    return asks_for(args, {TASK})
+
+
+def run_fit(args: argparse.Namespace) -> None:
+    from training.hycot.fit import fit_hycot
+    from training.trainer import is_rank_zero
+
+    if not args.max_steps and not args.epochs:
+        sys.exit("fit needs --max-steps or --epochs")
+    model_options = {
+        key: getattr(args, key) for key in ("dim", "depth", "heads", "head_dim", "mlp_dim", "hidden_dim", "final_norm")
+    }
+    checkpoint = fit_hycot(
+        args.data, args.out, args.cr, args.strategy or "easy", args.max_steps, args.epochs, args.batch_size,
+        args.pixels_per_patch, args.lr or 1e-3, args.seed, model_options, args.accelerator, args.command_line,
+        ScaleOut.from_arguments(args),
+    )
+    if is_rank_zero():
+        print(f"wrote {checkpoint}")
+
+
+def run_evaluate(args: argparse.Namespace) -> dict:
+    from training.hycot.evaluate import evaluate_hycot
+
+    return evaluate_hycot(args.checkpoint, args.data, args.strategy, args.split, args.batch_size or 2, args.accelerator,
+                          ScaleOut.from_arguments(args))
+
+
+def run_export(args: argparse.Namespace, metrics: dict | None) -> None:
+    from training.hycot.export import export_hycot
+
+    result = export_hycot(args.checkpoint, args.out, args.tile_size, metrics, args.command_line)
+    print(f"wrote {result['encoder']} and {result['decoder']} (pair {result['pair_id']}); "
+          f"onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}")
+
+
+def simulate_patches(args: argparse.Namespace) -> None:
+    from training.simulation.hyperspectral import write_hyspecnet_layout
+
+    paths = write_hyspecnet_layout(args.out, args.patches, args.size, args.seed, args.patches_per_tile)
+    print(f"{args.out / 'hyspecnet-11k'}: {len(paths)} simulated patches of {args.size}x{args.size} px")
+
+
+def simulate_scene(args: argparse.Namespace) -> None:
+    from training.simulation import hyperspectral
+
+    scene = hyperspectral.simulate_scene(args.size, args.size, args.seed, args.landscape)
+    hyperspectral.write_scene_geotiff(scene, args.out)
+    print(f"wrote {args.out} ({scene.landscape})")

@@ -1,1 +1,0 @@
-"""Learned hyperspectral compression (HyCoT): importer of the authors' published weights."""
