@@ -52,6 +52,7 @@ from training.scene_labels.federated import (
     parameters_bytes,
     partition,
     run_federated,
+    scene_label_scores,
     split_labels,
 )
 from training.scene_labels.fit import fit_scene_labels
@@ -251,11 +252,11 @@ def test_dirichlet_partition_covers_every_patch_once_and_skews_labels():
 
 
 @pytest.mark.slow
-def test_federated_two_rounds_three_clients(ben_root):
+def test_federated_two_rounds_three_clients(ben_root, tmp_path, capsys):
     torch.set_num_threads(1)
     result = run_federated(
         ben_root, clients=3, rounds=2, non_iid="dirichlet:1.0", model="convmixer", width=8, depth=1,
-        local_steps=2, batch_size=4,
+        local_steps=2, batch_size=4, out=tmp_path / "global",
     )
     rounds = result["rounds"]
     assert [r["round"] for r in rounds] == [0, 1, 2] and sum(result["client_patches"]) == 9
@@ -268,6 +269,15 @@ def test_federated_two_rounds_three_clients(ben_root):
         assert report["bytes_to_clients"] == report["bytes_from_clients"] == 3 * payload
     assert all(0 <= r["ap_macro"] <= 1 for r in rounds)
     assert len(split_labels(ben_root, "train")) == 9
+
+    # the saved checkpoint is the final global model (its score is the last round's), and it exports
+    module, saved = load_checkpoint(tmp_path / "global" / "checkpoint.pt", "scene-labels")
+    assert saved["provenance"]["federated"]["rounds"] == 2 and saved["provenance"]["steps"] == 4
+    _, metrics = scene_label_scores(module, scene_label_dataset(ben_root, "test", "s1,s2"), 4)
+    assert metrics["ap_macro"] == pytest.approx(rounds[-1]["ap_macro"])
+    training_cli(["export", "--checkpoint", str(tmp_path / "global" / "checkpoint.pt"), "--out",
+                  str(tmp_path / "federated.onnx")])
+    assert "onnxruntime vs torch max abs diff" in capsys.readouterr().out
 
 
 @pytest.mark.slow

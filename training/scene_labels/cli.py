@@ -118,6 +118,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     federated.add_argument("--evaluate-split", choices=("val", "test"), default="test")
     federated.add_argument("--seed", type=int, default=0)
     federated.add_argument("--json-out", type=Path, help="also write the per-round report here")
+    federated.add_argument("--out", type=Path, help="write the final global model as <out>/checkpoint.pt (for export)")
     federated.add_argument("--threads", type=int, help="torch CPU threads")
     _add_model_arguments(federated)
     federated.set_defaults(run=_federated)
@@ -215,10 +216,10 @@ def _federated(args: argparse.Namespace) -> None:
     result = run_federated(
         args.data, args.clients, args.rounds, args.non_iid, args.modalities, args.model, args.model_width,
         args.model_depth, args.augment, args.local_steps, args.batch_size, args.lr, args.evaluate_split,
-        args.seed, report,
+        args.seed, report, args.out, args.command_line,
     )
     result["command"] = args.command_line
     print(f"clients' patches {result['client_patches']}, classes {result['client_classes']}; "
-          f"{result['parameters']} parameters")
+          f"{result['parameters']} parameters" + (f"; wrote {result['checkpoint']}" if args.out else ""))
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")

@@ -52,8 +52,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from training.augmentation.cutmix import CUTMIX_PROBABILITY, cutmix
 from training.datasets.ben_labels import CLASS_NAMES
 from training.datasets.reben_format import METADATA_FILE, SPLITS
-from training.scene_labels.data import scene_label_dataset
-from training.scene_labels.fit import reben_task
+from training.checkpoint import save_checkpoint
+from training.scene_labels.data import describe_data, scene_label_dataset, training_input_statistics
+from training.scene_labels.fit import CHECKPOINT_NAME, TASK, reben_task
 from training.tasks.scene_labels import SceneLabelsTask, scene_label_metrics
 
 
@@ -224,9 +225,13 @@ def run_federated(
     evaluate_split: str = "test",
     seed: int = 0,
     report: Callable[[RoundReport], None] | None = None,
+    out: Path | None = None,
+    command: str = "",
 ) -> dict:
     """FedAvg over ``clients`` for ``rounds`` rounds; returns partition sizes and per-round reports
-    (round 0 = the initial global model)."""
+    (round 0 = the initial global model). With ``out``, the final global model is written as
+    ``<out>/checkpoint.pt``, a scene-label checkpoint like ``fit``'s (``export`` takes it); its
+    ``steps`` are each client's optimiser steps over all rounds."""
     torch.manual_seed(seed)
 
     def new_module() -> SceneLabelsTask:
@@ -281,7 +286,7 @@ def run_federated(
     server = Server(client_manager=manager, strategy=strategy)
     server.set_max_workers(1)  # clients train one after another: deterministic, and CPU-friendly
     server.fit(num_rounds=rounds, timeout=None)
-    return {
+    result = {
         "clients": clients,
         "non_iid": non_iid,
         "client_patches": [len(share) for share in shares],
@@ -290,3 +295,17 @@ def run_federated(
         "evaluate_split": evaluate_split,
         "rounds": [report.__dict__ for report in reports],
     }
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        provenance = {
+            "command": command, "seed": seed, "steps": rounds * local_steps, "epochs": 0,
+            "seconds": round(time.monotonic() - started, 1), "best_validation_ap_macro": None,
+            "parameters": result["parameters"],
+            "federated": {key: result[key] for key in ("clients", "non_iid", "client_patches", "evaluate_split")}
+            | {"rounds": rounds, "local_steps": local_steps, "final_ap_macro": reports[-1].ap_macro},
+        }
+        description = describe_data(data, modalities, len(training_set)) | {
+            "input_statistics": training_input_statistics(data, modalities, seed)}
+        save_checkpoint(out / CHECKPOINT_NAME, TASK, global_module, description, provenance)
+        result["checkpoint"] = str(out / CHECKPOINT_NAME)
+    return result
