@@ -124,11 +124,12 @@ def planned_model(model: Model, plan: TilePlan, device: str) -> Model:
 
 
 def _tile_bytes_per_px(contract: ModelContract, channels: int, views: int) -> float:
-    """Memory per tile pixel of one tile in a batch: the model's, the tile read (raw and normalised,
-    with its mask) for every batch read ahead, its views and their results."""
+    """Memory per tile pixel of one tile in a batch: the model's (the views of a tile take the batch's
+    places, engine/uncertainty.py), the tile read (raw and normalised, with its mask) for every batch
+    read ahead, its views and their results."""
     model = contract.fully_convolutional.get("activation_bytes_per_px", 0.0)
     bands = len(contract.bands)
-    return views * (model + 4 * (bands + channels)) + (READ_AHEAD_BATCHES + 1) * (8 * bands + 1)
+    return model + views * 4 * (bands + channels) + (READ_AHEAD_BATCHES + 1) * (8 * bands + 1)
 
 
 def _row_bytes(width: int, tile: int, channels: int) -> float:
@@ -151,10 +152,11 @@ def _largest_useful_tile(contract: ModelContract, width: int, height: int, chann
                          budget: int) -> tuple[int, int, bool]:
     """(tile, overlap, fits): of the tiles whose run at batch 1 fits the budget, the one computing
     the fewest pixels over the grid, each tile's fixed cost counted as ``TILE_COST_PX`` (the larger
-    tile on a tie); the smallest possible tile when none fits."""
+    tile on a tie); the smallest useful tile, with a stride of at least the overlap (at most 4 times
+    the pixels computed), when none fits."""
     multiple = contract.fully_convolutional["size_multiple"]
     overlap = fully_convolutional_overlap(contract)
-    smallest = overlap + multiple
+    smallest = overlap + max(multiple, overlap)
     largest = max(smallest, math.ceil(max(width, height) / multiple) * multiple)
     best = None
     for tile in range(smallest, largest + 1, multiple):

@@ -14,6 +14,7 @@ import rasterio
 
 import engine.pipeline
 import engine.tasks.raster_task
+from engine.pipeline import stitch_window, tile_origins
 from engine.contract import ModelContract
 from engine.errors import EngineError, ModelContractError
 from engine.model_catalogue import file_sha256
@@ -131,10 +132,10 @@ def test_threaded_reading_and_writing_give_the_same_bytes_as_one_thread(sea, tmp
     def outputs(name):
         return {"output": str(tmp_path / f"{name}.tif"), "quality_layer": str(tmp_path / f"{name}_q.tif"),
                 "uncertainty": str(tmp_path / f"{name}_u.tif")}
-    threaded = run(input=sea, max_memory=128, **outputs("threaded"))
+    threaded = run(input=sea, max_memory=160, **outputs("threaded"))
     monkeypatch.setattr(engine.pipeline, "READ_THREADS", 0)
     monkeypatch.setattr(engine.tasks.raster_task, "WRITE_BEHIND_STRIPS", 0)
-    sequential = run(input=sea, max_memory=128, **outputs("sequential"))
+    sequential = run(input=sea, max_memory=160, **outputs("sequential"))
     assert threaded["tiles"] == sequential["tiles"] > 4
     for threaded_file, sequential_file in zip(outputs("threaded").values(), outputs("sequential").values()):
         assert Path(threaded_file).read_bytes() == Path(sequential_file).read_bytes()
@@ -144,3 +145,13 @@ def test_a_budget_below_the_least_is_refused_before_any_work(sea, tmp_path):
     with pytest.raises(EngineError, match="max_memory is 100 MB; give at least 128"):
         run(input=sea, output=str(tmp_path / "out.tif"), max_memory=100)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("length, tile, overlap", [(1000, 232, 112), (600, 600, 112), (130, 64, 0), (2048, 760, 112)])
+def test_stitched_tiles_start_on_the_stride_and_give_every_pixel_exactly_one_tile(length, tile, overlap):
+    origins = tile_origins(length, tile, overlap, aligned=True)
+    assert all(origin % (tile - overlap) == 0 for origin in origins) and origins[-1] + tile >= length
+    cover = np.zeros(origins[-1] + tile)
+    for index, origin in enumerate(origins):
+        cover[origin:origin + tile] += stitch_window(tile, overlap, index == 0, index == len(origins) - 1)
+    assert np.array_equal(cover[:length], np.ones(length))
