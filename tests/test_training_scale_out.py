@@ -123,7 +123,7 @@ def test_crop_maps_under_ddp(tmp_path):
 
 
 def test_hycot_under_ddp(tmp_path):
-    """Compression: HyCoT on simulated HySpecNet-11k-layout patches (the encoder/decoder pair)."""
+    """Compression: HyCoT on simulated HySpecNet-11k-layout patches."""
     root = tmp_path / "hyspecnet"
     write_hyspecnet_layout(root, 30, 16, seed=4, patches_per_tile=3)  # 21 train, 6 validation, 3 test patches
     run, data = tmp_path / "run", ["--data", str(root)]
@@ -136,8 +136,8 @@ def test_hycot_under_ddp(tmp_path):
                                       "--batch-size", "1"], tmp_path)
     assert set(one) == {"psnr_db", "spectral_angle_deg"} and one["psnr_db"] > 0
     assert one == pytest.approx(two, rel=1e-5, abs=1e-6)
-    training_cli(["export", "--task", "hycot", "--checkpoint", str(run / "checkpoint.pt"),
-                  "--out", str(tmp_path / "hycot")])
+    # no export here: exporting even this tiny pair peaks at 12 GB (the receptive-field probe of
+    # training/fully_convolutional.py); tests/test_hycot_training.py exports one
 
 
 def contrastive_step(rank: int, world_size: int, port: int, batch: tuple, out) -> None:
