@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from lightning import LightningModule
+from lightning import LightningModule, Trainer
 
 from training.tasks import TASKS
 
@@ -28,6 +28,15 @@ def save_checkpoint(path: Path, task: str, module: LightningModule, data: dict, 
         },
         path,
     )
+
+
+def save_fit_checkpoint(trainer: Trainer, path: Path, task: str, module: LightningModule, data: dict,
+                        provenance: dict) -> Path:
+    """``save_checkpoint`` at the end of a fit, by the rank-0 process only (every process of a
+    distributed fit gets here); returns ``path``."""
+    if trainer.is_global_zero:
+        save_checkpoint(path, task, module.cpu(), data, provenance)
+    return path
 
 
 def load_checkpoint(path: Path, expected_task: str | None = None) -> tuple[LightningModule, dict]:

@@ -17,7 +17,7 @@ import rasterio
 import torch
 from torch.utils.data import DataLoader
 
-from training.checkpoint import save_checkpoint
+from training.checkpoint import save_fit_checkpoint
 from training.datasets.magicbathynet import IGNORE_INDEX, MagicBathyNet
 from training.datasets.magicbathynet_format import DEPTH_SCALE_M, MODALITY_BANDS, MODALITY_GSD_M
 from training.input_statistics import input_statistics
@@ -103,10 +103,7 @@ def fit(
         **fit_provenance(trainer, command, seed, started),
         "final_train_metrics": {name: float(value) for name, value in trainer.callback_metrics.items()},
     }
-    path = out / CHECKPOINT_NAME
-    if trainer.is_global_zero:
-        save_checkpoint(path, task, module.cpu(), data_description, provenance)
-    return path
+    return save_fit_checkpoint(trainer, out / CHECKPOINT_NAME, task, module, data_description, provenance)
 
 
 def _quality_record(dataset: MagicBathyNet, task: str, modality: str, simulation: dict) -> dict:

@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning
 from torch.utils.data import DataLoader
 
-from training.checkpoint import save_checkpoint
+from training.checkpoint import save_fit_checkpoint
 from training.crop_maps.data import (
     MODALITY_BANDS,
     RandomTrainingView,
@@ -101,9 +101,6 @@ def fit_crop(
         "parameters": sum(p.numel() for p in module.network.parameters()),
         "final_train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
     }
-    path = out / CHECKPOINT_NAME
     description = describe_data(data, modalities, s1_orbit, len(training_set)) | {
         "input_statistics": training_input_statistics(data, modalities, s1_orbit, seed)}
-    if trainer.is_global_zero:
-        save_checkpoint(path, TASK, module.cpu(), description, provenance)
-    return path
+    return save_fit_checkpoint(trainer, out / CHECKPOINT_NAME, TASK, module, description, provenance)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchgeo.datasets import HySpecNet11k
 
-from training.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from training.checkpoint import CHECKPOINT_FORMAT, save_fit_checkpoint
 from training.hycot.data import training_input_statistics
 from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.simulation.hyperspectral import GSD_M, read_simulation_record
@@ -76,10 +76,7 @@ def fit_hycot(
         **fit_provenance(trainer, command, seed, started),
         "final_train_metrics": {name: float(value) for name, value in trainer.callback_metrics.items()},
     }
-    path = out / CHECKPOINT_NAME
-    if trainer.is_global_zero:
-        save_checkpoint(path, TASK, module.cpu(), data_description, provenance)
-    return path
+    return save_fit_checkpoint(trainer, out / CHECKPOINT_NAME, TASK, module, data_description, provenance)
 
 
 def load_hycot_checkpoint(path: Path) -> tuple[HyCoTTask, dict]:

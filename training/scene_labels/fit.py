@@ -14,7 +14,7 @@ import lightning
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch.utils.data import DataLoader
 
-from training.checkpoint import save_checkpoint
+from training.checkpoint import save_fit_checkpoint
 from training.datasets.ben_labels import CLASS_COLOURS, CLASS_NAMES
 from training.datasets.reben_format import BAND_MEAN, BAND_STD, MODALITY_BANDS
 from training.scale_out import SINGLE_DEVICE, ScaleOut
@@ -124,10 +124,7 @@ def fit_scene_labels(
         "best_validation_step": best.best_step,
         "parameters": sum(parameter.numel() for parameter in module.parameters()),
     }
-    path = out / CHECKPOINT_NAME
     description = describe_data(data, modalities, len(training_set)) | {
         "input_statistics": training_input_statistics(data, modalities, seed)}
-    if trainer.is_global_zero:
-        save_checkpoint(path, TASK, module.cpu(), description, provenance)
-    return path
+    return save_fit_checkpoint(trainer, out / CHECKPOINT_NAME, TASK, module, description, provenance)
 
