@@ -43,11 +43,11 @@ from training.datasets.reben import s1_image, s2_image
 from training.datasets.reben_format import (
     METADATA_FILE,
     SPLITS,
+    fixture_record,
     read_reference_map,
     read_s1_files,
     read_s2_files,
 )
-from training.simulation.bigearthnet_fixture import fixture_record
 
 LMDB_FOLDER = "lmdb"
 STORE_RECORD = "store.json"

@@ -21,6 +21,7 @@ S2, 20 m bands nearest-upsampled to 120x120, each band standardised with ``BAND_
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,14 @@ BAND_STD = {
     "VV": 5.133, "VH": 5.591, "B02": 607.03, "B03": 603.30, "B04": 684.57, "B05": 738.43,
     "B06": 1100.46, "B07": 1275.81, "B08": 1369.37, "B8A": 1356.54, "B11": 1070.16, "B12": 813.53,
 }
+
+FIXTURE_RECORD = "fixture.json"  # written beside a generated fixture (training/simulation/bigearthnet_fixture.py)
+
+
+def fixture_record(root: Path) -> dict | None:
+    """What the fixture generator recorded under ``root`` (None for real data)."""
+    path = Path(root) / FIXTURE_RECORD
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def s2_patch_folder(root: Path, patch_id: str) -> Path:

@@ -10,9 +10,8 @@ from torchvision.transforms import Compose
 
 from training.datasets.ben_store import BigEarthNetV2Store, is_store, read_store_record
 from training.datasets.reben import BigEarthNetV2Nearest, ReferenceInputs, random_flips
-from training.datasets.reben_format import METADATA_FILE, MODALITY_BANDS, SPLITS, TORCHGEO_BANDS
+from training.datasets.reben_format import METADATA_FILE, MODALITY_BANDS, SPLITS, TORCHGEO_BANDS, fixture_record
 from training.input_statistics import input_statistics, sampled_pixels
-from training.simulation.bigearthnet_fixture import fixture_record
 
 
 def scene_label_dataset(data: Path, split: str, modalities: str, flips: bool = False) -> Dataset:

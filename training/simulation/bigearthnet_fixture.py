@@ -30,6 +30,7 @@ from rasterio.transform import from_origin
 
 from training.datasets.ben_labels import CLASS_NAMES, CLASSES, CLC_TO_CLASS
 from training.datasets.reben_format import (
+    FIXTURE_RECORD,
     METADATA_FILE,
     PATCH_PIXELS,
     PATCH_SIDE_M,
@@ -40,8 +41,6 @@ from training.datasets.reben_format import (
     s1_patch_folder,
     s2_patch_folder,
 )
-
-FIXTURE_RECORD = "fixture.json"
 ROAD_CLC_CODE = 122  # road and rail networks: in reference maps, not in the 19-class nomenclature
 
 
@@ -151,12 +150,6 @@ def write_bigearthnet_fixture(root: Path, patches: int, seed: int = 0) -> pd.Dat
         json.dumps({"generator": __name__, "patches": patches, "seed": seed}, indent=2) + "\n"
     )
     return metadata
-
-
-def fixture_record(root: Path) -> dict | None:
-    """What ``write_bigearthnet_fixture`` wrote under ``root`` (None for real data)."""
-    path = Path(root) / FIXTURE_RECORD
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _write_patch(root: Path, tile: Tile, row: int, col: int, rng: np.random.Generator) -> dict:
