@@ -453,12 +453,12 @@ def test_sentinel1_band_files_are_searched_by_text(sample_index, tmp_path):
     """VV and VH as two single-band dB files (named as Sentinel-1 products are), simulated from the
     sample's land cover with the simulator the S1 student was trained with, at a seed it never saw."""
     from training.simulation.sar_backscatter import simulate_backscatter
-    from training.text_search.land_cover import classify
+    from training.text_search.land_cover import LAND_COVER, classify
     from training.text_search.scenes import REAL_SCENES
 
     with rasterio.open(SAMPLE) as raster:
         profile, classes = raster.profile, classify(raster.read(), REAL_SCENES["olinda"].context)
-    sigma0 = simulate_backscatter(classes, seed=12345)
+    sigma0 = simulate_backscatter(classes, LAND_COVER, seed=12345)
     paths = []
     for band, values in zip(("VV", "VH"), sigma0):
         path = tmp_path / f"S1A_IW_GRDH_olinda_{band.lower()}.tif"

@@ -137,7 +137,7 @@ def test_sar_simulator_gives_typical_c_band_backscatter_per_class():
         "salt flat": ((-19, -12), (-28, -20)), "arid land": ((-16, -9), (-24, -16)),
     }
     classes = np.repeat(np.arange(len(LAND_COVER), dtype=np.int8), 40)[:, None].repeat(200, axis=1)  # 40-row stripes
-    sigma0 = sar_backscatter.simulate_backscatter(classes, seed=0)
+    sigma0 = sar_backscatter.simulate_backscatter(classes, LAND_COVER, seed=0)
     assert sigma0.shape == (2, *classes.shape) and sigma0.dtype == np.float32
     mean_db = {}
     for index, name in enumerate(LAND_COVER):
@@ -150,8 +150,8 @@ def test_sar_simulator_gives_typical_c_band_backscatter_per_class():
     assert min(vv, key=vv.get) == "water" and max(vv, key=vv.get) == "built-up"
     water_vv = sigma0[0, classes == LAND_COVER.index("water")]
     assert 2.0 < water_vv.std() < 2.7  # 4.4-look speckle: 2.2 dB, texture 0.7 dB
-    assert np.array_equal(sar_backscatter.simulate_backscatter(classes, seed=0), sigma0)
-    assert not np.array_equal(sar_backscatter.simulate_backscatter(classes, seed=1), sigma0)
+    assert np.array_equal(sar_backscatter.simulate_backscatter(classes, LAND_COVER, seed=0), sigma0)
+    assert not np.array_equal(sar_backscatter.simulate_backscatter(classes, LAND_COVER, seed=1), sigma0)
 
 
 def test_paired_sar_folder_holds_each_tiles_backscatter(fixture_root):

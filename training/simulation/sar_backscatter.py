@@ -50,7 +50,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from training.simulation.shallow_water import _smooth_field as smooth_field
-from training.text_search.land_cover import LAND_COVER
 
 POLARISATIONS = ("VV", "VH")
 # class -> (VV dB, VH dB, texture std dB); sources in the module docstring
@@ -67,11 +66,12 @@ OFFSET_DB = 0.7
 UNITS = "sigma0 in dB (10 log10), SIMULATED Sentinel-1-like VV, VH (training.simulation.sar_backscatter)"
 
 
-def simulate_backscatter(classes: np.ndarray, seed: int | Sequence[int], looks: float = LOOKS) -> np.ndarray:
+def simulate_backscatter(classes: np.ndarray, class_names: Sequence[str], seed: int | Sequence[int],
+                         looks: float = LOOKS) -> np.ndarray:
     """float32 ``[2, H, W]``: VV and VH sigma0 in dB for ``classes`` (int ``[H, W]``, indices into
-    ``LAND_COVER``); the same ``seed`` gives the same values."""
+    ``class_names``, each a key of ``BACKSCATTER_DB``); the same ``seed`` gives the same values."""
     rng = np.random.default_rng(seed)
-    table = np.array([BACKSCATTER_DB[name] for name in LAND_COVER])[classes]  # [H, W, 3]
+    table = np.array([BACKSCATTER_DB[name] for name in class_names])[classes]  # [H, W, 3]
     texture = table[..., 2] * smooth_field(rng, classes.shape, TEXTURE_CORRELATION_PX)
     mean_db = table[..., :2].transpose(2, 0, 1) + texture + rng.normal(0.0, OFFSET_DB)
     power = 10.0 ** (mean_db / 10.0) * rng.gamma(looks, 1.0 / looks, size=mean_db.shape)

@@ -116,7 +116,7 @@ def write_caption_fixtures(
                         [{"role": role} for role in MULTISPECTRAL_BANDS])
     if sar:
         for index, tile in enumerate(tiles):
-            backscatter = sar_backscatter.simulate_backscatter(tile.classes, (seed, index))
+            backscatter = sar_backscatter.simulate_backscatter(tile.classes, LAND_COVER, (seed, index))
             _write_tile(out / "gaia" / "sar" / f"{tile.id}.tif", tile, backscatter, sar_backscatter.POLARISATIONS,
                         [{"units": "dB"}] * len(sar_backscatter.POLARISATIONS), units=sar_backscatter.UNITS)
     if change_pairs_per_scene:
