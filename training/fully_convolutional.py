@@ -83,6 +83,8 @@ def receptive_field(path: str | Path) -> dict | None:
     height, width = inputs[0].type.tensor_type.shape.dim[2:]
     if height.HasField("dim_value") or width.HasField("dim_value"):
         return None  # a fixed tile size
+    if not _local_operators_only(graph, inputs[0].name):
+        return None  # decided before running the graph: a probe of a transformer's attention takes GBs
     bands = inputs[0].type.tensor_type.shape.dim[1].dim_value
     shapes = _tensor_shapes(model, inputs[0].name, bands)
     # per image-derived tensor: the input px its pixel t depends on lie in [t * step + low, t * step + high]
@@ -130,6 +132,19 @@ def _measured_bytes_per_px(path: str | Path, bands: int) -> float:
     probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path), str(size), str(bands)],
                            capture_output=True, text=True, check=True)
     return float(probe.stdout.strip().splitlines()[-1])
+
+
+def _local_operators_only(graph: onnx.GraphProto, image: str) -> bool:
+    """Whether every operator fed by the image (directly or not) is a window, resampling or
+    per-pixel one: the graph's operator types alone, without running it."""
+    derived = {image}
+    for node in graph.node:
+        if node.op_type in SHAPE_OPS or not any(name in derived for name in node.input):
+            continue
+        if node.op_type not in WINDOW_OPS | PER_PIXEL_OPS | {"ConvTranspose", "Resize", "Upsample"}:
+            return False
+        derived.update(node.output)
+    return True
 
 
 def _mixes_pixels(node, attributes: dict, shapes: dict) -> bool:
