@@ -132,14 +132,35 @@ def infer_strips(
         return (stitch_window(tile_h, overlap, first_row, last_row)[:, None]
                 * stitch_window(tile_w, overlap, first_col, last_col)[None, :])
 
-    with TileReader(grid, contract, rows, tile_h, tile_w) as reader:
-        for (row_index, batch_cols), (tiles, valids) in zip(batches, reader.batches(batches)):
+    def predictions(reader: TileReader) -> Iterator[tuple[tuple[int, list[int]], list[np.ndarray], np.ndarray]]:
+        """Each batch with its tiles' validity and the model's output, in order. On a device with
+        its own batches (CUDA: ``Model.device_batches``) the next batch is submitted before this
+        one's result is taken, so that the device runs while the reader threads decode."""
+        def timed(run: Callable[[], np.ndarray]) -> np.ndarray:
+            started = time.perf_counter()
+            out = run()
+            stats.model_seconds += time.perf_counter() - started
+            return out
+
+        ahead = augmentation is None and model.device_batches is not None
+        pending = None
+        for batch, (tiles, valids) in zip(batches, reader.batches(batches)):
             if cancelled():
                 raise Cancelled("cancelled by the user; no output was written")
+            if not ahead:
+                yield batch, valids, timed(lambda: augmentation.run(model, tiles) if augmentation else model.run(tiles))
+                continue
+            submitted = (batch, valids, timed(lambda: model.submit(tiles)))
+            if pending is not None:
+                yield pending[0], pending[1], timed(pending[2].result)
+            pending = submitted
+        if pending is not None:
+            yield pending[0], pending[1], timed(pending[2].result)
+
+    with TileReader(grid, contract, rows, tile_h, tile_w) as reader:
+        for (row_index, batch_cols), valids, out in predictions(reader):
+            out = out[:, :, :tile_h, :tile_w]
             row = rows[row_index]
-            model_started = time.perf_counter()
-            out = (augmentation.run(model, tiles) if augmentation else model.run(tiles))[:, :, :tile_h, :tile_w]
-            stats.model_seconds += time.perf_counter() - model_started
             height = min(tile_h, grid.height - row)  # a stitched last tile may reach past the raster
             for col, prediction, valid in zip(batch_cols, out, valids):
                 width = min(tile_w, grid.width - col)

@@ -155,3 +155,24 @@ def test_stitched_tiles_start_on_the_stride_and_give_every_pixel_exactly_one_til
     for index, origin in enumerate(origins):
         cover[origin:origin + tile] += stitch_window(tile, overlap, index == 0, index == len(origins) - 1)
     assert np.array_equal(cover[:length], np.ones(length))
+
+
+def test_batches_submitted_ahead_on_a_device_give_the_same_bytes(sea, tmp_path, monkeypatch):
+    """With device batches (CUDA's IO binding, here staged on the CPU provider as in
+    tests/test_gpu_path.py) the pipeline submits the next batch before taking a result: same bytes."""
+    from engine.runtime import DeviceBatches
+
+    plain = run(input=sea, max_memory=160, batch_size=2, output=str(tmp_path / "plain.tif"))
+    submitted, ran = [], []
+    opened = Model.__init__
+
+    def with_device_batches(self, *args, **kwargs):
+        opened(self, *args, **kwargs)
+        self.device_batches = DeviceBatches(self.session, "cpu")
+        self.submit = lambda batch, submit=self.submit: submitted.append(len(batch)) or submit(batch)
+        self.run = lambda batch, run=self.run: ran.append(len(batch)) or run(batch)
+
+    monkeypatch.setattr(Model, "__init__", with_device_batches)
+    ahead = run(input=sea, max_memory=160, batch_size=2, output=str(tmp_path / "ahead.tif"))
+    assert ahead["tiles"] == plain["tiles"] > 4 and sum(submitted) == plain["tiles"] and not ran
+    assert (tmp_path / "ahead.tif").read_bytes() == (tmp_path / "plain.tif").read_bytes()
