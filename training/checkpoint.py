@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from lightning import LightningModule, Trainer
 
-from training.tasks import TASKS
+from training.families import family_of
+
 
 CHECKPOINT_FORMAT = "rs-ai-toolbox checkpoint v1"
 
@@ -39,13 +40,19 @@ def save_fit_checkpoint(trainer: Trainer, path: Path, task: str, module: Lightni
     return path
 
 
-def load_checkpoint(path: Path, expected_task: str | None = None) -> tuple[LightningModule, dict]:
-    """Rebuild the task module from a checkpoint; returns it (in eval mode) and the checkpoint."""
+def read_checkpoint(path: Path, expected_task: str | None = None) -> dict:
+    """The checkpoint's contents, checked to be ours (and of ``expected_task`` if given)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a checkpoint written by `python -m training fit`")
     if expected_task is not None and checkpoint["task"] != expected_task:
         raise ValueError(f"{path} holds a {checkpoint['task']!r} model, not {expected_task!r}")
-    module = TASKS[checkpoint["task"]](**checkpoint["hyper_parameters"])
+    return checkpoint
+
+
+def load_checkpoint(path: Path, expected_task: str | None = None) -> tuple[LightningModule, dict]:
+    """Rebuild the task module from a checkpoint (any family's); returns it (in eval mode) and the checkpoint."""
+    checkpoint = read_checkpoint(path, expected_task)
+    module = family_of(checkpoint["task"]).module_class(checkpoint["task"])(**checkpoint["hyper_parameters"])
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval(), checkpoint

@@ -1,32 +1,21 @@
-"""Export a trained task to ONNX with the model contract in its metadata, and check parity.
-
-Graph convention (``engine.contract``): input ``image`` float32 ``[batch, bands, height, width]``,
-already normalised with the contract's mean/std; output ``output`` float32
-``[batch, channels, height, width]`` (depth / scale, or per-class softmax probabilities). Batch,
-height and width are dynamic. After writing, onnxruntime and torch run the same random inputs and
-the export fails if they differ by more than ``PARITY_TOLERANCE``.
+"""Export a trained bathymetry or seabed model to ONNX with its contract (training/onnx_export.py): the
+output is depth / scale, or per-class softmax probabilities.
 
 ``fp16=True`` also writes the model's fp16 variant beside it (training/fp16_variant.py), which the
 engine runs on CUDA.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime
-import torch
 
-from engine.contract import Band, ModelContract, contract_from_metadata
+from engine.contract import Band, ModelContract
 from training.checkpoint import load_checkpoint
 from training.fit import describe_training_data
-from training.fully_convolutional import fully_convolutional_record
 from training.fp16_variant import write_fp16_variant
+from training.onnx_export import parity_check, write_onnx
 
-OPSET = 18
-PARITY_TOLERANCE = 1e-4
 FP16_PARITY_TILES = 32  # held-out tiles the fp16 variant's parity is measured on, at most
 PAPER = (
     "Agrafiotis, Janowski, Skarlatos, Demir: MagicBathyNet: A Multimodal Remote Sensing Dataset for "
@@ -119,64 +108,3 @@ def parity_tiles(saved: dict, contract: ModelContract, tile_size: int) -> tuple[
         described = (f"4 tiles of {tile_size} px of a simulated shallow-water scene (seed 11; the checkpoint's "
                      f"data folder {data['root']} is gone)")
     return ((images - mean) / std).astype(np.float32), described
-
-
-def write_onnx(
-    graph: torch.nn.Module,
-    channels: int,
-    tile_size: int,
-    out: Path,
-    contract: ModelContract,
-    dynamic_size: bool = True,
-) -> ModelContract:
-    """Export ``graph`` (``image`` -> ``output``; batch dynamic, height and width too unless
-    ``dynamic_size`` is False) to ``out`` with the contract in its metadata; returns the contract
-    written: with its ``fully_convolutional`` record when the graph is (training/fully_convolutional.py)."""
-    example = torch.zeros(2, channels, tile_size, tile_size)  # batch 2: a size-1 dim would be specialised
-    dimension = torch.export.Dim
-    dynamic_axes = {0: dimension("batch")}
-    if dynamic_size:
-        dynamic_axes |= {2: dimension("height"), 3: dimension("width")}
-    torch.onnx.export(
-        graph,
-        (example,),
-        str(out),
-        input_names=["image"],
-        output_names=["output"],
-        opset_version=OPSET,
-        dynamo=True,
-        external_data=False,
-        dynamic_shapes=(dynamic_axes,),
-    )
-    record = fully_convolutional_record(out) if dynamic_size else None
-    contract = replace(contract, fully_convolutional=record or {})
-    model = onnx.load(str(out))
-    for key, value in contract.to_onnx_metadata().items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(out))
-    return contract
-
-
-def parity_check(graph: torch.nn.Module, path: Path, bands: int, tile_size: int, dynamic_size: bool = True,
-                 tolerance: float = PARITY_TOLERANCE) -> float:
-    """Largest |onnxruntime - torch| over random inputs (of a second shape too where height and width
-    are dynamic); raises above ``tolerance``."""
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    contract_from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
-    generator = torch.Generator().manual_seed(0)
-    worst = 0.0
-    shapes = [(2, bands, tile_size, tile_size)] + [(1, bands, tile_size // 2, tile_size + 16)] * dynamic_size
-    for shape in shapes:
-        image = torch.randn(shape, generator=generator)
-        with torch.no_grad():
-            expected = graph(image).numpy()
-        (actual,) = session.run(["output"], {"image": image.numpy()})
-        if actual.shape != expected.shape:
-            raise RuntimeError(
-                f"{path}: ONNX output shape {actual.shape} differs from torch's {expected.shape}"
-            )
-        worst = max(worst, float(np.abs(actual - expected).max()))
-    if worst > tolerance:
-        raise RuntimeError(f"{path}: ONNX and torch outputs differ by {worst:.2e} (> {tolerance:.0e})")
-    return worst

@@ -23,7 +23,8 @@ from training.datasets.magicbathynet_format import DEPTH_SCALE_M, MODALITY_BANDS
 from training.input_statistics import input_statistics
 from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.simulation.shallow_water import REFLECTANCE_SCALE, SITES, deep_ratio_tolerance, simulation_records
-from training.tasks import TASKS
+from training.tasks.bathymetry import BathymetryTask
+from training.tasks.seabed import SeabedTask
 from training.transforms import random_dihedral
 from training.trainer import fit_provenance, fit_trainer
 
@@ -78,7 +79,7 @@ def fit(
             "class_colours": ["#{:02x}{:02x}{:02x}".format(*colour) for colour in statistics_view.colours],
             "class_weights": _class_weights(statistics_view),
         }
-    module = TASKS[task](band_mean=minimum.tolist(), band_std=(maximum - minimum).tolist(), **options)
+    module = {"bathymetry": BathymetryTask, "seabed": SeabedTask}[task](band_mean=minimum.tolist(), band_std=(maximum - minimum).tolist(), **options)
     quality = _quality_record(statistics_view, task, modality, simulation_records(data, areas))
 
     trainer = fit_trainer(out, accelerator, max_steps or -1, epochs or -1, scale_out, deterministic="warn")

@@ -45,29 +45,45 @@ def fit_provenance(trainer: lightning.Trainer, command: str, seed: int, started:
             "processes": trainer.world_size, "seconds": round(time.monotonic() - started, 1)}
 
 
-class EvaluationData(lightning.LightningDataModule):
-    """One dataset to test on, split between the processes without repeating a sample (Lightning's
-    default sampler pads the last shard with repeats), so the synced metrics of any number of processes
-    equal those of one."""
+class FamilyData(lightning.LightningDataModule):
+    """The base of every family's data module (``training/<family>/data.py``): the subclass makes
+    ``train_set`` (fit) and ``test_set`` (evaluate). The training loader shuffles and drops a last
+    partial batch (Lightning shards it between DDP processes); the test loader splits ``test_set``
+    between the processes without repeating a sample (Lightning's default sampler pads the last shard
+    with repeats), so the synced metrics of any number of processes equal those of one. ``collate``
+    batches samples (default: torch's)."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, collate: Callable | None = None) -> None:
+    def __init__(self, batch_size: int, collate: Callable | None = None) -> None:
         super().__init__()
-        self.dataset, self.batch_size, self.collate = dataset, batch_size, collate
+        self.batch_size, self.collate = batch_size, collate
+        self.train_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
+                          drop_last=len(self.train_set) > self.batch_size, collate_fn=self.collate)
 
     def test_dataloader(self) -> DataLoader:
-        if len(self.dataset) < self.trainer.world_size:
-            raise ValueError(f"{len(self.dataset)} test samples cannot be shared by {self.trainer.world_size} processes")
+        if len(self.test_set) < self.trainer.world_size:
+            raise ValueError(f"{len(self.test_set)} test samples cannot be shared by {self.trainer.world_size} processes")
         shard = UnrepeatedDistributedSampler(
-            self.dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            self.test_set, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
         )
-        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=shard, collate_fn=self.collate)
+        return DataLoader(self.test_set, batch_size=self.batch_size, sampler=shard, collate_fn=self.collate)
+
+
+def test_metrics(module: lightning.LightningModule, data: FamilyData, accelerator: str,
+                 scale_out: ScaleOut = SINGLE_DEVICE) -> dict:
+    """The module's test metrics over ``data.test_set`` (torchmetrics, synced across processes)."""
+    trainer = lightning.Trainer(accelerator=accelerator, logger=False, enable_progress_bar=False,
+                                enable_model_summary=False, use_distributed_sampler=False,
+                                **scale_out.trainer_options())
+    return trainer.test(module, data, verbose=False)[0]
 
 
 def metrics_on(module: lightning.LightningModule, dataset: Dataset, batch_size: int, accelerator: str,
                scale_out: ScaleOut = SINGLE_DEVICE, collate: Callable | None = None) -> dict:
-    """The module's test metrics over ``dataset`` (torchmetrics, synced across processes); ``collate``
-    batches samples (default: torch's)."""
-    trainer = lightning.Trainer(accelerator=accelerator, logger=False, enable_progress_bar=False,
-                                enable_model_summary=False, use_distributed_sampler=False,
-                                **scale_out.trainer_options())
-    return trainer.test(module, EvaluationData(dataset, batch_size, collate), verbose=False)[0]
+    """``test_metrics`` over a bare dataset."""
+    data = FamilyData(batch_size, collate)
+    data.test_set = dataset
+    return test_metrics(module, data, accelerator, scale_out)

@@ -17,13 +17,17 @@ import sys
 from pathlib import Path
 
 from training.scale_out import ScaleOut
-from training.task_selection import asks_for
 
 TASK = "crop"
 # Repeated from training.models.tsvit_fusion.FUSIONS (which imports torch) so that the CLI starts
 # fast; a test keeps them equal.
 FUSIONS = ("early", "cross-attention", "sync-class-token")
 MODALITY_ORDER = ("s2", "s1")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """No flags beyond --data: a PASTIS-R root (the modalities and orbit come from --modalities, --s1-orbit or
+    the checkpoint)."""
 
 
 def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
@@ -70,18 +74,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     series.set_defaults(run=_simulate_crop_series)
 
 
-def is_crop(args: argparse.Namespace) -> bool:
-    """--task crop, or no --task (evaluate, export) and a crop checkpoint."""
-    return asks_for(args, {TASK})
-
-
-def run_fit(args: argparse.Namespace) -> None:
+def run_fit(args: argparse.Namespace) -> Path:
     from training.crop_maps.fit import fit_crop
     from training.models.tsvit import TSViTConfig
-    from training.trainer import is_rank_zero
 
-    if not args.max_steps and not args.epochs:
-        sys.exit("fit needs --max-steps or --epochs")
     modalities = [m for m in MODALITY_ORDER if m in args.modalities.split(",")]
     fusion = args.fusion or ("sync-class-token" if len(modalities) > 1 else None)
     if len(modalities) == 1 and args.fusion:
@@ -91,14 +87,12 @@ def run_fit(args: argparse.Namespace) -> None:
         temporal_depth=args.temporal_depth, spatial_depth=args.spatial_depth, heads=args.tsvit_heads,
         head_dim=args.tsvit_head_dim,
     )
-    checkpoint = fit_crop(
+    return fit_crop(
         args.data, args.out, modalities, fusion, args.s1_orbit, config,
         {"s2": args.max_dates_s2, "s1": args.max_dates_s1}, args.max_steps, args.epochs,
         args.batch_size, 1e-3 if args.lr is None else args.lr, args.weight_decay, args.warmup_steps,
         args.seed, args.accelerator, args.num_workers, args.command_line, ScaleOut.from_arguments(args),
     )
-    if is_rank_zero():
-        print(f"wrote {checkpoint}")
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
@@ -119,6 +113,17 @@ def run_export(args: argparse.Namespace, metrics: dict | None) -> None:
         f"wrote {result['path']} (tile {contract.tile_size}, overlap {contract.overlap}); "
         f"onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}"
     )
+
+
+def record_statistics(args: argparse.Namespace, contract) -> tuple[dict, dict]:
+    """The model's training input statistics per modality (recorded, and by modality for the report)."""
+    from training.crop_maps.data import training_input_statistics
+
+    if contract.task != "crop_map":
+        sys.exit(f"{args.model} is a {contract.task} model, not a {TASK} model")
+    modalities = [modality.name for modality in contract.modalities]
+    recorded = training_input_statistics(args.data, modalities, contract.provenance["modalities"]["s1_orbit"], args.seed)
+    return recorded, recorded
 
 
 def _simulate_pastis_r(args: argparse.Namespace) -> None:

@@ -16,9 +16,15 @@ import sys
 from pathlib import Path
 
 from training.scale_out import ScaleOut
-from training.task_selection import asks_for
 
 TASK = "hycot"
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument_group("HySpecNet-11k (--task hycot)").add_argument(
+        "--strategy", choices=("easy", "hard"),
+        help="HySpecNet-11k split, easy (by patch) or hard (by tile); default easy, evaluate: as trained",
+    )
 
 
 def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
@@ -63,27 +69,17 @@ def add_commands(commands) -> None:
 
 
 
-def is_hycot(args: argparse.Namespace) -> bool:
-    """--task hycot, or no --task (evaluate, export) and a HyCoT checkpoint."""
-    return asks_for(args, {TASK})
-
-
-def run_fit(args: argparse.Namespace) -> None:
+def run_fit(args: argparse.Namespace) -> Path:
     from training.hycot.fit import fit_hycot
-    from training.trainer import is_rank_zero
 
-    if not args.max_steps and not args.epochs:
-        sys.exit("fit needs --max-steps or --epochs")
     model_options = {
         key: getattr(args, key) for key in ("dim", "depth", "heads", "head_dim", "mlp_dim", "hidden_dim", "final_norm")
     }
-    checkpoint = fit_hycot(
+    return fit_hycot(
         args.data, args.out, args.cr, args.strategy or "easy", args.max_steps, args.epochs, args.batch_size,
         args.pixels_per_patch, args.lr or 1e-3, args.seed, model_options, args.accelerator, args.command_line,
         ScaleOut.from_arguments(args),
     )
-    if is_rank_zero():
-        print(f"wrote {checkpoint}")
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
@@ -99,6 +95,16 @@ def run_export(args: argparse.Namespace, metrics: dict | None) -> None:
     result = export_hycot(args.checkpoint, args.out, args.tile_size, metrics, args.command_line)
     print(f"wrote {result['encoder']} and {result['decoder']} (pair {result['pair_id']}); "
           f"onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}")
+
+
+def record_statistics(args: argparse.Namespace, contract) -> tuple[dict, dict]:
+    """The encoder's training input statistics (recorded, and by name for the report)."""
+    from training.hycot.data import training_input_statistics
+
+    if contract.task != "hycot_encoder":
+        sys.exit(f"{args.model} is a {contract.task} model, not a hycot model encoder (its decoder takes latents)")
+    recorded = training_input_statistics(args.data, args.strategy or "easy", args.seed)
+    return recorded, {"": recorded}
 
 
 def simulate_patches(args: argparse.Namespace) -> None:

@@ -34,7 +34,7 @@ import hashlib
 from pathlib import Path
 
 from engine.contract import Band, ModelContract, Outputs
-from training.export import parity_check, write_onnx
+from training.onnx_export import parity_check, write_onnx
 from training.hycot.fit import INPUT_UNITS, PAPER, load_hycot_checkpoint
 from training.simulation.hyperspectral import VNIR_BANDS, band_label, band_name
 from training.tasks.hycot import LATENT_BITS, LATENT_LEVELS, REFLECTANCE_SCALE, HyCoTTask

@@ -40,7 +40,8 @@ from training.datasets.magicbathynet_format import (
     UNDEFINED_COLOUR,
     read_norm_param,
 )
-from training.export import BAND_ALIASES, PAPER, parity_check, write_onnx
+from training.export import BAND_ALIASES, PAPER
+from training.onnx_export import parity_check, write_onnx
 from training.importers import ImportedModel, Importer, ImportRefused, load_state_dict, load_weights
 from training.models.light_unet import LightUNet
 from training.models.seabed_unet import SeabedUNet

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from training.datasets.reben_format import MODALITY_BANDS
 from training.scale_out import ScaleOut
-from training.task_selection import asks_for
 
 TASK = "scene-labels"
 # Repeated from training.models.scene_backbones.MODELS and training.tasks.scene_labels.AUGMENTATIONS
@@ -33,6 +32,10 @@ DEFAULT_CONSISTENCY_CHECKS = (
     "brightness:1.02,brightness:1.1,contrast:1.2,saturation:1.5,gamma:0.8,solarize:0.3,grayscale,"
     "noise:0.02,channel-shuffle"
 )
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """No flags beyond --data: a BigEarthNet v2.0 root or a `prepare` store."""
 
 
 def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
@@ -124,25 +127,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     federated.set_defaults(run=_federated)
 
 
-def is_scene_labels(args: argparse.Namespace) -> bool:
-    """--task scene-labels, or no --task (evaluate, export) and a scene-label checkpoint."""
-    return asks_for(args, {TASK})
-
-
-def run_fit(args: argparse.Namespace) -> None:
+def run_fit(args: argparse.Namespace) -> Path:
     from training.scene_labels.fit import fit_scene_labels
-    from training.trainer import is_rank_zero
 
-    if not args.max_steps and not args.epochs:
-        sys.exit("fit needs --max-steps or --epochs")
-    checkpoint = fit_scene_labels(
+    return fit_scene_labels(
         args.data, args.out, args.modalities, args.model, args.model_width, args.model_depth, args.augment,
         args.max_steps, args.epochs, args.batch_size, args.lr, args.weight_decay, args.warmup_steps,
         args.dropout, args.validate_every, args.patience, args.seed, args.accelerator, args.num_workers,
         args.command_line, ScaleOut.from_arguments(args),
     )
-    if is_rank_zero():
-        print(f"wrote {checkpoint}")
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
@@ -159,6 +152,16 @@ def run_export(args: argparse.Namespace, metrics: dict | None) -> None:
 
     result = export_scene_labels(args.checkpoint, args.out, metrics, args.command_line)
     print(f"wrote {result['path']}; onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}")
+
+
+def record_statistics(args: argparse.Namespace, contract) -> tuple[dict, dict]:
+    """The model's training input statistics (recorded, and by name for the report)."""
+    from training.scene_labels.data import training_input_statistics
+
+    if contract.task != "scene_labels":
+        sys.exit(f"{args.model} is a {contract.task} model, not a {TASK} model")
+    recorded = training_input_statistics(args.data, contract.provenance["modalities"], args.seed)
+    return recorded, {"": recorded}
 
 
 def _simulate_bigearthnet(args: argparse.Namespace) -> None:

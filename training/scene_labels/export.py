@@ -21,7 +21,7 @@ import torch
 from engine.contract import Band, ModelContract, contract_from_metadata
 from training.checkpoint import load_checkpoint
 from training.datasets.reben_format import PATCH_PIXELS
-from training.export import write_onnx
+from training.onnx_export import write_onnx
 from training.scene_labels.data import training_data_sentence
 from training.scene_labels.fit import TASK
 

@@ -38,7 +38,7 @@ from torch import nn
 from engine.contract import Band, ModelContract, Outputs
 from training.datasets.ben_labels import CLASS_COLOURS, CLASS_NAMES, TORCHGEO_CLASS_NAMES
 from training.datasets.reben_format import BAND_MEAN, BAND_STD, PATCH_PIXELS
-from training.export import parity_check, write_onnx
+from training.onnx_export import parity_check, write_onnx
 from training.importers import ImportedModel, Importer, ImportRefused, load_state_dict, load_weights
 from training.scene_labels.export import BAND_ALIASES, CONTRACT_TASK, INPUT_UNITS, PAPER
 

@@ -16,7 +16,7 @@ from torchmetrics import Metric
 
 from engine.contract import Outputs
 from training.models.light_unet import LightUNet
-from training.tasks.schedule import adam_with_cosine_decay
+from training.schedule import adam_with_cosine_decay
 
 
 class DepthErrorStatistics(Metric):

@@ -20,7 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from engine.contract import Outputs
 from training.datasets.magicbathynet import IGNORE_INDEX
-from training.tasks.schedule import adam_with_cosine_decay
+from training.schedule import adam_with_cosine_decay
 
 
 class StridePadded(nn.Module):

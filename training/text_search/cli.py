@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 
 from training.scale_out import ScaleOut
-from training.task_selection import asks_for
 
 TASKS = ("locked-text", "clip-finetune", "align-modality", "bitemporal")
 # Repeated from training.text_search.encoders.FUSIONS, scenes and export (which import torch / rasterio) so
@@ -36,6 +35,10 @@ FUSIONS = ("gff-difference", "gff-concat", "gff-sum", "tff")
 REAL_SCENES = ("great-salt-lake", "olinda")
 SIMULATED_LANDSCAPES = ("coastal city", "desert lake")
 QUANTIZATIONS = ("none", "int8")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """No flags beyond --data: a caption-fixture folder (GAIA-like or LEVIR-CC-like)."""
 
 
 def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
@@ -129,43 +132,33 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     convert.set_defaults(run=_convert_clip)
 
 
-def is_text_search(args: argparse.Namespace) -> bool:
-    """--task of this family, or no --task (evaluate, export) and a checkpoint of one."""
-    return asks_for(args, TASKS)
-
-
-def run_fit(args: argparse.Namespace) -> None:
+def run_fit(args: argparse.Namespace) -> Path:
     from training.text_search import fit
-    from training.trainer import is_rank_zero
 
     options = fit.FitOptions(
         max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         image_size=args.image_size, embedding_width=args.embedding_width, accelerator=args.accelerator,
         command=args.command_line, scale_out=ScaleOut.from_arguments(args),
     )
-    if not args.max_steps and not args.epochs:
-        sys.exit("fit needs --max-steps or --epochs")
     if args.task == "locked-text":
-        checkpoint = fit.fit_locked_text(args.data, args.out, options)
-    elif args.task == "clip-finetune":
-        checkpoint = fit.fit_clip_finetune(
+        return fit.fit_locked_text(args.data, args.out, options)
+    if args.task == "clip-finetune":
+        return fit.fit_clip_finetune(
             args.data, args.out, args.clip_model, args.init, args.wise_ft_alpha, args.weight_decay, options
         )
-    elif args.task == "align-modality":
+    if args.task == "align-modality":
         if args.teacher is None:
             sys.exit("align-modality needs --teacher CHECKPOINT")
-        checkpoint = fit.fit_align_modality(
-            args.data, args.out, args.teacher, args.zero_shot_weight, options, args.paired_folder
-        )
-    else:
-        checkpoint = fit.fit_bitemporal(args.data, args.out, args.temporal_fusion, args.init, options)
-    if is_rank_zero():
-        print(f"wrote {checkpoint}")
+        return fit.fit_align_modality(args.data, args.out, args.teacher, args.zero_shot_weight, options,
+                                      args.paired_folder)
+    return fit.fit_bitemporal(args.data, args.out, args.temporal_fusion, args.init, options)
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
     from training.text_search.export import evaluate_search
 
+    if ScaleOut.from_arguments(args).processes > 1:
+        sys.exit("evaluate ranks text-search galleries in one process; leave out --devices and --num-nodes")
     return evaluate_search(args.checkpoint, args.data, args.split, args.batch_size or 64)
 
 

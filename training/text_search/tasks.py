@@ -39,7 +39,7 @@ from torch import nn
 
 from engine.model_catalogue import file_sha256
 from training.checkpoint import CHECKPOINT_FORMAT
-from training.tasks.schedule import adam_with_cosine_decay
+from training.schedule import adam_with_cosine_decay
 from training.text_search.data import radiometric_jitter, random_orientation
 from training.text_search.encoders import (
     MINILM_SPACE,
