@@ -16,14 +16,17 @@ from training.families import family_of
 CHECKPOINT_FORMAT = "rs-ai-toolbox checkpoint v1"
 
 
-def save_checkpoint(path: Path, task: str, module: LightningModule, data: dict, provenance: dict) -> None:
-    """``data``: what the model was trained on (areas, modality, bands, ...); all plain values."""
+def save_checkpoint(path: Path, task: str, module: LightningModule, data: dict, provenance: dict,
+                    state_dict: dict | None = None) -> None:
+    """``data``: what the model was trained on (areas, modality, bands, ...); all plain values.
+    ``state_dict``: the module's weights where the module itself holds only a shard of them (FSDP)."""
+    state_dict = module.state_dict() if state_dict is None else state_dict
     torch.save(
         {
             "format": CHECKPOINT_FORMAT,
             "task": task,
             "hyper_parameters": dict(module.hparams),
-            "state_dict": module.state_dict(),
+            "state_dict": {name: tensor.cpu() for name, tensor in state_dict.items()},
             "data": data,
             "provenance": provenance,
         },
@@ -34,9 +37,11 @@ def save_checkpoint(path: Path, task: str, module: LightningModule, data: dict, 
 def save_fit_checkpoint(trainer: Trainer, path: Path, task: str, module: LightningModule, data: dict,
                         provenance: dict) -> Path:
     """``save_checkpoint`` at the end of a fit, by the rank-0 process only (every process of a
-    distributed fit gets here); returns ``path``."""
+    distributed fit gets here, and takes part in gathering the full weights where FSDP shards them);
+    returns ``path``."""
+    state_dict = trainer.strategy.lightning_module_state_dict()
     if trainer.is_global_zero:
-        save_checkpoint(path, task, module.cpu(), data, provenance)
+        save_checkpoint(path, task, module, data, provenance, state_dict)
     return path
 
 

@@ -32,11 +32,7 @@ def pointwise_model(contract: ModelContract, weights: np.ndarray, bias: np.ndarr
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", channels, "height", "width"])],
         initializer=[conv_w, conv_b],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    helper.set_model_props(model, contract.to_onnx_metadata())
-    onnx.checker.check_model(model)
-    return model
+    return _contract_model(graph, contract)
 
 
 def patch_classifier_model(contract: ModelContract, weights: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
@@ -54,11 +50,7 @@ def patch_classifier_model(contract: ModelContract, weights: np.ndarray, bias: n
         initializer=[numpy_helper.from_array(weights.reshape(classes, bands, 1, 1).astype(np.float32), "weight"),
                      numpy_helper.from_array(bias.astype(np.float32), "bias")],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8
-    helper.set_model_props(model, contract.to_onnx_metadata())
-    onnx.checker.check_model(model)
-    return model
+    return _contract_model(graph, contract)
 
 
 def time_series_classifier_model(contract: ModelContract, weights: np.ndarray, bias: np.ndarray) -> onnx.ModelProto:
@@ -100,6 +92,11 @@ def time_series_classifier_model(contract: ModelContract, weights: np.ndarray, b
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", classes, "h", "w"])],
         initializer=initializers,
     )
+    return _contract_model(graph, contract)
+
+
+def _contract_model(graph: onnx.GraphProto, contract: ModelContract) -> onnx.ModelProto:
+    """The checked model of ``graph`` with ``contract`` in its metadata."""
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 8
     helper.set_model_props(model, contract.to_onnx_metadata())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-STRATEGIES = ("auto", "ddp")
+STRATEGIES = ("auto", "ddp", "fsdp")
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
 
 
@@ -14,8 +14,11 @@ PRECISIONS = ("32-true", "16-mixed", "bf16-mixed")
 class ScaleOut:
     """Lightning's options for data-parallel training: ``devices`` per machine times ``num_nodes``
     machines run one process each (launched by Lightning, ``torchrun`` or SLURM's ``srun``), every
-    process reads its own shard of the data and DDP averages the gradients; ``precision`` 16-mixed
-    (CUDA) or bf16-mixed; ``accumulate_grad_batches`` batches per optimiser step."""
+    process reads its own shard of the data and DDP averages the gradients; ``fsdp`` also shards the
+    weights, gradients and optimiser state between the GPUs (Zhao et al., PyTorch FSDP, VLDB 2023): it helps
+    where one GPU cannot hold a model's training state (e.g. fine-tuning CLIP ViT-L/14), and Lightning runs it
+    on CUDA only; ``precision`` 16-mixed (CUDA) or bf16-mixed; ``accumulate_grad_batches`` batches per
+    optimiser step."""
 
     devices: int = 1
     num_nodes: int = 1
@@ -49,7 +52,8 @@ def add_scale_out_arguments(parser: argparse.ArgumentParser, fitting: bool = Tru
     group.add_argument("--devices", type=int, default=1, help="processes (GPUs, or CPU processes) per machine")
     group.add_argument("--num-nodes", type=int, default=1, help="machines")
     group.add_argument("--distributed-strategy", choices=STRATEGIES, default="auto",
-                       help="Lightning strategy: ddp for more than one device (auto picks it); named so because "
+                       help="Lightning strategy: ddp for more than one device (auto picks it); fsdp (GPUs only) also "
+                       "shards the model's training state, for models too large for one GPU; named so because "
                        "--strategy is HySpecNet-11k's split")
     group.add_argument("--precision", choices=PRECISIONS, default="32-true",
                        help="16-mixed needs CUDA; bf16-mixed runs on CPUs and Ampere or newer GPUs")

@@ -20,10 +20,13 @@ from training.scale_out import SINGLE_DEVICE, ScaleOut
 
 def fit_trainer(out: Path, accelerator: str, max_steps: int = -1, max_epochs: int = -1,
                 scale_out: ScaleOut = SINGLE_DEVICE, **options) -> lightning.Trainer:
-    """More than one CUDA process synchronises BatchNorm statistics, so that a batch split over the
+    """Refuses FSDP without CUDA. More than one CUDA process synchronises BatchNorm statistics, so that a batch split over the
     processes normalises as one batch would (torch's SyncBatchNorm runs on CUDA only: CPU processes
     normalise their own share)."""
     on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if scale_out.strategy == "fsdp" and not on_cuda:
+        raise ValueError("--distributed-strategy fsdp shards the model over GPUs, and Lightning runs it on CUDA only; "
+                         "on CPUs use --distributed-strategy ddp")
     return lightning.Trainer(
         accelerator=accelerator, max_steps=max_steps, max_epochs=max_epochs,
         accumulate_grad_batches=scale_out.accumulate_grad_batches,
