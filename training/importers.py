@@ -168,6 +168,22 @@ def _safetensors(checkpoint: Path) -> dict[str, torch.Tensor]:
     return loaded
 
 
+def required_shapes(state: dict[str, torch.Tensor], required: tuple[str, ...], checkpoint: Path, expected: str,
+                    published_in: str, fix: str) -> dict[str, tuple[int, ...]]:
+    """The shapes of the ``required`` tensors of a published state dict; refuses ``checkpoint`` as not
+    ``expected`` (as published in ``published_in``), naming the absent tensors and the ``fix``."""
+    absent = [name for name in required if name not in state]
+    if absent:
+        raise ImportRefused(f"{checkpoint} is not {expected} ({published_in}; no {', '.join(absent)}); {fix}")
+    return {name: tuple(state[name].shape) for name in required}
+
+
+def layer_count(state: dict[str, torch.Tensor], layers: str) -> int:
+    """How many numbered layers ``<layers>.<i>.`` (e.g. ``transformer.layers``) the state dict holds."""
+    pattern = re.compile(rf"{re.escape(layers)}\.(\d+)\.")
+    return len({match[1] for name in state if (match := pattern.match(name))})
+
+
 def toolbox_name(key: str, rules: tuple[tuple[str, str], ...]) -> str:
     """The toolbox's name of a published parameter: each (pattern, replacement) of ``rules`` applied
     in order; a name no rule matches stays as it is, so that ``load_weights`` reports it."""

@@ -54,17 +54,19 @@ class FamilyData(lightning.LightningDataModule):
     partial batch (Lightning shards it between DDP processes); the test loader splits ``test_set``
     between the processes without repeating a sample (Lightning's default sampler pads the last shard
     with repeats), so the synced metrics of any number of processes equal those of one. ``collate``
-    batches samples (default: torch's)."""
+    batches samples (default: torch's); training reads with ``num_workers`` loader processes, kept
+    between epochs."""
 
-    def __init__(self, batch_size: int, collate: Callable | None = None) -> None:
+    def __init__(self, batch_size: int, collate: Callable | None = None, num_workers: int = 0) -> None:
         super().__init__()
-        self.batch_size, self.collate = batch_size, collate
+        self.batch_size, self.collate, self.num_workers = batch_size, collate, num_workers
         self.train_set: Dataset | None = None
         self.test_set: Dataset | None = None
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True,
-                          drop_last=len(self.train_set) > self.batch_size, collate_fn=self.collate)
+                          drop_last=len(self.train_set) > self.batch_size, collate_fn=self.collate,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def test_dataloader(self) -> DataLoader:
         if len(self.test_set) < self.trainer.world_size:
