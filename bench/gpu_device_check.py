@@ -9,7 +9,7 @@ bathymetry light U-Net over the same random reflectance tiles, in one run:
   on CUDA, and batches submitted while the next is normalised (``Model.submit``); the fp16 variant's
   parity measured on the GPU;
 - where torch sees a GPU: the same network in torch on CUDA (weights read from the ONNX file into
-  training/models/light_unet.py), float32 and float16, host-to-device copies from pinned memory
+  training/marine/model.py), float32 and float16, host-to-device copies from pinned memory
   included, with its difference to ORT-CPU. This is the GPU figure where the machine's onnxruntime
   is a CPU-only package.
 Two tilings: the contract's (8 tiles of 128 px a batch) and a GPU-sized one (8 tiles of 512 px;
@@ -84,7 +84,7 @@ def torch_rows(scale: np.ndarray, raw: list[np.ndarray], reference: np.ndarray, 
     """The ONNX file's network in torch on CUDA, float32 and float16, from pinned host memory."""
     import torch
 
-    from training.models.light_unet import LightUNet
+    from training.marine.model import LightUNet
 
     weights = {tensor.name: torch.from_numpy(numpy_helper.to_array(tensor).copy())
                for tensor in onnx.load(str(MODEL)).graph.initializer}

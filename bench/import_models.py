@@ -68,8 +68,8 @@ from engine.tasks import run_task  # noqa: E402
 from engine.tasks.search_index import EMBED_BATCH, embedding_model  # noqa: E402
 from engine.tasks.search_results import embed_text, tokenizer_from  # noqa: E402
 from training.importers import import_model  # noqa: E402
-from training.models.seabed_unet import SeabedUNet  # noqa: E402
-from training.models.segformer import SegFormer  # noqa: E402
+from training.marine.model import SeabedUNet  # noqa: E402
+from training.marine.segformer import SegFormer  # noqa: E402
 from training.scene_labels.importers import BACKBONES, RELEASE_BANDS  # noqa: E402
 from training.simulation.crop_geotiffs import write_crop_time_series  # noqa: E402
 from training.simulation.hyperspectral import simulate_scene, write_scene_geotiff  # noqa: E402

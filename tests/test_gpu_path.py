@@ -1,4 +1,4 @@
-"""The GPU path of engine/runtime.py and the fp16 variant of training/export.py, exercised on the CPU.
+"""The GPU path of engine/runtime.py and the fp16 variant of training/marine/export.py, exercised on the CPU.
 
 No CUDA device exists here: IO binding, the staged (pinned-buffer) batches and ``Model.submit`` run
 through onnxruntime's CPU provider, which takes the same bindings; only the choice of the CUDA

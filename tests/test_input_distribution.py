@@ -16,7 +16,7 @@ from engine.quality import OUT_OF_DISTRIBUTION, REASONS, VALID
 from engine.tasks import run_task
 from raster_fixtures import RGB_BANDS, contract, write_model, write_raster
 from training.datasets.magicbathynet import MagicBathyNet
-from training.fit import _input_statistics
+from training.marine.data import training_input_statistics
 from training.simulation.shallow_water import BANDS, write_magicbathynet_layout
 
 PATCH = 64
@@ -35,7 +35,7 @@ def training(tmp_path_factory):
     folder = tmp_path_factory.mktemp("simulated")
     write_magicbathynet_layout(folder / "train", "agia_napa", 400, PATCH, seed=1)
     write_magicbathynet_layout(folder / "heldout", "agia_napa", 150, PATCH, seed=2)
-    statistics = _input_statistics(MagicBathyNet(folder / "train", ["agia_napa"], "s2", "bathymetry", "train"))
+    statistics = training_input_statistics(MagicBathyNet(folder / "train", ["agia_napa"], "s2", "bathymetry", "train"))
     heldout = [sample["image"].numpy() for split in ("train", "test")
                for sample in MagicBathyNet(folder / "heldout", ["agia_napa"], "s2", "bathymetry", split)]
     rows = [np.concatenate(heldout[k:k + 15], axis=2) for k in range(0, 150, 15)]

@@ -14,8 +14,8 @@ from magicbathynet_reference import ReferenceBathymetryUNet, published_zip, rand
 from raster_fixtures import write_raster
 from training.__main__ import main as training_main
 from training.importers import ImportRefused, import_model
-from training.models.seabed_unet import SeabedUNet
-from training.models.segformer import MIT_VARIANTS, SegFormer, variant_of
+from training.marine.model import SeabedUNet
+from training.marine.segformer import MIT_VARIANTS, SegFormer, variant_of
 
 LOW, HIGH = np.array([120.0, 260.0, 410.0]), np.array([1450.0, 1800.0, 2100.0])
 S2_NAMES = ("B04", "B03", "B02")

@@ -12,8 +12,8 @@ from magicbathynet_fixture import CRS, IDS, PATCH_PX, UNANNOTATED_ID, write_magi
 from training.checkpoint import load_checkpoint
 from training.datasets.magicbathynet import IGNORE_INDEX, MagicBathyNet
 from training.datasets.magicbathynet_format import norm_param_file, read_norm_param, read_split_file
-from training.evaluate import evaluate
-from training.fit import fit
+from training.marine.evaluate import evaluate
+from training.marine.fit import fit
 
 LOW, HIGH = [12.0, 34.5, 56.0], [1234.0, 2345.0, 3456.25]
 

@@ -15,7 +15,7 @@ from engine.contract import contract_from_metadata
 from training.__main__ import main as training_cli
 from training.datasets.magicbathynet import IGNORE_INDEX, MagicBathyNet
 from training.datasets.magicbathynet_format import AREA_CLASSES, read_norm_param, read_split_file
-from training.models.light_unet import LightUNet
+from training.marine.model import LightUNet
 from training.simulation.shallow_water import (
     AGIA_NAPA,
     UNDEFINED,

@@ -58,7 +58,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_fit(args: argparse.Namespace) -> Path:
-    from training.fit import fit
+    from training.marine.fit import fit
 
     if args.task == "bathymetry":
         model_options = {"base_channels": args.base_channels}
@@ -74,14 +74,14 @@ def run_fit(args: argparse.Namespace) -> Path:
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
-    from training.evaluate import evaluate
+    from training.marine.evaluate import evaluate
 
     return evaluate(args.checkpoint, args.data, args.areas, args.split, args.batch_size or 16, args.accelerator,
                     args.task, ScaleOut.from_arguments(args))
 
 
 def run_export(args: argparse.Namespace, metrics: dict | None) -> None:
-    from training.export import export_onnx
+    from training.marine.export import export_onnx
 
     result = export_onnx(
         args.checkpoint, args.out, args.tile_size, args.overlap, metrics, args.command_line, args.task, args.fp16

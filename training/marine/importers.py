@@ -40,12 +40,11 @@ from training.datasets.magicbathynet_format import (
     UNDEFINED_COLOUR,
     read_norm_param,
 )
-from training.export import BAND_ALIASES, PAPER
-from training.onnx_export import parity_check, write_onnx
 from training.importers import ImportedModel, Importer, ImportRefused, load_state_dict, load_weights
-from training.models.light_unet import LightUNet
-from training.models.seabed_unet import SeabedUNet
-from training.models.segformer import SegFormer, variant_of
+from training.marine.export import BAND_ALIASES, PAPER
+from training.marine.model import LightUNet, SeabedUNet
+from training.marine.segformer import SegFormer, variant_of
+from training.onnx_export import parity_check, write_onnx
 
 LICENCE = "CC BY-NC-SA 4.0 (non-commercial; adaptations under the same licence)"
 URL = "https://github.com/pagraf/MagicBathyNet#pre-trained-deep-learning-models"
@@ -92,7 +91,7 @@ class ZoomedSegmentation(nn.Module):
 
 def light_unet_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The published bathymetry U-Net's names (``encoder.1.maxpool_conv.1.double_conv.0``,
-    ``decoder.0.up``, ``decoder.3``) -> ``training.models.light_unet``'s: the same layers."""
+    ``decoder.0.up``, ``decoder.3``) -> ``training.marine.model.LightUNet``'s: the same layers."""
     renamed = {}
     for key, value in state.items():
         new = re.sub(r"^encoder\.(\d)\.(?:maxpool_conv\.1\.)?double_conv\.", r"encoder.\1.", key)

@@ -12,9 +12,11 @@ import numpy as np
 
 from engine.contract import Band, ModelContract
 from training.checkpoint import load_checkpoint
-from training.fit import describe_training_data
+from training.datasets.magicbathynet import MagicBathyNet
 from training.fp16_variant import write_fp16_variant
+from training.marine.data import describe_training_data
 from training.onnx_export import parity_check, write_onnx
+from training.simulation.shallow_water import simulate_scene
 
 FP16_PARITY_TILES = 32  # held-out tiles the fp16 variant's parity is measured on, at most
 PAPER = (
@@ -92,15 +94,11 @@ def parity_tiles(saved: dict, contract: ModelContract, tile_size: int) -> tuple[
     mean = np.reshape(contract.mean, (-1, 1, 1)).astype(np.float32)
     std = np.reshape(contract.std, (-1, 1, 1)).astype(np.float32)
     if Path(data["root"]).is_dir():
-        from training.datasets.magicbathynet import MagicBathyNet
-
         held_out = MagicBathyNet(data["root"], data["areas"], data["modality"], saved["task"], "test")
         count = min(len(held_out), FP16_PARITY_TILES)
         images = np.stack([held_out[index]["image"].numpy() for index in range(count)])
         described = f"{count} held-out (test split) patches of {data['root']}"
     else:
-        from training.simulation.shallow_water import simulate_scene
-
         side = max(2 * tile_size, 256)  # the simulator's smooth fields need 256 px or more
         scene = simulate_scene(side, side, seed=11).image.astype(np.float32)
         images = np.stack([scene[:, row:row + tile_size, col:col + tile_size]

@@ -4,12 +4,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-
 from training.checkpoint import load_checkpoint
-from training.datasets.magicbathynet import MagicBathyNet
+from training.marine.data import MarineData
 from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.simulation.shallow_water import simulation_records
-from training.trainer import metrics_on
+from training.trainer import test_metrics
 
 
 def evaluate(
@@ -26,15 +25,15 @@ def evaluate(
     seabed: overall accuracy, per-class and mean F1. Areas default to the training areas."""
     module, saved = load_checkpoint(checkpoint, expected_task)
     areas = list(areas or saved["data"]["areas"])
-    dataset = MagicBathyNet(data, areas, saved["data"]["modality"], saved["task"], split)
-    metrics = metrics_on(module, dataset, batch_size, accelerator, scale_out)
+    datamodule = MarineData.for_test(data, areas, saved["data"]["modality"], saved["task"], split, batch_size)
+    metrics = test_metrics(module, datamodule, accelerator, scale_out)
     return {
         "task": saved["task"],
         "checkpoint": str(checkpoint),
         "data": str(data),
         "areas": areas,
         "split": split,
-        "patches": len(dataset),
+        "patches": len(datamodule.test_set),
         "simulation": simulation_records(data, areas),
         "metrics": {name: round(float(value), 6) for name, value in metrics.items()},
     }
