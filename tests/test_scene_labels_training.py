@@ -18,13 +18,6 @@ from torchgeo.datasets import BigEarthNetV2
 from engine.contract import contract_from_metadata
 from engine.input_distribution import InputDistribution
 from training.__main__ import main as training_cli
-from training.augmentation.consistency import (
-    consistency,
-    load_pixel_series,
-    natural_deviation,
-    parse_augmentation,
-)
-from training.augmentation.cutmix import Box, labels_from_mask, mix
 from training.checkpoint import load_checkpoint
 from training.datasets.ben_labels import (
     CLASS_COLOURS,
@@ -44,8 +37,15 @@ from training.datasets.reben_format import (
     s1_patch_folder,
     s2_patch_folder,
 )
-from training.models.scene_backbones import MODELS, scene_backbone
+from training.schedule import warmup_cosine
 from training.scene_labels import cli as scene_label_cli
+from training.scene_labels.consistency import (
+    consistency,
+    load_pixel_series,
+    natural_deviation,
+    parse_augmentation,
+)
+from training.scene_labels.cutmix import Box, labels_from_mask, mix
 from training.scene_labels.data import scene_label_dataset
 from training.scene_labels.federated import (
     model_arrays,
@@ -56,9 +56,10 @@ from training.scene_labels.federated import (
     split_labels,
 )
 from training.scene_labels.fit import fit_scene_labels
+from training.scene_labels.model import MODELS, scene_backbone
+from training.scene_labels.module import AUGMENTATIONS, SceneLabelsTask
 from training.simulation.bigearthnet_fixture import write_bigearthnet_fixture
 from training.simulation.pixel_time_series import write_pixel_series
-from training.tasks.scene_labels import AUGMENTATIONS, SceneLabelsTask, warmup_cosine
 
 PATCHES = 15  # 9 train, 3 validation, 3 test (5 tiles, split by tile)
 URBAN, ARABLE, PASTURES = (CLASS_NAMES.index(name) for name in ("Urban fabric", "Arable land", "Pastures"))

@@ -24,7 +24,7 @@ from training.datasets.reben_format import MODALITY_BANDS
 from training.scale_out import ScaleOut
 
 TASK = "scene-labels"
-# Repeated from training.models.scene_backbones.MODELS and training.tasks.scene_labels.AUGMENTATIONS
+# Repeated from training.scene_labels.model.MODELS and training.scene_labels.module.AUGMENTATIONS
 # (which import torch and timm) so that the CLI starts fast; a test keeps them equal.
 MODELS = ("resnet50", "mlp-mixer", "convmixer", "poolformer")
 AUGMENTS = ("none", "cutmix", "cutmix-lp")
@@ -187,7 +187,7 @@ def _simulate_pixel_series(args: argparse.Namespace) -> None:
 
 
 def _augmentation_consistency(args: argparse.Namespace) -> None:
-    from training.augmentation.consistency import consistency, format_table, load_pixel_series, write_csv
+    from training.scene_labels.consistency import consistency, format_table, load_pixel_series, write_csv
 
     specs = [spec for spec in args.augment.split(",") if spec.strip()]
     results = consistency(load_pixel_series(args.data), specs, args.seed)

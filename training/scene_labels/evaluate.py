@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from training.checkpoint import load_checkpoint
 from training.scale_out import SINGLE_DEVICE, ScaleOut
-from training.scene_labels.data import classes_in_split, scene_label_dataset
+from training.scene_labels.data import SceneLabelsData, classes_in_split
 from training.scene_labels.fit import TASK
-from training.trainer import metrics_on
+from training.trainer import test_metrics
 
 
 def evaluate_scene_labels(
@@ -18,16 +17,16 @@ def evaluate_scene_labels(
     scale_out: ScaleOut = SINGLE_DEVICE,
 ) -> dict:
     module, saved = load_checkpoint(checkpoint, TASK)
-    dataset = scene_label_dataset(data, split, saved["data"]["modalities"])
-    if not len(dataset):
+    splits = SceneLabelsData(data, saved["data"]["modalities"], batch_size, test_split=split)
+    if not len(splits.test_set):
         raise ValueError(f"{data} has no patches in the {split!r} split")
-    metrics = metrics_on(module, dataset, batch_size, accelerator, scale_out)
+    metrics = test_metrics(module, splits, accelerator, scale_out)
     return {
         "task": TASK,
         "checkpoint": str(checkpoint),
         "data": str(data),
         "split": split,
-        "patches": len(dataset),
+        "patches": len(splits.test_set),
         "classes_present": len(classes_in_split(data, split)),
         "metrics": {name: round(float(value), 6) for name, value in metrics.items()},
     }

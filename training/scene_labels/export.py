@@ -14,14 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import onnxruntime
-import torch
-
-from engine.contract import Band, ModelContract, contract_from_metadata
+from engine.contract import Band, ModelContract
 from training.checkpoint import load_checkpoint
 from training.datasets.reben_format import PATCH_PIXELS
-from training.onnx_export import write_onnx
+from training.onnx_export import parity_check, write_onnx
 from training.scene_labels.data import training_data_sentence
 from training.scene_labels.fit import TASK
 
@@ -91,23 +87,7 @@ def export_scene_labels(checkpoint: Path, out: Path, metrics: dict | None = None
     )
     graph = module.export_graph().eval()
     write_onnx(graph, len(contract.bands), PATCH_PIXELS, Path(out), contract, dynamic_size=False)
-    return {"path": str(out), "max_abs_diff": parity_check(graph, Path(out), len(contract.bands)), "contract": contract}
+    worst = parity_check(graph, Path(out), len(contract.bands), PATCH_PIXELS, dynamic_size=False,
+                         tolerance=PARITY_TOLERANCE, batches=(1, 3))  # random batches of 1 and 3 patches
+    return {"path": str(out), "max_abs_diff": worst, "contract": contract}
 
-
-def parity_check(graph: torch.nn.Module, path: Path, bands: int) -> float:
-    """Largest |onnxruntime - torch| over random batches of 1 and 3 patches; raises above tolerance."""
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    contract_from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
-    generator = torch.Generator().manual_seed(0)
-    worst = 0.0
-    for batch in (1, 3):
-        image = torch.randn((batch, bands, PATCH_PIXELS, PATCH_PIXELS), generator=generator)
-        with torch.no_grad():
-            expected = graph(image).numpy()
-        (actual,) = session.run(["output"], {"image": image.numpy()})
-        if actual.shape != expected.shape:
-            raise RuntimeError(f"{path}: ONNX output shape {actual.shape} differs from torch's {expected.shape}")
-        worst = max(worst, float(np.abs(actual - expected).max()))
-    if worst > PARITY_TOLERANCE:
-        raise RuntimeError(f"{path}: ONNX and torch outputs differ by {worst:.2e} (> {PARITY_TOLERANCE:.0e})")
-    return worst

@@ -49,13 +49,13 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from training.augmentation.cutmix import CUTMIX_PROBABILITY, cutmix
+from training.checkpoint import save_checkpoint
 from training.datasets.ben_labels import CLASS_NAMES
 from training.datasets.reben_format import METADATA_FILE, SPLITS
-from training.checkpoint import save_checkpoint
-from training.scene_labels.data import describe_data, scene_label_dataset, training_input_statistics
-from training.scene_labels.fit import CHECKPOINT_NAME, TASK, reben_task
-from training.tasks.scene_labels import SceneLabelsTask, scene_label_metrics
+from training.scene_labels.cutmix import CUTMIX_PROBABILITY, cutmix
+from training.scene_labels.data import SceneLabelsData, scene_label_dataset
+from training.scene_labels.fit import CHECKPOINT_NAME, TASK
+from training.scene_labels.module import SceneLabelsTask, reben_task, scene_label_metrics
 
 
 def parse_partition(spec: str) -> float | None:
@@ -237,7 +237,7 @@ def run_federated(
     def new_module() -> SceneLabelsTask:
         return reben_task(modalities, model=model, width=width, depth=depth, augment=augment, lr=lr)
 
-    training_set = scene_label_dataset(data, "train", modalities, flips=True)
+    splits = SceneLabelsData(data, modalities, batch_size)
     evaluation_set = scene_label_dataset(data, evaluate_split, modalities)
     labels = split_labels(data, "train")
     shares = partition(labels, clients, parse_partition(non_iid), seed)
@@ -246,7 +246,7 @@ def run_federated(
     for index, share in enumerate(shares):
         member = new_module()
         member.load_state_dict(global_module.state_dict())
-        client = SceneLabelsClient(member, Subset(training_set, share), local_steps, batch_size)
+        client = SceneLabelsClient(member, Subset(splits.train_set, share), local_steps, batch_size)
         proxies.append(InProcessClientProxy(str(index), client))
     reports: list[RoundReport] = []
     latest_train_loss = {"value": float("nan")}
@@ -304,8 +304,6 @@ def run_federated(
             "federated": {key: result[key] for key in ("clients", "non_iid", "client_patches", "evaluate_split")}
             | {"rounds": rounds, "local_steps": local_steps, "final_ap_macro": reports[-1].ap_macro},
         }
-        description = describe_data(data, modalities, len(training_set)) | {
-            "input_statistics": training_input_statistics(data, modalities, seed)}
-        save_checkpoint(out / CHECKPOINT_NAME, TASK, global_module, description, provenance)
+        save_checkpoint(out / CHECKPOINT_NAME, TASK, global_module, splits.description(seed), provenance)
         result["checkpoint"] = str(out / CHECKPOINT_NAME)
     return result

@@ -5,7 +5,7 @@ greenness that follows a double-logistic phenology (start and end of season vary
 top come acquisition conditions that L2A correction leaves: a per-date illumination factor
 (residual of solar elevation and BRDF), a per-date residual haze that decreases with wavelength
 (Angstrom-like lambda^-2, strongest in blue), per-observation noise, and cloudy dates (NaN).
-The output follows the format of ``training.augmentation.consistency`` (.npz).
+The output follows the format of ``training.scene_labels.consistency`` (.npz).
 """
 from __future__ import annotations
 

@@ -1,1 +1,0 @@
-"""Augmentations for multi-label scene classification and their physical-consistency check."""
