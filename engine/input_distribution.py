@@ -111,10 +111,15 @@ class InputDistribution:
         projection = statistics.get("projection")
         self.projection = (np.asarray(projection["mean"], np.float64)[:, None],
                            np.asarray(projection["axes"], np.float64)) if projection else None
-        self.means = [np.asarray(c["mean"], np.float64) for c in statistics["components"]]
-        # whitening: L^-1 (x - mean) has unit covariance where covariance = L L^T
-        self.whitening = [np.linalg.inv(np.linalg.cholesky(np.asarray(c["covariance"], np.float64)))
-                          for c in statistics["components"]]
+        # whitening: L^-1 (x - mean) has unit covariance where covariance = L L^T. All components' whitening
+        # matrices stacked, so that one product whitens a chunk for every component (float32: the features'
+        # differences from the means, some hundreds at most, keep about 7 digits)
+        whitening = [np.linalg.inv(np.linalg.cholesky(np.asarray(c["covariance"], np.float64)))
+                     for c in statistics["components"]]
+        self.whitening = np.concatenate(whitening).astype(np.float32)
+        self.whitened_means = np.concatenate([w @ np.asarray(c["mean"], np.float64)
+                                              for w, c in zip(whitening, statistics["components"])]).astype(np.float32)
+        self.components = len(whitening)
         self.threshold = statistics.get("distance_threshold")
         self.quantile = statistics.get("distance_quantile", DISTANCE_QUANTILE)
         self.flagged = self.pixels = 0
@@ -122,11 +127,11 @@ class InputDistribution:
     def distances(self, values: np.ndarray) -> np.ndarray:
         """Mahalanobis distance to the nearest component of raw values ``[bands, ...]`` -> ``[...]``."""
         flat = values.reshape(len(values), -1)
-        nearest = np.empty(flat.shape[1])
+        nearest = np.empty(flat.shape[1], np.float32)
         for start in range(0, flat.shape[1], PIXELS_PER_PASS):
-            chunk = self.features(flat[:, start:start + PIXELS_PER_PASS])
-            whitened = [whitening @ (chunk - mean[:, None]) for mean, whitening in zip(self.means, self.whitening)]
-            nearest[start:start + chunk.shape[1]] = np.min([np.einsum("bp,bp->p", w, w) for w in whitened], axis=0)
+            chunk = self.features(flat[:, start:start + PIXELS_PER_PASS]).astype(np.float32)
+            whitened = (self.whitening @ chunk - self.whitened_means[:, None]).reshape(self.components, -1, chunk.shape[1])
+            nearest[start:start + chunk.shape[1]] = np.einsum("kfp,kfp->kp", whitened, whitened).min(axis=0)
         return np.sqrt(nearest).reshape(values.shape[1:])
 
     def features(self, pixels: np.ndarray) -> np.ndarray:
