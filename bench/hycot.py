@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from engine.runtime import CUDA, MODELS_DIR, Model  # noqa: E402
 from engine.tasks import run_task  # noqa: E402
 from engine.tasks.hycot import RATIOS, decoder_beside, encoder_file  # noqa: E402
-from training.pca_codec import fit_pca_codec  # noqa: E402
+from training.hycot.pca_codec import fit_pca_codec  # noqa: E402
 from training.simulation.hyperspectral import (  # noqa: E402
     KEPT_BANDS, band_name, simulate_scene, write_hyspecnet_layout, write_scene_geotiff,
 )

@@ -2,7 +2,7 @@
 
 Written from the authors' code (git.tu-berlin.de/rsim/hycot, read in public copies of it:
 ``models/hycot.py`` class ``HyperspectralCompressionTransformer``, ``utils/checkpoint.py``,
-``train.py``), independently of the toolbox's ``training.models.hycot``: the same parameter names
+``train.py``), independently of the toolbox's ``training.hycot.model``: the same parameter names
 (``patch_to_embedding``, ``comp_token``, ``pos_embedding``,
 ``transformer.layers.<i>.<0|1>.fn.(norm|fn)``, the ``transformer.skipcat`` convolutions that only
 their unused "CAF" mode applies, ``to_latent``, ``patch_deembed``), their zero padding at the

@@ -21,7 +21,7 @@ from engine.errors import EngineError, ModelContractError
 from engine.onnx_metadata import write_metadata
 from engine.tasks import run_task
 from raster_fixtures import contract, scene, write_model, write_raster
-from training.pca_codec import fit_pca_codec
+from training.hycot.pca_codec import fit_pca_codec
 from training.pointwise_onnx import time_series_classifier_model
 
 REPO = Path(__file__).resolve().parents[1]

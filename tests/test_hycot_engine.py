@@ -11,7 +11,7 @@ import rasterio
 from engine.errors import EngineError, ModelContractError
 from engine.tasks import run_task
 from raster_fixtures import write_raster
-from training.pca_codec import fit_pca_codec
+from training.hycot.pca_codec import fit_pca_codec
 
 BANDS = 24
 WAVELENGTHS = [f"{w:.1f} nm" for w in np.linspace(450, 2400, BANDS)]

@@ -17,7 +17,7 @@ from training.__main__ import main as training_main
 from training.hycot.importers import compression_ratio, published_sizes
 from training.importers import ImportRefused, import_model, load_state_dict
 from training.simulation.hyperspectral import KEPT_BANDS, simulate_scene, write_scene_geotiff
-from training.tasks.hycot import HyCoTTask
+from training.hycot.module import HyCoTTask
 
 LEVELS = 65534.0  # latent codes 1 + round(z * 65534)
 

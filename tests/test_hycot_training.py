@@ -17,10 +17,10 @@ from torchgeo.datasets import EnMAP, HySpecNet11k
 from engine.contract import contract_from_metadata
 from engine.raster_io import resolve_bands
 from training.__main__ import main as training_cli
-from training.bit_rate import bits_per_pixel_per_channel, latent_channels
 from training.checkpoint import CHECKPOINT_FORMAT
-from training.hycot.fit import load_hycot_checkpoint
-from training.models.hycot import HyCoTDecoder, HyCoTEncoder
+from training.hycot.bit_rate import bits_per_pixel_per_channel, latent_channels
+from training.hycot.model import HyCoTDecoder, HyCoTEncoder
+from training.hycot.module import HyCoTTask, load_hycot_checkpoint, quantise_latent, random_pixels, scale_reflectance
 from training.simulation.hyperspectral import (
     ENMAP_BAND_CENTRES_NM,
     KEPT_BANDS,
@@ -33,7 +33,6 @@ from training.simulation.hyperspectral import (
     write_hyspecnet_layout,
     write_scene_geotiff,
 )
-from training.tasks.hycot import HyCoTTask, quantise_latent, random_pixels, scale_reflectance
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PATCHES = 12

@@ -22,7 +22,6 @@ from engine.contract import CONTRACT_KEY
 from engine.input_distribution import DISTANCE_QUANTILE, InputDistribution
 from engine.onnx_metadata import write_metadata
 from engine.runtime import Model
-from training.pca_codec import principal_axes
 
 COMPONENTS = 16
 FIT_PIXELS = 200_000  # pixels sampled for the k-means clusters and their covariances
@@ -98,6 +97,14 @@ def series_statistics(series: Sequence[tuple[np.ndarray, np.ndarray]], component
     statistics["series_distance_threshold"] = round(_calibrated_threshold(
         [median[np.isfinite(median)] for median in medians], np.random.default_rng([seed, 1])), 4)
     return statistics
+
+
+def principal_axes(pixels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """pixels [n, bands] -> their mean [bands] and ``count`` leading principal axes [count, bands]
+    (orthonormal rows: right singular vectors of the centred pixels, Pearson 1901 / Hotelling 1933)."""
+    mean = pixels.mean(axis=0)
+    _, _, vt = np.linalg.svd(pixels - mean, full_matrices=False)
+    return mean, vt[:count]
 
 
 def _calibrated_threshold(per_patch: Sequence[np.ndarray], rng: np.random.Generator) -> float:

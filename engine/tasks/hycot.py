@@ -12,7 +12,7 @@ original band names, dtype and nodata, which decompression restores.
 
 The reported ``bits_per_pixel_per_channel`` is the figure the encoder's contract records, in the
 paper's convention (32 bits per latent value over the unpadded band count, written at export by
-training/bit_rate.py); ``stored_bits_per_pixel_per_channel`` measures the file as written.
+training/hycot/bit_rate.py); ``stored_bits_per_pixel_per_channel`` measures the file as written.
 """
 from __future__ import annotations
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torchgeo.datasets import HySpecNet11k
-
-from training.hycot.fit import TASK, load_hycot_checkpoint
+from training.hycot.data import HyCoTData
+from training.hycot.module import TASK, load_hycot_checkpoint
 from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.simulation.hyperspectral import read_simulation_record
-from training.tasks.hycot import scale_reflectance
-from training.trainer import metrics_on
+from training.trainer import test_metrics
 
 
 def evaluate_hycot(
@@ -26,15 +24,15 @@ def evaluate_hycot(
     paper's bit rate. ``strategy`` defaults to the split strategy the model was trained with."""
     module, saved = load_hycot_checkpoint(checkpoint)
     strategy = strategy or saved["data"]["strategy"]
-    dataset = HySpecNet11k(data, split=split, strategy=strategy, transforms=scale_reflectance)
-    metrics = metrics_on(module, dataset, batch_size, accelerator, scale_out)
+    hyspecnet = HyCoTData(data, strategy, batch_size, test_split=split)
+    metrics = test_metrics(module, hyspecnet, accelerator, scale_out)
     return {
         "task": TASK,
         "checkpoint": str(checkpoint),
         "data": str(data),
         "strategy": strategy,
         "split": split,
-        "patches": len(dataset),
+        "patches": len(hyspecnet.test_set),
         "simulation": read_simulation_record(data),
         "compression_ratio": module.hparams.compression_ratio,
         "latent_channels": module.latent,

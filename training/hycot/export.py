@@ -18,7 +18,7 @@ weights):
   with scale 10000 (reflectance x 10000).
 
 Both contracts record ``bits_per_pixel_per_channel`` in the paper's convention
-(``training.bit_rate``); the engine copies it into the compressed file and its report.
+(``training.hycot.bit_rate``); the engine copies it into the compressed file and its report.
 
 Memory: onnxruntime holds about 0.3 MB per pixel of an encoder tile (every pixel is a sequence of
 52 tokens through 5 attention blocks), so the shipped models use 64 x 64 tiles (about 1.2 GB);
@@ -34,10 +34,10 @@ import hashlib
 from pathlib import Path
 
 from engine.contract import Band, ModelContract, Outputs
+from training.hycot.data import INPUT_UNITS, describe_training_data
+from training.hycot.module import LATENT_BITS, LATENT_LEVELS, PAPER, REFLECTANCE_SCALE, HyCoTTask, load_hycot_checkpoint
 from training.onnx_export import parity_check, write_onnx
-from training.hycot.fit import INPUT_UNITS, PAPER, load_hycot_checkpoint
 from training.simulation.hyperspectral import VNIR_BANDS, band_label, band_name
-from training.tasks.hycot import LATENT_BITS, LATENT_LEVELS, REFLECTANCE_SCALE, HyCoTTask
 
 ENCODER_BATCH = 1  # a 128 x 128 tile is 16384 pixel sequences of 52 tokens: keep one tile per run
 DECODER_BATCH = 4
@@ -52,7 +52,7 @@ def export_hycot(
     data = saved["data"]
     provenance = {
         "paper": PAPER,
-        "training_data": describe_hycot_training_data(data),
+        "training_data": describe_training_data(data),
         "command": saved["provenance"]["command"],
         "export_command": command,
         "training": {key: saved["provenance"][key] for key in ("seed", "steps", "epochs", "seconds")},
@@ -83,8 +83,7 @@ def write_hycot_pair(module: HyCoTTask, stem: Path, data: dict, provenance: dict
         "bits_per_pixel_per_channel": round(module.bits_per_pixel_per_channel, 4),
         "pair_id": pair_id(module),
         "wavelengths_nm": data["wavelengths_nm"],
-        "model": {key: module.hparams[key]
-                  for key in ("dim", "depth", "heads", "head_dim", "mlp_dim", "hidden_dim", "final_norm")},
+        "model": module.encoder.sizes,
     }
     common = dict(tile_size=tile_size, overlap=0, gsd_m=data["gsd_m"], provenance=provenance)
     encoder_contract = ModelContract(
@@ -132,20 +131,3 @@ def pair_id(module: HyCoTTask) -> str:
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
-
-def describe_hycot_training_data(data: dict) -> str:
-    """One honest sentence for model cards and contracts."""
-    simulation = data["simulation"]
-    if simulation:
-        return (
-            "SIMULATED EnMAP-like scenes from training/simulation/hyperspectral.py (linear mixtures of "
-            "physically built endmember spectra with terrain illumination and sensor noise; "
-            f"{simulation['patches']} patches of {simulation['patch_size']}x{simulation['patch_size']} px in "
-            f"{simulation['tiles']} tiles, seed {simulation['seed']}; {data['strategy']} split, "
-            f"{data['training_patches']} training patches) in HySpecNet-11k's layout; not real EnMAP or "
-            "HySpecNet-11k data"
-        )
-    return (
-        f"HySpecNet-11k ({data['strategy']} split, {data['training_patches']} training patches) "
-        f"read from {data['root']}"
-    )

@@ -11,7 +11,7 @@ strictly. The network, configured as their factories ``hycot_cr<N>`` do for 202 
 64, 5 pre-norm blocks of 4 heads of 16, MLP 8, hidden width 1024, groups of 4 bands,
 L = ceil(202 / CR) latent values.
 
-The toolbox's HyCoT (``training.models.hycot``, without ``final_norm``) computes the same, layer by
+The toolbox's HyCoT (``training.hycot.model``, without ``final_norm``) computes the same, layer by
 layer: zero padding at the short-wavelength end (202 -> 204 bands), 51 tokens of 4 adjacent bands,
 the compression token first, learned position embeddings, residual pre-norm attention (bias-free
 q/k/v in that order, then heads) and GELU MLP, the compression token through
@@ -34,9 +34,10 @@ from pathlib import Path
 
 from torch import Tensor
 
-from training.bit_rate import latent_channels
+from training.hycot.bit_rate import latent_channels
+from training.hycot.data import INPUT_UNITS
 from training.hycot.export import write_hycot_pair
-from training.hycot.fit import INPUT_UNITS, PAPER
+from training.hycot.module import PAPER, HyCoTTask
 from training.importers import (
     ImportedModel,
     Importer,
@@ -47,7 +48,6 @@ from training.importers import (
     toolbox_name,
 )
 from training.simulation.hyperspectral import GSD_M, KEPT_BANDS, WAVELENGTHS_NM
-from training.tasks.hycot import HyCoTTask
 
 LICENCE = "MIT (the authors' hycot repository; the weights state no licence of their own)"
 URL = "https://git.tu-berlin.de/rsim/hycot (README: Pre-Trained Weights, tubcloud.tu-berlin.de)"
@@ -57,7 +57,7 @@ HEADS = 4  # every factory; not recoverable from the weights (q/k/v width = head
 PUBLISHED_RATIOS = (4, 8, 16, 32)
 REPORTED_PSNR_DB = {4: 56.29, 8: 55.38, 16: 53.20, 32: 50.26}  # their README, HySpecNet-11k test set
 TILE_SIZE = 64  # pixelwise, so tiles do not change the result; 64 x 64 keeps the encoder near 1.2 GB
-HYCOT_NAMES = (  # published -> training.models.hycot (as HyCoTTask's encoder and decoder)
+HYCOT_NAMES = (  # published -> training.hycot.model (as HyCoTTask's encoder and decoder)
     (r"^patch_to_embedding\.", "encoder.embed."),
     (r"^comp_token$", "encoder.compression_token"),
     (r"^pos_embedding$", "encoder.position"),

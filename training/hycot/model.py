@@ -73,6 +73,7 @@ class HyCoTEncoder(nn.Module):
 
     Inputs are clipped to [0, 1] first, as HySpecNet-11k's preprocessing clips reflectance.
     ``final_norm``: a LayerNorm after the last block, as in the shipped models (not the paper's).
+    ``sizes``: the widths given, by name (``dim`` ... ``final_norm``).
     """
 
     def __init__(
@@ -90,6 +91,8 @@ class HyCoTEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.bands, self.latent, self.group_size = bands, latent, group_size
+        self.sizes = {"dim": dim, "depth": depth, "heads": heads, "head_dim": head_dim, "mlp_dim": mlp_dim,
+                      "hidden_dim": hidden_dim, "final_norm": final_norm}
         self.tokens = math.ceil(bands / group_size)
         self.padding = self.tokens * group_size - bands
         self.embed = nn.Linear(group_size, dim)

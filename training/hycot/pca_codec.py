@@ -13,7 +13,8 @@ import numpy as np
 import onnx
 
 from engine.contract import Band, ModelContract, Outputs
-from training.bit_rate import bits_per_pixel_per_channel, latent_channels
+from training.hycot.bit_rate import bits_per_pixel_per_channel, latent_channels
+from training.input_statistics import principal_axes
 from training.pointwise_onnx import pointwise_model
 
 REFLECTANCE_SCALE = 10000.0
@@ -52,10 +53,3 @@ def fit_pca_codec(pixels: np.ndarray, ratio: int, band_names: list[str], gsd_m: 
     decoder = pointwise_model(decoder_contract, components * z_range, mu + components @ z_min)
     return encoder, decoder
 
-
-def principal_axes(pixels: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """pixels [n, bands] -> their mean [bands] and ``count`` leading principal axes [count, bands]
-    (orthonormal rows: right singular vectors of the centred pixels, Pearson 1901 / Hotelling 1933)."""
-    mean = pixels.mean(axis=0)
-    _, _, vt = np.linalg.svd(pixels - mean, full_matrices=False)
-    return mean, vt[:count]
