@@ -73,6 +73,7 @@ DEEP_GUIDE_WINDOW = 5  # px: the running median that guides it
 DEEP_GUIDE_TOLERANCE = 20.0  # reflectance x 10000: twice Sentinel-2's noise over dark water
 DEEP_RATIO_TOLERANCE = DEEP_BRIGHTNESS_TOLERANCE = 0.08
 MEDIAN_ROWS = 32  # rows of running medians computed at once (bounded temporaries)
+QUALITY_COLUMNS = 2048  # columns of a strip judged at once (bounded temporaries on wide rasters)
 RANGE_MARGIN = 0.1
 
 
@@ -134,10 +135,31 @@ class QualityLayer:
         """uint8 reasons for a window: ``values`` [model bands (+ NIR), h, w] raw input and ``valid``
         [h, w], both with up to ``halo`` rows around the window (``rows`` selects the window's);
         ``depth`` [window h, w] the estimated depth in metres (regression tasks) or None,
-        ``unlike_training`` [window h, w] the pixels out of the training distribution, or None."""
+        ``unlike_training`` [window h, w] the pixels out of the training distribution, or None. The
+        surface is judged ``QUALITY_COLUMNS`` columns at a time, each with ``halo`` columns of its
+        neighbours (the same reasons as at once, and temporaries that do not grow with the width)."""
+        width = valid.shape[1]
+        reason = np.empty(valid.shape, np.uint8)
+        for start in range(0, width, QUALITY_COLUMNS):
+            stop = min(start + QUALITY_COLUMNS, width)
+            low, high = max(start - self.halo, 0), min(stop + self.halo, width)
+            reason[:, start:stop] = self._surface(values[:, :, low:high], valid[:, low:high])[:, start - low:stop - low]
+        reason, valid = reason[rows].copy(), valid[rows]
+        if depth is not None and self.depth_range:
+            low, high = self.depth_range
+            margin = RANGE_MARGIN * (high - low)
+            self._mark(reason, (depth < low - margin) | (depth > high + margin), OUT_OF_RANGE)
+        if unlike_training is not None:
+            self._mark(reason, unlike_training, OUT_OF_DISTRIBUTION)
+        reason[~valid] = NO_DATA
+        self.counts += np.bincount(reason.ravel(), minlength=NO_DATA + 1)
+        return reason
+
+    def _surface(self, values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Cloud, land, sun glint and optically deep water (reasons 1-4) of [bands, h, w] raw values."""
         reason = np.full(valid.shape, VALID, np.uint8)
         if self.reflectance:
-            band = {role: values[k] / REFLECTANCE_SCALE for role, k in self.roles.items()}
+            band = {role: values[k].astype(np.float32) / np.float32(REFLECTANCE_SCALE) for role, k in self.roles.items()}
             if all(role in band for role in ROLES):
                 visible = np.stack([band[role] for role in ROLES])
                 brightness = visible.mean(axis=0)
@@ -153,15 +175,6 @@ class QualityLayer:
             blue, green = (np.maximum(values[self.roles[role]], 1.0) for role in ("blue", "green"))
             self._mark(reason, optically_deep(blue, green, valid & (reason == VALID), self.deep["blue"],
                                               self.deep["green"], self.deep_ratio_tolerance), DEEP)
-        reason, valid = reason[rows].copy(), valid[rows]
-        if depth is not None and self.depth_range:
-            low, high = self.depth_range
-            margin = RANGE_MARGIN * (high - low)
-            self._mark(reason, (depth < low - margin) | (depth > high + margin), OUT_OF_RANGE)
-        if unlike_training is not None:
-            self._mark(reason, unlike_training, OUT_OF_DISTRIBUTION)
-        reason[~valid] = NO_DATA
-        self.counts += np.bincount(reason.ravel(), minlength=NO_DATA + 1)
         return reason
 
     @staticmethod

@@ -32,6 +32,9 @@ from engine.radiometry import check_product_level, check_radiometry
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32")
 OUTPUT_BLOCK = 256  # GeoTIFF block size; output strips are flushed in multiples of it
+# deflate's fastest level: a 2048^2 float32 depth raster compressed in 0.25 s instead of 0.6 s at the default
+# level 6, 2.8 % larger (model outputs carry noise that no level compresses away); any reader of deflate reads it
+DEFLATE_LEVEL = 1
 GDAL_OPTIONS = {"GDAL_CACHEMAX": 64 * 2**20, "GDAL_NUM_THREADS": "1"}  # bounded GDAL block cache
 BAND_TOKEN = re.compile(r"(?<![A-Za-z0-9])(B8A|B\d{1,2}|VV|VH|HH|HV)(?![A-Za-z0-9])", re.IGNORECASE)
 
@@ -509,7 +512,7 @@ def atomic_outputs(grid: InputGrid | OutputGrid, specs: list[OutputSpec]):
                 profile = dict(
                     driver="GTiff", width=grid.width, height=grid.height, count=spec.count,
                     dtype=spec.dtype, nodata=spec.nodata, crs=grid.crs, transform=grid.transform,
-                    compress="deflate", predictor=3 if spec.dtype == "float32" else 2,
+                    compress="deflate", zlevel=DEFLATE_LEVEL, predictor=3 if spec.dtype == "float32" else 2,
                     BIGTIFF="IF_SAFER", tiled=True, blockxsize=OUTPUT_BLOCK, blockysize=OUTPUT_BLOCK,
                 )
                 dataset = _written(target, lambda: rasterio.open(partial, "w", **profile))

@@ -9,7 +9,9 @@ import pytest
 import rasterio
 
 from engine.errors import EngineError
-from engine.quality import CLOUD, DEEP, GLINT, LAND, NO_DATA, REASONS, VALID
+from engine.runtime import Model
+import engine.quality
+from engine.quality import CLOUD, DEEP, GLINT, LAND, NO_DATA, REASONS, VALID, QualityLayer
 from engine.tasks import run_task
 from raster_fixtures import contract, write_model, write_raster
 from training.simulation.shallow_water import (
@@ -112,6 +114,20 @@ def test_optically_deep_water_where_blue_vanishes_first(tmp_path):
         reasons = layer.read(1)
     precision, recall = scores(scene.surface == DEEP, reasons == DEEP)
     assert precision >= 0.9 and recall >= 0.9, (precision, recall)
+
+
+def test_wide_strips_are_judged_in_column_chunks_with_the_same_reasons(monkeypatch, tmp_path):
+    """Reasons are judged a few thousand columns at a time (bounded memory on 16000 px wide rasters):
+    chunks of 100 columns give the same reasons, deep water included, as the whole strip at once."""
+    scene = simulate_scene(256, 384, seed=12, clouds=0.05, glint=0.05)
+    water = Model(str(water_model(tmp_path / "m.onnx")), "cpu").contract
+    values = np.concatenate([scene.image, scene.nir[None]]).astype(np.float32)
+    valid = np.ones(values.shape[1:], bool)
+    whole = QualityLayer(water, has_nir=True).reasons(values, valid, None, None, slice(20, 236))
+    monkeypatch.setattr(engine.quality, "QUALITY_COLUMNS", 100)
+    chunked = QualityLayer(water, has_nir=True)
+    assert np.array_equal(chunked.reasons(values, valid, None, None, slice(20, 236)), whole)
+    assert {LAND, CLOUD, GLINT, DEEP} <= set(np.unique(whole)) and chunked.counts.sum() == whole.size
 
 
 def test_masked_pixels_are_nodata_unless_kept(coastal_scene, tmp_path):
