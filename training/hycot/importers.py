@@ -42,9 +42,11 @@ from training.importers import (
     ImportedModel,
     Importer,
     ImportRefused,
+    layer_count,
     load_state_dict,
     load_weights,
     refuse_mismatches,
+    required_shapes,
     toolbox_name,
 )
 from training.simulation.hyperspectral import GSD_M, KEPT_BANDS, WAVELENGTHS_NM
@@ -79,16 +81,12 @@ def published_sizes(state: dict[str, Tensor], checkpoint: Path) -> dict:
     required = ("patch_to_embedding.weight", "comp_token", "pos_embedding",
                 "transformer.layers.0.0.fn.fn.to_qkv.weight", "transformer.layers.0.1.fn.fn.net.0.weight",
                 "to_latent.0.weight", "to_latent.2.weight", "patch_deembed.2.weight")
-    absent = [name for name in required if name not in state]
-    if absent:
-        raise ImportRefused(
-            f"{checkpoint} is not a HyCoT state dict as Fuchs et al. publish it (models/hycot.py "
-            f"HyperspectralCompressionTransformer; no {', '.join(absent)}); give one of their hycot_cr<N>.pth.tar files"
-        )
-    shape = {name: tuple(state[name].shape) for name in required}
+    shape = required_shapes(state, required, checkpoint, "a HyCoT state dict as Fuchs et al. publish it",
+                            "models/hycot.py HyperspectralCompressionTransformer",
+                            "give one of their hycot_cr<N>.pth.tar files")
     dim, group = shape["patch_to_embedding.weight"]
     tokens = math.ceil(BANDS / GROUP) + 1
-    depth = len({match[1] for name in state if (match := re.match(r"transformer\.layers\.(\d+)\.", name))})
+    depth = layer_count(state, "transformer.layers")
     skipcat = {f"transformer.skipcat.{i}.{kind}": (tokens, tokens, 1, 2) if kind == "weight" else (tokens,)
                for i in range(depth - 2) for kind in ("weight", "bias")}
     found_skipcat = {name: tuple(tensor.shape) for name, tensor in state.items() if SKIPCAT.match(name)}
