@@ -36,6 +36,17 @@ def fit_trainer(out: Path, accelerator: str, max_steps: int = -1, max_epochs: in
     )
 
 
+def start_fit(out: Path, seed: int, max_steps: int | None, epochs: int | None) -> Path:
+    """What every fit does first: refuses a fit with neither ``max_steps`` nor ``epochs``, seeds torch,
+    numpy and Python (loader workers too) with ``seed`` and makes the folder ``out``; returns it."""
+    if not max_steps and not epochs:
+        raise ValueError("give max_steps or epochs")
+    lightning.seed_everything(seed, workers=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def is_rank_zero() -> bool:
     """True in the process that writes checkpoints and prints results (the only one without DDP)."""
     return rank_zero_only.rank == 0
