@@ -7,13 +7,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import lightning
-
 from training.checkpoint import save_fit_checkpoint
 from training.hycot.data import HyCoTData
 from training.hycot.module import TASK, HyCoTTask
 from training.scale_out import SINGLE_DEVICE, ScaleOut
-from training.trainer import fit_provenance, fit_trainer
+from training.trainer import fit_provenance, fit_trainer, start_fit
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -40,9 +38,7 @@ def fit_hycot(
     ``model_options``: ``dim``, ``depth``, ``heads``, ``head_dim``, ``mlp_dim``, ``hidden_dim``,
     ``final_norm``.
     """
-    lightning.seed_everything(seed, workers=True)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_fit(out, seed, max_steps, epochs)
     hyspecnet = HyCoTData(data, strategy, batch_size)
     module = HyCoTTask(len(hyspecnet.train_set.bands), compression_ratio, pixels_per_patch, lr, **(model_options or {}))
     trainer = fit_trainer(out, accelerator, max_steps or -1, epochs or -1, scale_out, deterministic="warn")
