@@ -28,8 +28,7 @@ from engine.runtime import Model  # noqa: E402
 from engine.tasks import run_task  # noqa: E402
 from engine.tasks.crop_map import MapCrops  # noqa: E402
 from training.crop_maps.export import write_crop_onnx  # noqa: E402
-from training.models.tsvit import TSViTConfig  # noqa: E402
-from training.models.tsvit_fusion import build_crop_model  # noqa: E402
+from training.crop_maps.model import TSViTConfig, build_crop_model  # noqa: E402
 from training.simulation.crop_geotiffs import write_crop_time_series  # noqa: E402
 
 FUSIONS = ("early", "cross-attention", "sync-class-token")

@@ -21,10 +21,10 @@ from training.crop_maps.data import EvaluationTiles, RandomTrainingView, crop_da
 from training.crop_maps.evaluate import evaluate_crop
 from training.crop_maps.export import example_series, input_names, parity_check, write_crop_onnx
 from training.crop_maps.fit import fit_crop
+from training.crop_maps.model import FUSIONS, TSViTConfig, build_crop_model, match_nearest_dates
+from training.crop_maps.module import ClassProbabilities, segmentation_scores
 from training.datasets.pastis_r import PASTISR, collate_series, day_of_year
 from training.datasets.pastis_r_format import S1_CHANNELS, S2_BANDS, VOID_LABEL
-from training.models.tsvit import TSViTConfig
-from training.models.tsvit_fusion import FUSIONS, build_crop_model, match_nearest_dates
 from training.simulation.crop_geotiffs import write_crop_time_series
 from training.simulation.crop_phenology import (
     CROPS,
@@ -34,7 +34,6 @@ from training.simulation.crop_phenology import (
     vegetation_cover,
     write_pastis_r_fixture,
 )
-from training.tasks.crop import ClassProbabilities, segmentation_scores
 
 TINY = TSViTConfig(image_size=8, patch_size=2, dim=16, temporal_depth=1, spatial_depth=1, heads=2, head_dim=8, mlp_ratio=2)
 CHANNELS = {"s2": 10, "s1": 3}

@@ -15,9 +15,9 @@ from engine.tasks import run_task
 from raster_fixtures import write_raster
 from training.__main__ import main as training_main
 from training.crop_maps.importers import published_config
+from training.crop_maps.model import TSViT
 from training.datasets.pastis_r_format import S2_BANDS
 from training.importers import ImportRefused, import_model
-from training.models.tsvit import TSViT
 from tsvit_reference import PASTIS24, ReferenceTSViT, randomise, reference_probabilities
 
 # 34 dates of 2019 (PASTIS has 33-61), among them days 13, 26, 52 and 104, which their float32

@@ -2,7 +2,7 @@
 
 Written from the authors' code (github.com/michaeltrs/DeepSatModels: ``models/TSViT/TSViTdense.py``
 class ``TSViT``, ``models/TSViT/module.py``, ``data/PASTIS24/data_transforms.py`` and
-``configs/PASTIS24/TSViT_fold1.yaml``), independently of the toolbox's ``training.models.tsvit``:
+``configs/PASTIS24/TSViT_fold1.yaml``), independently of the toolbox's ``training.crop_maps.model``:
 the same parameter names (``to_patch_embedding.1``, ``to_temporal_embedding_input``,
 ``temporal_token``, ``temporal_transformer.layers.<i>.<0|1>.(norm|fn)``, ``space_pos_embedding``,
 ``mlp_head``), the input as their data pipeline builds it ([B, T, H, W, bands + 1], the day of year

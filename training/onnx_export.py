@@ -9,6 +9,7 @@ by more than ``PARITY_TOLERANCE``.
 """
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -29,8 +30,13 @@ def export_graph(graph: torch.nn.Module, example: Mapping[str, torch.Tensor], dy
                  out: Path) -> None:
     """Write ``graph(*example.values())`` to ``out`` with the inputs named as in ``example`` and the output
     ``output``; ``dynamic_axes``: per input, its dynamic dimensions (``torch.export.Dim``). Example
-    batches of 2: a size-1 dimension would be specialised."""
+    batches of 2: a size-1 dimension would be specialised. ``graph.forward`` may take its inputs as
+    ``*inputs`` (any number of them, e.g. three per modality)."""
     Path(out).parent.mkdir(parents=True, exist_ok=True)
+    shapes = tuple(dynamic_axes.get(name, {}) for name in example)
+    if [parameter.kind for parameter in inspect.signature(graph.forward).parameters.values()] == [
+            inspect.Parameter.VAR_POSITIONAL]:
+        shapes = (shapes,)  # torch.export matches the shapes to forward's parameters: here one, a tuple
     torch.onnx.export(
         graph,
         tuple(example.values()),
@@ -40,7 +46,7 @@ def export_graph(graph: torch.nn.Module, example: Mapping[str, torch.Tensor], dy
         opset_version=OPSET,
         dynamo=True,
         external_data=False,
-        dynamic_shapes=tuple(dynamic_axes.get(name, {}) for name in example),
+        dynamic_shapes=shapes,
     )
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from training.scale_out import ScaleOut
 
 TASK = "crop"
-# Repeated from training.models.tsvit_fusion.FUSIONS (which imports torch) so that the CLI starts
+# Repeated from training.crop_maps.model.FUSIONS (which imports torch) so that the CLI starts
 # fast; a test keeps them equal.
 FUSIONS = ("early", "cross-attention", "sync-class-token")
 MODALITY_ORDER = ("s2", "s1")
@@ -76,7 +76,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_fit(args: argparse.Namespace) -> Path:
     from training.crop_maps.fit import fit_crop
-    from training.models.tsvit import TSViTConfig
+    from training.crop_maps.model import TSViTConfig
 
     modalities = [m for m in MODALITY_ORDER if m in args.modalities.split(",")]
     fusion = args.fusion or ("sync-class-token" if len(modalities) > 1 else None)

@@ -1,5 +1,5 @@
 """Crop-map data: PASTIS-R splits, training views (random tile, dihedral symmetry, date subsets),
-evaluation tiles, normalisation statistics and the class list.
+evaluation tiles, their Lightning data module, normalisation statistics and the class list.
 
 TSViT trains on small tiles cut from PASTIS patches (PASTIS24: 24 x 24 crops of the 128 x 128
 patches, Tarasiou et al. 2023). Training samples a random tile, one of the 8 symmetries of the
@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchgeo.datasets import PASTIS
 
-from training.datasets.pastis_r import PASTISR
+from training.datasets.pastis_r import PASTISR, collate_series
 from training.input_statistics import series_statistics
 from training.datasets.pastis_r_format import (
     FOLDS,
@@ -32,6 +32,7 @@ from training.datasets.pastis_r_format import (
     VOID_LABEL,
     pastis_directory,
 )
+from training.trainer import FamilyData
 
 MODALITY_BANDS = {"s2": S2_BANDS, "s1": S1_CHANNELS}
 
@@ -115,6 +116,31 @@ class EvaluationTiles(Dataset):
 def crop_dataset(data: Path, split: str, modalities: Sequence[str], s1_orbit: str = "s1a", transforms=None) -> PASTISR:
     """The PASTIS-R folds of ``split`` (train: 1-3, val: 4, test: 5)."""
     return PASTISR(data, FOLDS[split], modalities, s1_orbit, transforms)
+
+
+class CropData(FamilyData):
+    """The PASTIS-R folds of ``data`` for ``modalities`` (``s1_orbit`` read as "s1"), batched by
+    ``collate_series``: the train folds as random training views (``RandomTrainingView``) to fit on or,
+    with ``test_split``, that split's ``EvaluationTiles`` to test on; ``tile_size`` tiles with at most
+    ``max_dates`` dates per modality."""
+
+    def __init__(self, data: Path, modalities: Sequence[str], s1_orbit: str, tile_size: int,
+                 max_dates: dict[str, int], batch_size: int, num_workers: int = 0,
+                 test_split: str | None = None) -> None:
+        super().__init__(batch_size, collate_series, num_workers)
+        self.data, self.modalities, self.s1_orbit = data, modalities, s1_orbit
+        if test_split is None:
+            self.train_set = crop_dataset(data, "train", modalities, s1_orbit, RandomTrainingView(tile_size, max_dates))
+            return
+        patches = crop_dataset(data, test_split, modalities, s1_orbit)
+        if not len(patches):
+            raise ValueError(f"{data} has no patches in the {test_split!r} split")
+        self.test_set = EvaluationTiles(patches, tile_size, max_dates)
+
+    def description(self, seed: int) -> dict:
+        """What a checkpoint records of the training data (``describe_data``), with its input statistics."""
+        return describe_data(self.data, self.modalities, self.s1_orbit, len(self.train_set)) | {
+            "input_statistics": training_input_statistics(self.data, self.modalities, self.s1_orbit, seed)}
 
 
 def present_class_codes(dataset: PASTISR) -> list[int]:

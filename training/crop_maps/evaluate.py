@@ -7,11 +7,10 @@ import math
 from pathlib import Path
 
 from training.checkpoint import load_checkpoint
-from training.crop_maps.data import EvaluationTiles, crop_dataset
+from training.crop_maps.data import CropData
 from training.crop_maps.fit import TASK
-from training.datasets.pastis_r import collate_series
 from training.scale_out import SINGLE_DEVICE, ScaleOut
-from training.trainer import metrics_on
+from training.trainer import test_metrics
 
 
 def evaluate_crop(
@@ -20,18 +19,16 @@ def evaluate_crop(
 ) -> dict:
     module, saved = load_checkpoint(checkpoint, TASK)
     hyper = module.hparams
-    patches = crop_dataset(data, split, hyper.modalities, saved["data"]["s1_orbit"])
-    if not len(patches):
-        raise ValueError(f"{data} has no patches in the {split!r} split")
-    tiles = EvaluationTiles(patches, module.config.image_size, hyper.max_dates)
-    metrics = metrics_on(module, tiles, batch_size, accelerator, scale_out, collate_series)
+    tested = CropData(data, hyper.modalities, saved["data"]["s1_orbit"], module.config.image_size, hyper.max_dates,
+                      batch_size, test_split=split)
+    metrics = test_metrics(module, tested, accelerator, scale_out)
     return {
         "task": TASK,
         "checkpoint": str(checkpoint),
         "data": str(data),
         "split": split,
-        "patches": len(patches),
-        "tiles": len(tiles),
+        "patches": len(tested.test_set.patches),
+        "tiles": len(tested.test_set),
         "fusion": hyper.fusion,
         "modalities": list(hyper.modalities),
         "metrics": {name: round(float(metrics[name]), 6) for name in ("overall_accuracy", "mean_accuracy", "mean_iou")},

@@ -20,19 +20,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import onnx
-import onnxruntime
 import torch
 
-from engine.contract import Band, Modality, ModelContract, contract_from_metadata
+from engine.contract import Band, Modality, ModelContract
 from training.checkpoint import load_checkpoint
 from training.crop_maps.data import training_data_sentence
 from training.crop_maps.fit import TASK
+from training.onnx_export import export_graph, parity, write_contract
 from training.scene_labels.export import BAND_ALIASES as S2_BAND_ALIASES
 
 CONTRACT_TASK = "crop_map"
-OPSET = 18
 PARITY_TOLERANCE = 1e-5  # probabilities
 PAPERS = (
     "Tarasiou, Chavez, Zafeiriou: ViTs for SITS: Vision Transformers for Satellite Image Time Series, "
@@ -134,47 +131,22 @@ def write_crop_onnx(graph, modalities, channels, tile_size: int, out: Path, cont
     dimension = torch.export.Dim
     batch = dimension("batch")
     height, width = (dimension("height"), dimension("width")) if dynamic_size else (dimension.STATIC,) * 2
-    shapes = []
+    axes = {}
     for modality in modalities:
         dates = dimension(f"{modality}_dates", max=max_dates)
-        shapes += [{0: batch, 1: dates, 3: height, 4: width}, {0: batch, 1: dates}, {0: batch, 1: dates, 2: height, 3: width}]
+        axes |= {modality: {0: batch, 1: dates, 3: height, 4: width}, f"{modality}_doy": {0: batch, 1: dates},
+                 f"{modality}_mask": {0: batch, 1: dates, 2: height, 3: width}}
     example = example_series(modalities, channels, [5 + 2 * i for i in range(len(modalities))], 2, tile_size,
                              torch.Generator().manual_seed(0))
-    torch.onnx.export(
-        graph,
-        tuple(example),
-        str(out),
-        input_names=input_names(modalities),
-        output_names=["output"],
-        opset_version=OPSET,
-        dynamo=True,
-        external_data=False,
-        dynamic_shapes=(tuple(shapes),),
-    )
-    model = onnx.load(str(out))
-    for key, value in contract.to_onnx_metadata().items():
-        model.metadata_props.add(key=key, value=value)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(out))
+    export_graph(graph, dict(zip(input_names(modalities), example)), axes, out)
+    write_contract(out, contract)
 
 
 def parity_check(graph, path: Path, modalities, channels, cases) -> float:
-    """Largest |onnxruntime - torch| over ``cases`` of (batch, dates per modality, tile size), e.g.
-    date counts that differ between modalities and from training, or another tile size; raises
-    above tolerance."""
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    contract_from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+    """``parity`` (tolerance ``PARITY_TOLERANCE``) over ``cases`` of (batch, dates per modality, tile
+    size), e.g. date counts that differ between modalities and from training, or another tile size."""
     generator = torch.Generator().manual_seed(1)
     names = input_names(modalities)
-    worst = 0.0
-    for batch, dates, size in cases:
-        series = example_series(modalities, channels, dates[: len(modalities)], batch, size, generator)
-        with torch.no_grad():
-            expected = graph(*series).numpy()
-        (actual,) = session.run(["output"], {name: tensor.numpy() for name, tensor in zip(names, series)})
-        if actual.shape != expected.shape:
-            raise RuntimeError(f"{path}: ONNX output shape {actual.shape} differs from torch's {expected.shape}")
-        worst = max(worst, float(np.abs(actual - expected).max()))
-    if worst > PARITY_TOLERANCE:
-        raise RuntimeError(f"{path}: ONNX and torch outputs differ by {worst:.2e} (> {PARITY_TOLERANCE:.0e})")
-    return worst
+    series = (example_series(modalities, channels, dates[: len(modalities)], batch, size, generator)
+              for batch, dates, size in cases)
+    return parity(graph, path, (dict(zip(names, inputs)) for inputs in series), PARITY_TOLERANCE)

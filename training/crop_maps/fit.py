@@ -1,4 +1,4 @@
-"""Fit a crop-map TSViT (``training.tasks.crop``) on PASTIS-R-layout data and write a safe checkpoint.
+"""Fit a crop-map TSViT (``training.crop_maps.module``) on PASTIS-R-layout data and write a safe checkpoint.
 
 Normalisation statistics (per band, valid pixels of the training folds) and the predicted classes
 (the PASTIS labels present in the training folds, void excluded) come from the training split and
@@ -10,26 +10,20 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning
-from torch.utils.data import DataLoader
-
 from training.checkpoint import save_fit_checkpoint
 from training.crop_maps.data import (
     MODALITY_BANDS,
-    RandomTrainingView,
+    CropData,
     band_statistics,
     class_colour,
     class_name,
     crop_dataset,
-    describe_data,
     present_class_codes,
-    training_input_statistics,
 )
-from training.datasets.pastis_r import collate_series
-from training.models.tsvit import TSViTConfig
+from training.crop_maps.model import TSViTConfig
+from training.crop_maps.module import CropMappingTask
 from training.scale_out import SINGLE_DEVICE, ScaleOut
-from training.tasks.crop import CropMappingTask
-from training.trainer import fit_provenance, fit_trainer
+from training.trainer import fit_provenance, fit_trainer, start_fit
 
 TASK = "crop"
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -58,21 +52,17 @@ def fit_crop(
 ) -> Path:
     """Train on the training folds of ``data``; returns the checkpoint path under ``out``.
 
-    ``fusion``: one of ``training.models.tsvit_fusion.FUSIONS`` for two modalities, None for one;
+    ``fusion``: one of ``training.crop_maps.model.FUSIONS`` for two modalities, None for one;
     ``config.image_size`` is the training tile; ``max_dates`` the most dates per modality in a
     training sample (default: S2 32, S1 32).
     """
-    if not max_steps and not epochs:
-        raise ValueError("give max_steps or epochs")
-    lightning.seed_everything(seed, workers=True)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_fit(out, seed, max_steps, epochs)
     max_dates = {m: (max_dates or {}).get(m, 32) for m in modalities}
     statistics_view = crop_dataset(data, "train", modalities, s1_orbit)
-    training_set = crop_dataset(data, "train", modalities, s1_orbit, RandomTrainingView(config.image_size, max_dates))
+    training = CropData(data, modalities, s1_orbit, config.image_size, max_dates, batch_size, num_workers)
     mean, std = band_statistics(statistics_view)
     codes = present_class_codes(statistics_view)
-    total_steps = max_steps or epochs * max(1, len(training_set) // batch_size)
+    total_steps = max_steps or epochs * max(1, len(training.train_set) // batch_size)
     module = CropMappingTask(
         modalities=list(modalities),
         band_names={m: list(MODALITY_BANDS[m]) for m in modalities},
@@ -90,17 +80,11 @@ def fit_crop(
         total_steps=total_steps,
     )
     trainer = fit_trainer(out, accelerator, total_steps, scale_out=scale_out, limit_val_batches=0)
-    loader = DataLoader(
-        training_set, batch_size=batch_size, shuffle=True, drop_last=len(training_set) > batch_size,
-        collate_fn=collate_series, num_workers=num_workers, persistent_workers=num_workers > 0,
-    )
     started = time.monotonic()
-    trainer.fit(module, loader)
+    trainer.fit(module, datamodule=training)
     provenance = {
         **fit_provenance(trainer, command, seed, started),
         "parameters": sum(p.numel() for p in module.network.parameters()),
         "final_train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
     }
-    description = describe_data(data, modalities, s1_orbit, len(training_set)) | {
-        "input_statistics": training_input_statistics(data, modalities, s1_orbit, seed)}
-    return save_fit_checkpoint(trainer, out / CHECKPOINT_NAME, TASK, module, description, provenance)
+    return save_fit_checkpoint(trainer, out / CHECKPOINT_NAME, TASK, module, training.description(seed), provenance)

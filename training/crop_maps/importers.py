@@ -20,7 +20,7 @@ most. Their inference, which the exported graph reproduces on 24 x 24 tiles:
   pixels at the patch (DeepSatModels issue #22); the weights were trained with it, so the graph
   reassembles the pixels the same way, then applies softmax.
 
-The network is the toolbox's ``TSViT`` (``training.models.tsvit``), whose layers are the same:
+The network is the toolbox's ``TSViT`` (``training.crop_maps.model``), whose layers are the same:
 ``tsvit_names`` maps the published names and layouts onto it (the mask channel of its patch
 embedding gets zero weights, and every token is attendable).
 """
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 from pathlib import Path
 
 import torch
@@ -41,13 +40,14 @@ from training.datasets.pastis_r_format import GSD_M, INPUT_UNITS, S2_BANDS
 from training.importers import (
     ImportedModel,
     Importer,
-    ImportRefused,
+    layer_count,
     load_state_dict,
     load_weights,
     refuse_mismatches,
+    required_shapes,
     toolbox_name,
 )
-from training.models.tsvit import TSViT, TSViTConfig
+from training.crop_maps.model import TSViT, TSViTConfig
 from training.scene_labels.export import BAND_ALIASES
 
 PAPER = ("Tarasiou, Chavez, Zafeiriou: ViTs for SITS: Vision Transformers for Satellite Image Time Series, "
@@ -66,7 +66,7 @@ CLASSES = 19  # PASTIS 0 (background) .. 18; void (19) is ignored in their train
 HEADS = 4  # every PASTIS24 config (TSViT and TSViT-S); not recoverable from the weights
 CONVERTED = {"to_patch_embedding.1.weight", "to_patch_embedding.1.bias", "to_temporal_embedding_input.weight",
              "to_temporal_embedding_input.bias", "space_pos_embedding"}  # by tsvit_names, not renamed
-RENAMES = (  # published -> training.models.tsvit, applied in order
+RENAMES = (  # published -> training.crop_maps.model, applied in order
     (r"^temporal_transformer\.", "temporal_encoder."),
     (r"^space_transformer\.", "decoder.encoder."),
     (r"\.layers\.(\d+)\.0\.norm\.", r".layers.\1.norm."),
@@ -92,13 +92,8 @@ def published_config(state: dict[str, Tensor], checkpoint: Path) -> TSViTConfig:
     required = ("temporal_token", "space_pos_embedding", "to_patch_embedding.1.weight", "to_patch_embedding.1.bias",
                 "to_temporal_embedding_input.weight", "to_temporal_embedding_input.bias",
                 "temporal_transformer.layers.0.0.fn.to_qkv.weight", "temporal_transformer.layers.0.1.fn.net.0.weight")
-    absent = [name for name in required if name not in state]
-    if absent:
-        raise ImportRefused(
-            f"{checkpoint} is not a TSViT state dict as Tarasiou et al. publish it (models/TSViT/TSViTdense.py; "
-            f"no {', '.join(absent)}); give a fold's best.pth of the PASTIS24 checkpoints"
-        )
-    shape = {name: tuple(state[name].shape) for name in required}
+    shape = required_shapes(state, required, checkpoint, "a TSViT state dict as Tarasiou et al. publish it",
+                            "models/TSViT/TSViTdense.py", "give a fold's best.pth of the PASTIS24 checkpoints")
     dim = shape["temporal_token"][-1]
     patch = math.isqrt(shape["to_patch_embedding.1.weight"][-1] // len(S2_BANDS))
     grid = math.isqrt(shape["space_pos_embedding"][1]) if len(shape["space_pos_embedding"]) == 3 else 0
@@ -118,19 +113,16 @@ def published_config(state: dict[str, Tensor], checkpoint: Path) -> TSViTConfig:
         (f"to_qkv {shape['temporal_transformer.layers.0.0.fn.to_qkv.weight']}: {HEADS} heads expected",
          inner % HEADS),
     ), checkpoint, "TSViT for PASTIS24 Sentinel-2")
-
-    def depth(encoder: str) -> int:
-        return len({match[1] for name in state if (match := re.match(rf"{encoder}\.layers\.(\d+)\.", name))})
-
     return TSViTConfig(
-        image_size=grid * patch, patch_size=patch, dim=dim, temporal_depth=depth("temporal_transformer"),
-        spatial_depth=depth("space_transformer"), heads=HEADS, head_dim=inner // HEADS,
+        image_size=grid * patch, patch_size=patch, dim=dim,
+        temporal_depth=layer_count(state, "temporal_transformer.layers"),
+        spatial_depth=layer_count(state, "space_transformer.layers"), heads=HEADS, head_dim=inner // HEADS,
         mlp_ratio=shape["temporal_transformer.layers.0.1.fn.net.0.weight"][0] // dim,
     )
 
 
 def tsvit_names(state: dict[str, Tensor], config: TSViTConfig) -> dict[str, Tensor]:
-    """The published tensors under ``training.models.tsvit``'s names and layouts: the fused q/k/v
+    """The published tensors under ``training.crop_maps.model``'s names and layouts: the fused q/k/v
     projection split, the patch Linear over (row, column, band) as a convolution with a zero mask
     channel, the day Linear folded into a per-day table, the position embedding as a grid. Names
     it does not know are kept, so that ``load_weights`` reports them."""
