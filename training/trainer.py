@@ -1,5 +1,5 @@
 """The Lightning trainers every task uses: one quiet set-up for fitting (metrics to
-``<out>/metrics.csv``; the tasks save their own safe checkpoints, from the rank-0 process only) spread
+``<out>/metrics.csv``; ``fit_and_save`` writes the safe checkpoint, from the rank-0 process only) spread
 over the devices and machines ``training.scale_out`` asks for, the provenance every fit records, and one set-up for testing whose metrics do not depend on how
 many processes share the data."""
 from __future__ import annotations
@@ -15,7 +15,10 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.utils.data import DataLoader, Dataset
 
+from training.checkpoint import save_fit_checkpoint
 from training.scale_out import SINGLE_DEVICE, ScaleOut
+
+CHECKPOINT_NAME = "checkpoint.pt"  # what a fit writes in its output folder
 
 
 def fit_trainer(out: Path, accelerator: str, max_steps: int = -1, max_epochs: int = -1,
@@ -57,6 +60,20 @@ def fit_provenance(trainer: lightning.Trainer, command: str, seed: int, started:
     seconds since ``started`` (a ``time.monotonic()`` reading)."""
     return {"command": command, "seed": seed, "steps": trainer.global_step, "epochs": trainer.current_epoch,
             "processes": trainer.world_size, "seconds": round(time.monotonic() - started, 1)}
+
+
+def fit_and_save(trainer: lightning.Trainer, module: lightning.LightningModule, data: FamilyData, out: Path,
+                 task: str, command: str, seed: int, describe: Callable[[], dict]) -> Path:
+    """Fits ``module`` on ``data`` and writes ``out``/``CHECKPOINT_NAME`` from the rank-0 process
+    (``save_fit_checkpoint``) with the data record ``describe()`` returns after the fit and the fit's
+    provenance, its last training metrics among it; returns the checkpoint's path."""
+    started = time.monotonic()
+    trainer.fit(module, datamodule=data)
+    provenance = {
+        **fit_provenance(trainer, command, seed, started),
+        "final_train_metrics": {name: float(value) for name, value in trainer.callback_metrics.items()},
+    }
+    return save_fit_checkpoint(trainer, Path(out) / CHECKPOINT_NAME, task, module, describe(), provenance)
 
 
 class FamilyData(lightning.LightningDataModule):

@@ -8,19 +8,13 @@ export use exactly what training used.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import lightning
-
-from training.checkpoint import save_fit_checkpoint
 from training.marine.data import MarineData
 from training.marine.module import MODULES
 from training.scale_out import SINGLE_DEVICE, ScaleOut
-from training.trainer import fit_provenance, fit_trainer
-
-CHECKPOINT_NAME = "checkpoint.pt"
+from training.trainer import fit_and_save, fit_trainer, start_fit
 
 
 def fit(
@@ -45,19 +39,9 @@ def fit(
     ``decoder_channels`` (seabed). ``lr`` defaults to the task's own default. One area per model,
     as in the paper (``MarineData.for_fit``).
     """
-    if not max_steps and not epochs:
-        raise ValueError("give max_steps or epochs")
-    lightning.seed_everything(seed, workers=True)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_fit(out, seed, max_steps, epochs)
     datamodule = MarineData.for_fit(data, areas, modality, task, batch_size)
     options = dict(model_options or {}) | ({"lr": lr} if lr is not None else {})
     module = MODULES[task](**datamodule.task_options(), **options)
     trainer = fit_trainer(out, accelerator, max_steps or -1, epochs or -1, scale_out, deterministic="warn")
-    started = time.monotonic()
-    trainer.fit(module, datamodule=datamodule)
-    provenance = {
-        **fit_provenance(trainer, command, seed, started),
-        "final_train_metrics": {name: float(value) for name, value in trainer.callback_metrics.items()},
-    }
-    return save_fit_checkpoint(trainer, out / CHECKPOINT_NAME, task, module, datamodule.description(), provenance)
+    return fit_and_save(trainer, module, datamodule, out, task, command, seed, datamodule.description)
