@@ -102,6 +102,15 @@ def input_statistics_problems(statistics: dict, bands: int) -> list[str]:
     return problems
 
 
+def projection_features(pixels: np.ndarray, mean: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """Raw pixels [bands, n] -> their scores on the principal ``axes`` [k, bands] about ``mean`` [bands]
+    and the norm of their residual off those axes [k + 1, n]."""
+    centred = pixels.astype(np.float64) - mean[:, None]
+    scores = axes @ centred
+    residual = np.sqrt(np.maximum(np.einsum("bp,bp->p", centred, centred) - np.einsum("kp,kp->p", scores, scores), 0.0))
+    return np.concatenate([scores, residual[None]])
+
+
 class InputDistribution:
     """Distances of pixels to the training inputs, and the running share of flagged pixels."""
 
@@ -109,7 +118,7 @@ class InputDistribution:
         """``statistics``: a contract's ``input_statistics`` (its threshold may be absent while the
         training side calibrates it)."""
         projection = statistics.get("projection")
-        self.projection = (np.asarray(projection["mean"], np.float64)[:, None],
+        self.projection = (np.asarray(projection["mean"], np.float64),
                            np.asarray(projection["axes"], np.float64)) if projection else None
         # whitening: L^-1 (x - mean) has unit covariance where covariance = L L^T. All components' whitening
         # matrices stacked, so that one product whitens a chunk for every component (float32: the features'
@@ -136,16 +145,9 @@ class InputDistribution:
 
     def features(self, pixels: np.ndarray) -> np.ndarray:
         """Raw pixels [bands, n] -> what the components describe [features, n]: the pixels, or with
-        a projection their principal-component scores and the norm of their residual."""
+        a projection ``projection_features``."""
         pixels = pixels.astype(np.float64)
-        if self.projection is None:
-            return pixels
-        mean, axes = self.projection
-        centred = pixels - mean
-        scores = axes @ centred
-        residual = np.sqrt(np.maximum(np.einsum("bp,bp->p", centred, centred) - np.einsum("kp,kp->p", scores, scores),
-                                      0.0))
-        return np.concatenate([scores, residual[None]])
+        return pixels if self.projection is None else projection_features(pixels, *self.projection)
 
     def median_distances(self, dates: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
         """Median over the valid dates of the distances of a time series: per date, raw values

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.contract import CONTRACT_KEY
-from engine.input_distribution import DISTANCE_QUANTILE, InputDistribution
+from engine.input_distribution import DISTANCE_QUANTILE, InputDistribution, projection_features
 from engine.onnx_metadata import write_metadata
 from engine.runtime import Model
 
@@ -67,7 +67,7 @@ def input_statistics(patches: Sequence[np.ndarray], components: int = COMPONENTS
         centred = pixels - mean[:, None]
         statistics["projection"]["explained_variance"] = round(
             float(((axes @ centred) ** 2).sum() / (centred ** 2).sum()), 6)
-        features = InputDistribution(statistics | {"components": []}).features(pixels)
+        features = projection_features(pixels, *(np.asarray(statistics["projection"][key]) for key in ("mean", "axes")))
     else:
         statistics["covariance"] = _rounded(np.atleast_2d(np.cov(pixels)))
         features = pixels
