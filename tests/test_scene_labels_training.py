@@ -1,5 +1,6 @@
 """Tests for reBEN scene labels in training/: fixture layout, store, label order, CutMix with label
-propagation, augmentation consistency, fit per backbone, federated FedAvg and ONNX export."""
+propagation, augmentation consistency, fit per backbone, federated FedAvg (in-process and on Ray) and
+ONNX export."""
 from __future__ import annotations
 
 import json
@@ -48,6 +49,7 @@ from training.scene_labels.consistency import (
 from training.scene_labels.cutmix import Box, labels_from_mask, mix
 from training.scene_labels.data import scene_label_dataset
 from training.scene_labels.federated import (
+    CLIENT_RUNTIMES,
     model_arrays,
     parameters_bytes,
     partition,
@@ -211,6 +213,7 @@ def test_augmentation_consistency_cli_prints_table_and_writes_csv(tmp_path, caps
 
 def test_cli_lists_match_the_implementations():
     assert scene_label_cli.MODELS == MODELS and scene_label_cli.AUGMENTS == AUGMENTATIONS
+    assert scene_label_cli.CLIENT_RUNTIMES == CLIENT_RUNTIMES
 
 
 def test_convmixer_default_is_convmixer_768_32():
@@ -278,6 +281,36 @@ def test_federated_two_rounds_three_clients(ben_root, tmp_path, capsys):
     assert metrics["ap_macro"] == pytest.approx(rounds[-1]["ap_macro"])
     training_cli(["export", "--checkpoint", str(tmp_path / "global" / "checkpoint.pt"), "--out",
                   str(tmp_path / "federated.onnx")])
+    assert "onnxruntime vs torch max abs diff" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_federated_clients_as_ray_actors_give_the_in_process_global_model(ben_root, tmp_path, capsys):
+    """Four clients as actors of Flower's simulation engine on a 2-CPU Ray: the same rounds, bytes and
+    global model as in this process (each client's round is seeded; FedAvg sums in client order)."""
+    ray = pytest.importorskip("ray")
+    torch.set_num_threads(1)  # as each 1-CPU actor
+    options = {"clients": 4, "rounds": 2, "non_iid": "dirichlet:1.0", "model": "convmixer", "width": 8, "depth": 1,
+               "local_steps": 2, "batch_size": 4}
+    in_process = run_federated(ben_root, out=tmp_path / "in_process", **options)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20,
+             log_to_driver=False, logging_level="warning")
+    try:
+        on_ray = run_federated(ben_root, client_runtime="ray", client_cpus=1, out=tmp_path / "ray", **options)
+    finally:
+        ray.shutdown()
+    assert on_ray["client_patches"] == in_process["client_patches"] and on_ray["client_runtime"] == "ray"
+    for expected, actual in zip(in_process["rounds"], on_ray["rounds"], strict=True):
+        for key in ("round", "bytes_to_clients", "bytes_from_clients"):
+            assert actual[key] == expected[key]
+        for key in ("ap_macro", "ap_micro", "loss", "client_train_loss"):
+            assert actual[key] == pytest.approx(expected[key], abs=1e-6, nan_ok=True)
+    assert on_ray["rounds"][1]["bytes_from_clients"] > 0
+    expected_weights = load_checkpoint(tmp_path / "in_process" / "checkpoint.pt")[0].state_dict()
+    for name, tensor in load_checkpoint(tmp_path / "ray" / "checkpoint.pt")[0].state_dict().items():
+        torch.testing.assert_close(tensor, expected_weights[name], atol=1e-6, rtol=0)
+    training_cli(["export", "--checkpoint", str(tmp_path / "ray" / "checkpoint.pt"), "--out",
+                  str(tmp_path / "ray.onnx")])
     assert "onnxruntime vs torch max abs diff" in capsys.readouterr().out
 
 

@@ -9,6 +9,7 @@ light until a command runs).
     python -m training export --task scene-labels --checkpoint runs/ben/checkpoint.pt --out model.onnx
     python -m training federated --clients 3 --non-iid dirichlet:0.5 --rounds 10 --model convmixer \\
         --data STORE
+    python -m training federated --clients 100 --client-runtime ray --client-cpus 2 --data STORE ...
     python -m training simulate-pixel-series --out series.npz
     python -m training augmentation-consistency --data series.npz --augment brightness,grayscale
 """
@@ -24,10 +25,12 @@ from training.datasets.reben_format import MODALITY_BANDS
 from training.scale_out import ScaleOut
 
 TASK = "scene-labels"
-# Repeated from training.scene_labels.model.MODELS and training.scene_labels.module.AUGMENTATIONS
-# (which import torch and timm) so that the CLI starts fast; a test keeps them equal.
+# Repeated from training.scene_labels.model.MODELS, training.scene_labels.module.AUGMENTATIONS and
+# training.scene_labels.federated.CLIENT_RUNTIMES (which import torch, timm and flwr) so that the CLI
+# starts fast; a test keeps them equal.
 MODELS = ("resnet50", "mlp-mixer", "convmixer", "poolformer")
 AUGMENTS = ("none", "cutmix", "cutmix-lp")
+CLIENT_RUNTIMES = ("in-process", "ray")
 DEFAULT_CONSISTENCY_CHECKS = (
     "brightness:1.02,brightness:1.1,contrast:1.2,saturation:1.5,gamma:0.8,solarize:0.3,grayscale,"
     "noise:0.02,channel-shuffle"
@@ -123,6 +126,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     federated.add_argument("--json-out", type=Path, help="also write the per-round report here")
     federated.add_argument("--out", type=Path, help="write the final global model as <out>/checkpoint.pt (for export)")
     federated.add_argument("--threads", type=int, help="torch CPU threads")
+    federated.add_argument(
+        "--client-runtime", choices=CLIENT_RUNTIMES, default="in-process",
+        help="in-process: clients train one after another in this process; ray: as actors of Flower's simulation "
+        "engine on Ray, as many at once as the CPUs allow (for many clients)",
+    )
+    federated.add_argument("--client-cpus", type=float, default=1.0, help="ray: CPUs each client actor holds")
+    federated.add_argument(
+        "--ray-address", help="ray: an existing Ray cluster (auto, ray://HEAD:10001) whose nodes see --data at the "
+        "same path; default: a local Ray with this machine's CPUs",
+    )
     _add_model_arguments(federated)
     federated.set_defaults(run=_federated)
 
@@ -219,7 +232,7 @@ def _federated(args: argparse.Namespace) -> None:
     result = run_federated(
         args.data, args.clients, args.rounds, args.non_iid, args.modalities, args.model, args.model_width,
         args.model_depth, args.augment, args.local_steps, args.batch_size, args.lr, args.evaluate_split,
-        args.seed, report, args.out, args.command_line,
+        args.seed, report, args.out, args.command_line, args.client_runtime, args.client_cpus, args.ray_address,
     )
     result["command"] = args.command_line
     print(f"clients' patches {result['client_patches']}, classes {result['client_classes']}; "
