@@ -63,16 +63,16 @@ def fit_provenance(trainer: lightning.Trainer, command: str, seed: int, started:
 
 
 def fit_and_save(trainer: lightning.Trainer, module: lightning.LightningModule, data: FamilyData, out: Path,
-                 task: str, command: str, seed: int, describe: Callable[[], dict]) -> Path:
+                 task: str, command: str, seed: int, describe: Callable[[], dict],
+                 details: Callable[[], dict] | None = None) -> Path:
     """Fits ``module`` on ``data`` and writes ``out``/``CHECKPOINT_NAME`` from the rank-0 process
     (``save_fit_checkpoint``) with the data record ``describe()`` returns after the fit and the fit's
-    provenance, its last training metrics among it; returns the checkpoint's path."""
+    provenance, with what ``details()`` returns after the fit (default: the last training metrics,
+    ``final_train_metrics``); returns the checkpoint's path."""
     started = time.monotonic()
     trainer.fit(module, datamodule=data)
-    provenance = {
-        **fit_provenance(trainer, command, seed, started),
-        "final_train_metrics": {name: float(value) for name, value in trainer.callback_metrics.items()},
-    }
+    provenance = fit_provenance(trainer, command, seed, started) | (details() if details else {
+        "final_train_metrics": {name: float(value) for name, value in trainer.callback_metrics.items()}})
     return save_fit_checkpoint(trainer, Path(out) / CHECKPOINT_NAME, task, module, describe(), provenance)
 
 

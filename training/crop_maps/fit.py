@@ -6,11 +6,9 @@ are stored in the checkpoint's hyperparameters, so evaluation and export use wha
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from training.checkpoint import save_fit_checkpoint
 from training.crop_maps.data import (
     MODALITY_BANDS,
     CropData,
@@ -23,10 +21,9 @@ from training.crop_maps.data import (
 from training.crop_maps.model import TSViTConfig
 from training.crop_maps.module import CropMappingTask
 from training.scale_out import SINGLE_DEVICE, ScaleOut
-from training.trainer import fit_provenance, fit_trainer, start_fit
+from training.trainer import fit_and_save, fit_trainer, start_fit
 
 TASK = "crop"
-CHECKPOINT_NAME = "checkpoint.pt"
 WARMUP_SHARE = 0.05
 
 
@@ -80,11 +77,6 @@ def fit_crop(
         total_steps=total_steps,
     )
     trainer = fit_trainer(out, accelerator, total_steps, scale_out=scale_out, limit_val_batches=0)
-    started = time.monotonic()
-    trainer.fit(module, datamodule=training)
-    provenance = {
-        **fit_provenance(trainer, command, seed, started),
-        "parameters": sum(p.numel() for p in module.network.parameters()),
-        "final_train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
-    }
-    return save_fit_checkpoint(trainer, out / CHECKPOINT_NAME, TASK, module, training.description(seed), provenance)
+    return fit_and_save(trainer, module, training, out, TASK, command, seed, lambda: training.description(seed),
+                        lambda: {"parameters": sum(p.numel() for p in module.network.parameters()),
+                                 "final_train_loss": float(trainer.callback_metrics.get("train_loss", float("nan")))})
