@@ -73,7 +73,6 @@ DEEP_GUIDE_WINDOW = 5  # px: the running median that guides it
 DEEP_GUIDE_TOLERANCE = 20.0  # reflectance x 10000: twice Sentinel-2's noise over dark water
 DEEP_RATIO_TOLERANCE = DEEP_BRIGHTNESS_TOLERANCE = 0.08
 MEDIAN_ROWS = 32  # rows of running medians computed at once (bounded temporaries)
-QUALITY_COLUMNS = 2048  # columns of a strip judged at once (bounded temporaries on wide rasters)
 RANGE_MARGIN = 0.1
 
 
@@ -126,25 +125,17 @@ class QualityLayer:
 
     @property
     def halo(self) -> int:
-        """Rows above and below a window that ``reasons`` needs to judge the window's pixels as it
-        would inside a larger one (the optically-deep test's neighbourhood)."""
+        """Rows above and below, and columns left and right of, a window that ``reasons`` needs to judge
+        the window's pixels as it would inside a larger one (the optically-deep test's neighbourhood)."""
         return DEEP_WINDOW // 2 + DEEP_GUIDE_WINDOW // 2 if len(self.deep) == 2 else 0
 
     def reasons(self, values: np.ndarray, valid: np.ndarray, depth: np.ndarray | None,
-                unlike_training: np.ndarray | None, rows: slice = slice(None)) -> np.ndarray:
+                unlike_training: np.ndarray | None, rows: slice = slice(None), cols: slice = slice(None)) -> np.ndarray:
         """uint8 reasons for a window: ``values`` [model bands (+ NIR), h, w] raw input and ``valid``
-        [h, w], both with up to ``halo`` rows around the window (``rows`` selects the window's);
-        ``depth`` [window h, w] the estimated depth in metres (regression tasks) or None,
-        ``unlike_training`` [window h, w] the pixels out of the training distribution, or None. The
-        surface is judged ``QUALITY_COLUMNS`` columns at a time, each with ``halo`` columns of its
-        neighbours (the same reasons as at once, and temporaries that do not grow with the width)."""
-        width = valid.shape[1]
-        reason = np.empty(valid.shape, np.uint8)
-        for start in range(0, width, QUALITY_COLUMNS):
-            stop = min(start + QUALITY_COLUMNS, width)
-            low, high = max(start - self.halo, 0), min(stop + self.halo, width)
-            reason[:, start:stop] = self._surface(values[:, :, low:high], valid[:, low:high])[:, start - low:stop - low]
-        reason, valid = reason[rows].copy(), valid[rows]
+        [h, w], both with up to ``halo`` rows and columns around the window (``rows`` and ``cols``
+        select the window's); ``depth`` [window h, w] the estimated depth in metres (regression tasks)
+        or None, ``unlike_training`` [window h, w] the pixels out of the training distribution, or None."""
+        reason, valid = self._surface(values, valid)[rows, cols].copy(), valid[rows, cols]
         if depth is not None and self.depth_range:
             low, high = self.depth_range
             margin = RANGE_MARGIN * (high - low)

@@ -9,9 +9,8 @@ import pytest
 import rasterio
 
 from engine.errors import EngineError
-from engine.runtime import Model
-import engine.quality
-from engine.quality import CLOUD, DEEP, GLINT, LAND, NO_DATA, REASONS, VALID, QualityLayer
+import engine.tasks.raster_task
+from engine.quality import CLOUD, DEEP, GLINT, LAND, NO_DATA, REASONS, VALID
 from engine.tasks import run_task
 from raster_fixtures import contract, write_model, write_raster
 from training.simulation.shallow_water import (
@@ -116,18 +115,22 @@ def test_optically_deep_water_where_blue_vanishes_first(tmp_path):
     assert precision >= 0.9 and recall >= 0.9, (precision, recall)
 
 
-def test_wide_strips_are_judged_in_column_chunks_with_the_same_reasons(monkeypatch, tmp_path):
-    """Reasons are judged a few thousand columns at a time (bounded memory on 16000 px wide rasters):
-    chunks of 100 columns give the same reasons, deep water included, as the whole strip at once."""
-    scene = simulate_scene(256, 384, seed=12, clouds=0.05, glint=0.05)
-    water = Model(str(water_model(tmp_path / "m.onnx")), "cpu").contract
-    values = np.concatenate([scene.image, scene.nir[None]]).astype(np.float32)
-    valid = np.ones(values.shape[1:], bool)
-    whole = QualityLayer(water, has_nir=True).reasons(values, valid, None, None, slice(20, 236))
-    monkeypatch.setattr(engine.quality, "QUALITY_COLUMNS", 100)
-    chunked = QualityLayer(water, has_nir=True)
-    assert np.array_equal(chunked.reasons(values, valid, None, None, slice(20, 236)), whole)
-    assert {LAND, CLOUD, GLINT, DEEP} <= set(np.unique(whole)) and chunked.counts.sum() == whole.size
+def test_layers_made_in_column_chunks_equal_the_whole_strip(coastal_scene, monkeypatch, tmp_path):
+    """The quality layer is made a few thousand columns at a time (memory that does not grow with the
+    raster's width): in chunks of 100 columns, each with the deep-water test's halo of columns, the
+    depth, the reasons (deep water included) and their shares are those of one chunk per strip."""
+    _, inputs = coastal_scene
+    model = water_model(tmp_path / "m.onnx")
+    layers = {}
+    for columns in (2048, 100):
+        monkeypatch.setattr(engine.tasks.raster_task, "LAYER_COLUMNS", columns)
+        result = run("estimate_bathymetry", input=inputs, output=str(tmp_path / f"d{columns}.tif"), model=model,
+                     quality_layer=str(tmp_path / f"q{columns}.tif"))
+        with rasterio.open(tmp_path / f"d{columns}.tif") as depth, rasterio.open(tmp_path / f"q{columns}.tif") as quality:
+            layers[columns] = depth.read(1), quality.read(1), result["quality"]["shares"]
+    (depth, reasons, shares), (chunked_depth, chunked_reasons, chunked_shares) = layers[2048], layers[100]
+    assert np.array_equal(chunked_reasons, reasons) and np.array_equal(chunked_depth, depth)
+    assert chunked_shares == shares and {LAND, CLOUD, GLINT, DEEP} <= set(np.unique(reasons))
 
 
 def test_masked_pixels_are_nodata_unless_kept(coastal_scene, tmp_path):

@@ -45,6 +45,7 @@ RASTER_PARAMS = {
     "batch_size": (int, False),  # tiles per model run instead of the contract's (less memory when smaller)
     "max_memory": (int, False),  # MB a run may use for tiles and buffers (engine/tile_plan.py); sets the tile size
 }
+LAYER_COLUMNS = 2048  # columns of a strip whose quality and out-of-distribution layers are made at once
 WATER_PARAMS = {  # tasks over water: quality layers (engine/quality.py)
     "quality_layer": (PATH, False),  # GeoTIFF of the reason per pixel (valid, land, cloud, glint, deep, out of range)
     "keep_masked": (bool, False),  # keep the values of pixels the quality layer flags (default: nodata)
@@ -220,20 +221,20 @@ class WaterQuality:
     mask: bool
     spec: OutputSpec | None
 
-    def apply(self, contract: ModelContract, values: np.ndarray, valid: np.ndarray, top: int, strip: Strip,
-              unlike_training: np.ndarray | None) -> np.ndarray:
-        """The strip's reasons from its raw input ``values`` [model bands, rows, w] and ``valid``
-        [rows, w], which begin ``top`` rows above the strip and may reach below it (the layer's
-        halo), and its pixels out of the training distribution; masked pixels leave ``strip.valid``
-        when masking."""
+    def apply(self, contract: ModelContract, values: np.ndarray, valid: np.ndarray, top: int, left: int,
+              strip: Strip, cols: slice, unlike_training: np.ndarray | None) -> np.ndarray:
+        """The reasons of the strip's columns ``cols`` from their raw input ``values`` [model bands, rows, w] and
+        ``valid`` [rows, w], which begin ``top`` rows above the strip and ``left`` columns left of ``cols`` and
+        may reach below and right of them (the layer's halo), and their pixels out of the training
+        distribution; masked pixels leave ``strip.valid`` when masking."""
         if self.nir is not None:
-            values = np.concatenate([values, self.nir.read(strip.row - top, 0, *values.shape[1:])[0]])
-        depth = (strip.values[0] * contract.outputs.scale + contract.outputs.offset
+            values = np.concatenate([values, self.nir.read(strip.row - top, cols.start - left, *values.shape[1:])[0]])
+        depth = (strip.values[0, :, cols] * contract.outputs.scale + contract.outputs.offset
                  if contract.outputs.kind == "regression" else None)
-        reasons = self.layer.reasons(values, valid, depth, unlike_training,
-                                     slice(top, top + strip.valid.shape[0]))
+        reasons = self.layer.reasons(values, valid, depth, unlike_training, slice(top, top + strip.valid.shape[0]),
+                                     slice(left, left + cols.stop - cols.start))
         if self.mask:
-            strip.valid &= reasons == VALID
+            strip.valid[:, cols] &= reasons == VALID
         return reasons
 
 
@@ -254,21 +255,29 @@ class ExtraLayers:
         return bool(self.quality and self.quality.spec) + bool(self.uncertainty)
 
     def apply(self, contract: ModelContract, grid: InputGrid, strip: Strip) -> list[np.ndarray]:
-        """The layers' arrays for ``strip`` (before the task converts its values); may mask ``strip.valid``."""
+        """The layers' arrays for ``strip`` (before the task converts its values); may mask ``strip.valid``.
+        The input is read again ``LAYER_COLUMNS`` columns at a time, with the quality layer's halo of rows
+        and columns: the same arrays as from the whole strip at once, in memory that does not grow with
+        the raster's width."""
         height = strip.valid.shape[0]
         halo = self.quality.layer.halo if self.quality else 0
-        top = min(halo, strip.row)
-        values, valid = (grid.read(strip.row - top, 0, top + height + min(halo, grid.height - strip.row - height),
-                                   grid.width) if self.distribution or self.quality else (None, None))
-        distance = (self.distribution.relative_distances(values, strip.valid, slice(top, top + height))
-                    if self.distribution else None)
-        arrays = []
-        if self.quality:
-            valid[top:top + height] &= strip.valid
-            reasons = self.quality.apply(contract, values, valid, top, strip,
-                                         None if distance is None else distance > 1)
-            if self.quality.spec:
-                arrays.append(reasons[None])
+        top, bottom = min(halo, strip.row), min(halo, grid.height - strip.row - height)
+        distance = np.empty(strip.valid.shape, np.float32) if self.distribution else None
+        reasons = np.empty(strip.valid.shape, np.uint8) if self.quality else None
+        for start in range(0, grid.width, LAYER_COLUMNS) if self.distribution or self.quality else ():
+            cols = slice(start, min(start + LAYER_COLUMNS, grid.width))
+            left, right = min(halo, start), min(halo, grid.width - cols.stop)
+            values, valid = grid.read(strip.row - top, start - left, top + height + bottom,
+                                      cols.stop - start + left + right)
+            window = (slice(top, top + height), slice(left, left + cols.stop - start))
+            if self.distribution:
+                distance[:, cols] = self.distribution.relative_distances(values[:, :, window[1]], strip.valid[:, cols],
+                                                                         window[0])
+            if self.quality:
+                valid[window] &= strip.valid[:, cols]
+                reasons[:, cols] = self.quality.apply(contract, values, valid, top, left, strip, cols,
+                                                      None if distance is None else distance[:, cols] > 1)
+        arrays = [reasons[None]] if self.quality and self.quality.spec else []
         if self.uncertainty:
             arrays.append(self.uncertainty.bands(strip.values, strip.spread, strip.valid, distance))
         return arrays
