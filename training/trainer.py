@@ -112,11 +112,3 @@ def test_metrics(module: lightning.LightningModule, data: FamilyData, accelerato
                                 enable_model_summary=False, use_distributed_sampler=False,
                                 **scale_out.trainer_options())
     return trainer.test(module, data, verbose=False)[0]
-
-
-def metrics_on(module: lightning.LightningModule, dataset: Dataset, batch_size: int, accelerator: str,
-               scale_out: ScaleOut = SINGLE_DEVICE, collate: Callable | None = None) -> dict:
-    """``test_metrics`` over a bare dataset."""
-    data = FamilyData(batch_size, collate)
-    data.test_set = dataset
-    return test_metrics(module, data, accelerator, scale_out)

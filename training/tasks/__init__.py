@@ -1,1 +1,0 @@
-"""Lightning modules, one per task (moving into each family's module.py)."""
