@@ -452,9 +452,9 @@ def test_an_rgba_rendering_is_read_by_its_colours_and_describe_knows_search_mode
 def test_sentinel1_band_files_are_searched_by_text(sample_index, tmp_path):
     """VV and VH as two single-band dB files (named as Sentinel-1 products are), simulated from the
     sample's land cover with the simulator the S1 student was trained with, at a seed it never saw."""
+    from training.simulation.caption_scenes import REAL_SCENES
+    from training.simulation.land_cover import LAND_COVER, classify
     from training.simulation.sar_backscatter import simulate_backscatter
-    from training.text_search.land_cover import LAND_COVER, classify
-    from training.text_search.scenes import REAL_SCENES
 
     with rasterio.open(SAMPLE) as raster:
         profile, classes = raster.profile, classify(raster.read(), REAL_SCENES["olinda"].context)

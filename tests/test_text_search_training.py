@@ -15,20 +15,24 @@ import rasterio
 import torch
 
 from engine.contract import TOKENIZER_KEY, contract_from_metadata
+from training.checkpoint import load_checkpoint
+from training.datasets.gaia import GaiaCaptions
+from training.datasets.levir_cc import LevirCCPairs
+from training.datasets.paired_modalities import PairedModalities
+from training.families import family_of
 from training.simulation import sar_backscatter
+from training.simulation.caption_fixtures import write_caption_fixtures
+from training.simulation.caption_scenes import REAL_SCENES, SIMULATED_LANDSCAPES, simulate_scene
+from training.simulation.land_cover import LAND_COVER, LandUseContext
+from training.simulation.land_cover_captions import change_answers, change_captions, image_answers, image_captions
 from training.text_search import cli as text_search_cli
-from training.text_search.captions import change_answers, change_captions, image_answers, image_captions
-from training.text_search.encoders import FUSIONS, MINILM_SPACE, BitemporalEncoder, TileImageEncoder
+from training.text_search.evaluate import CHANGE_QUERIES, SEARCH_QUERIES, evaluate_search, query_precision
 from training.text_search.export import (
-    CHANGE_QUERIES,
     MULTISPECTRAL_UNITS,
     QUANTIZATIONS,
-    SEARCH_QUERIES,
     convert_clip,
-    evaluate_search,
     export_minilm_text_encoder,
     export_search,
-    query_precision,
 )
 from training.text_search.fit import (
     FitOptions,
@@ -37,14 +41,16 @@ from training.text_search.fit import (
     fit_clip_finetune,
     fit_locked_text,
 )
-from training.text_search.fixtures import write_caption_fixtures
-from training.text_search.gaia import GaiaCaptions
-from training.text_search.land_cover import LAND_COVER, LandUseContext
-from training.text_search.levir_cc import LevirCCPairs
-from training.text_search.paired import PairedModalities
+from training.text_search.model import (
+    FUSIONS,
+    MINILM_SPACE,
+    BitemporalEncoder,
+    TileImageEncoder,
+    build_open_clip,
+    open_clip_config,
+)
+from training.text_search.module import MODULES, wise_ft
 from training.text_search.retrieval import ranking_metrics
-from training.text_search.scenes import REAL_SCENES, SIMULATED_LANDSCAPES, simulate_scene
-from training.text_search.tasks import TASKS, build_open_clip, load_search_checkpoint, open_clip_config, wise_ft
 from training.text_search.tokenization import (
     clip_tokenizer_json,
     minilm_model_dir,
@@ -90,7 +96,7 @@ def rgb_checkpoint(fixture_root, tmp_path_factory):
 
 
 def test_cli_repeats_the_modules_choices():
-    assert text_search_cli.TASKS == tuple(TASKS)
+    assert family_of("locked-text").tasks == tuple(MODULES)
     assert text_search_cli.FUSIONS == FUSIONS
     assert text_search_cli.REAL_SCENES == tuple(REAL_SCENES)
     assert text_search_cli.SIMULATED_LANDSCAPES == tuple(SIMULATED_LANDSCAPES)
@@ -269,7 +275,7 @@ def test_minilm_int8_onnx_matches_sentence_transformers(minilm_int8):
 @pytest.mark.slow
 def test_locked_text_encoder_ranks_matching_tiles_first(rgb_checkpoint, fixture_root):
     trained = evaluate_search(rgb_checkpoint, fixture_root / "gaia", "test")
-    module, saved = load_search_checkpoint(rgb_checkpoint)
+    module, saved = load_checkpoint(rgb_checkpoint)
     untrained = type(module)(**saved["hyper_parameters"])
     torch.save(saved | {"state_dict": untrained.state_dict()}, rgb_checkpoint.parent / "untrained.pt")
     baseline = evaluate_search(rgb_checkpoint.parent / "untrained.pt", fixture_root / "gaia", "test")
@@ -365,8 +371,12 @@ def test_bitemporal_heads_shapes_and_training_steps(fixture_root, tmp_path):
         assert torch.allclose(embedding.norm(dim=1), torch.ones(3), atol=1e-5)
     options = FitOptions(max_steps=3, batch_size=8, embedding_width=8, accelerator="cpu")
     checkpoint = fit_bitemporal(fixture_root / "levir_cc", tmp_path / "gff", "gff-concat", None, options)
-    module, saved = load_search_checkpoint(checkpoint, "bitemporal")
+    module, saved = load_checkpoint(checkpoint, "bitemporal")
     assert saved["provenance"]["steps"] == 3 and module.hparams.fusion == "gff-concat"
+    with pytest.raises(ValueError, match="holds a 'bitemporal' model, not 'locked-text'"):
+        evaluate_search(checkpoint, fixture_root / "levir_cc", task="locked-text")
+    with pytest.raises(ValueError, match="the teacher is a locked-text or clip-finetune checkpoint"):
+        fit_align_modality(fixture_root / "gaia", tmp_path / "student", checkpoint, 0.1, options)
 
 
 def test_wise_ft_endpoints_and_midpoint():
@@ -391,7 +401,7 @@ def test_clip_finetune_wise_ft_alpha_and_conversion(fixture_root, tmp_path):
     for alpha in (0.0, 1.0):
         checkpoint = fit_clip_finetune(fixture_root / "gaia", tmp_path / f"alpha{alpha}", str(config_file),
                                        tmp_path / "init.pt", alpha, 0.1, options)
-        kept[alpha] = load_search_checkpoint(checkpoint, "clip-finetune")[0].model.state_dict()
+        kept[alpha] = load_checkpoint(checkpoint, "clip-finetune")[0].model.state_dict()
     weight = "visual.conv1.weight"
     assert torch.equal(kept[0.0][weight], start.state_dict()[weight])  # alpha 0: the zero-shot model
     assert not torch.equal(kept[1.0][weight], start.state_dict()[weight])  # alpha 1: the fine-tuned one

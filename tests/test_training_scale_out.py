@@ -21,12 +21,12 @@ from torch.nn.parallel import DistributedDataParallel
 from training.__main__ import main as training_cli
 from training.datasets.ben_store import write_store
 from training.simulation.bigearthnet_fixture import write_bigearthnet_fixture
+from training.simulation.caption_fixtures import write_caption_fixtures
+from training.simulation.caption_scenes import SIMULATED_LANDSCAPES, simulate_scene
 from training.simulation.crop_phenology import write_pastis_r_fixture
 from training.simulation.hyperspectral import write_hyspecnet_layout
 from training.simulation.shallow_water import write_magicbathynet_layout
-from training.text_search.fixtures import write_caption_fixtures
 from training.text_search.retrieval import caption_clip_loss
-from training.text_search.scenes import SIMULATED_LANDSCAPES, simulate_scene
 
 pytestmark = pytest.mark.slow
 TWO_PROCESSES = ["--accelerator", "cpu", "--devices", "2", "--distributed-strategy", "ddp"]

@@ -7,8 +7,8 @@
 #                                          (training/simulation/sar_backscatter.py; no real SAR offline)
 #   models_onnx/search_change_rgb_{gff,tff}.onnx  before/after encoders (global / transformer feature fusion)
 #                                          on change pairs composited from the same tiles
-# The imagery comes from package registries (training/text_search/fetch_imagery.sh); the captions
-# are measured from it (training/text_search/captions.py). On one CPU thread shared with other
+# The imagery comes from package registries (training/simulation/fetch_caption_imagery.sh); the captions
+# are measured from it (training/simulation/land_cover_captions.py). On one CPU thread shared with other
 # jobs the fits took 726 s (RGB), 753 s (multispectral), 642 s (simulated SAR), 466 s (GFF) and 638 s (TFF).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ python=${PYTHON:-.venv/bin/python}
 work=${WORK:-out/text_search}
 cpu=(--threads 1 --accelerator cpu)
 
-bash training/text_search/fetch_imagery.sh "$work/imagery"
+bash training/simulation/fetch_caption_imagery.sh "$work/imagery"
 $python -m training make-caption-fixtures --out "$work/fixtures" --imagery "$work/imagery" \
   --scenes great-salt-lake olinda --tile-size 32 --train-stride 8 --max-train-per-scene 1500 \
   --max-eval-per-scene 150 --change-pairs-per-scene 400 --seed 0 --sar

@@ -1,8 +1,8 @@
 """SIMULATED Sentinel-1-like C-band backscatter (sigma0 in dB, VV and VH) from a land-cover map.
 
-No Sentinel-1 scene paired with the Landsat 7 tiles of ``training.text_search`` is available
+No Sentinel-1 scene paired with the Landsat 7 tiles of the text-search fixtures is available
 offline, so the SAR view of each tile is made from its per-pixel land cover
-(``training.text_search.land_cover.classify``, the classes the captions are measured from):
+(``training.simulation.land_cover.classify``, the classes the captions are measured from):
 
 1. class-typical mean backscatter ``BACKSCATTER_DB`` (VV, VH) of C-band at Sentinel-1 IW
    incidence angles (about 30-45 degrees), plus one offset per call (``OFFSET_DB`` std, common to

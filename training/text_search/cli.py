@@ -1,7 +1,7 @@
 """The text-search commands of ``python -m training`` (arguments and runners; imports stay light
 until a command runs).
 
-    training/text_search/fetch_imagery.sh out/text_search/imagery
+    training/simulation/fetch_caption_imagery.sh out/text_search/imagery
     python -m training make-caption-fixtures --out DIR --imagery out/text_search/imagery \\
         --scenes great-salt-lake olinda --change-pairs-per-scene 400 [--sar]
     python -m training fit --task locked-text --data DIR/gaia --max-steps 1500 --out runs/rgb
@@ -28,9 +28,8 @@ from pathlib import Path
 
 from training.scale_out import ScaleOut
 
-TASKS = ("locked-text", "clip-finetune", "align-modality", "bitemporal")
-# Repeated from training.text_search.encoders.FUSIONS, scenes and export (which import torch / rasterio) so
-# that the CLI starts fast; a test keeps them equal.
+# Repeated from training.text_search.model.FUSIONS, training.simulation.caption_scenes and
+# training.text_search.export (which import torch / rasterio) so that the CLI starts fast; a test keeps them equal.
 FUSIONS = ("gff-difference", "gff-concat", "gff-sum", "tff")
 REAL_SCENES = ("great-salt-lake", "olinda")
 SIMULATED_LANDSCAPES = ("coastal city", "desert lake")
@@ -155,27 +154,27 @@ def run_fit(args: argparse.Namespace) -> Path:
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
-    from training.text_search.export import evaluate_search
+    from training.text_search.evaluate import evaluate_search
 
     if ScaleOut.from_arguments(args).processes > 1:
         sys.exit("evaluate ranks text-search galleries in one process; leave out --devices and --num-nodes")
-    return evaluate_search(args.checkpoint, args.data, args.split, args.batch_size or 64)
+    return evaluate_search(args.checkpoint, args.data, args.split, args.batch_size or 64, args.task)
 
 
 def run_export(args: argparse.Namespace, metrics: dict | None) -> None:
     """Search encoders keep the training tile size and no overlap (one embedding per tile)."""
     from training.text_search.export import export_search
 
-    result = export_search(args.checkpoint, args.out, metrics, args.command_line)
+    result = export_search(args.checkpoint, args.out, metrics, args.command_line, args.task)
     print(f"wrote {', '.join(result['paths'])}; onnxruntime vs torch max abs diff {result['max_abs_diff']:.2e}")
 
 
 def _make_fixtures(args: argparse.Namespace) -> None:
-    from training.text_search.fixtures import write_caption_fixtures
-    from training.text_search.scenes import read_real_scene, simulate_scene
+    from training.simulation.caption_fixtures import write_caption_fixtures
+    from training.simulation.caption_scenes import read_real_scene, simulate_scene
 
     if args.scenes and args.imagery is None:
-        sys.exit("--scenes needs --imagery (the folder training/text_search/fetch_imagery.sh fills)")
+        sys.exit("--scenes needs --imagery (the folder training/simulation/fetch_caption_imagery.sh fills)")
     scenes = [read_real_scene(name, args.imagery) for name in args.scenes]
     scenes += [
         simulate_scene(landscape, args.simulated_size, args.seed + 100 * index + number)
@@ -201,7 +200,7 @@ def _export_text_encoder(args: argparse.Namespace) -> None:
 def _measure_queries(args: argparse.Namespace) -> None:
     import json
 
-    from training.text_search.export import query_precision
+    from training.text_search.evaluate import query_precision
 
     result = query_precision(args.image_model, args.text_model, args.data, args.split, args.top)
     for query, measured in result["queries"].items():

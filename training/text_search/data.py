@@ -1,5 +1,7 @@
-"""Training views of the caption datasets: captions as indices into a vocabulary of unique
-sentences, images resized to the model's input, and the augmentations."""
+"""The text-search training data: GAIA-format captioned tiles, LEVIR-CC-format change pairs and
+paired modalities (``training/datasets/``) as model inputs, with captions as indices into a
+vocabulary of unique sentences and images resized to the model's input; the data modules of the
+fits and of evaluation; and the augmentations."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from training.text_search.gaia import GaiaCaptions
-from training.text_search.levir_cc import LevirCCPairs
-from training.text_search.paired import PairedModalities
+from training.datasets.gaia import GaiaCaptions
+from training.datasets.levir_cc import LevirCCPairs
+from training.datasets.paired_modalities import PairedModalities
+from training.trainer import FamilyData
 
 
 class CaptionVocabulary:
@@ -46,49 +49,66 @@ def resize(image: np.ndarray, size: int) -> torch.Tensor:
     return F.interpolate(tensor[None], size=(size, size), mode="bilinear", align_corners=False)[0]
 
 
-class CaptionedTiles(Dataset):
-    """GAIA items as ``{"image": float32 [3, S, S] raw values, "caption_set": int64 [5]}``."""
+class ModelInputs(Dataset):
+    """Items of a caption dataset as ``{input: float32 [C, S, S] raw values, ..., "caption_set": int64
+    [5]}``: the item's images (``images``: input name -> the item's key) resized to ``size``, and its
+    captions as indices into ``vocabulary``."""
 
-    def __init__(self, dataset: GaiaCaptions, vocabulary: CaptionVocabulary, size: int) -> None:
-        self.dataset, self.vocabulary, self.size = dataset, vocabulary, size
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        item = self.dataset[index]
-        return {"image": resize(item["image"], self.size), "caption_set": self.vocabulary.indices(item["captions"])}
-
-
-class ChangeTiles(Dataset):
-    """LEVIR-CC items as ``{"before", "after": float32 [3, S, S], "caption_set": int64 [5]}``."""
-
-    def __init__(self, dataset: LevirCCPairs, vocabulary: CaptionVocabulary, size: int) -> None:
-        self.dataset, self.vocabulary, self.size = dataset, vocabulary, size
+    def __init__(self, dataset: Dataset, images: dict[str, str], size: int, vocabulary: CaptionVocabulary) -> None:
+        self.dataset, self.images, self.size, self.vocabulary = dataset, images, size, vocabulary
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> dict:
         item = self.dataset[index]
-        return {
-            "before": resize(item["before"], self.size), "after": resize(item["after"], self.size),
-            "caption_set": self.vocabulary.indices(item["captions"]),
-        }
+        inputs = {name: resize(item[key], self.size) for name, key in self.images.items()}
+        return inputs | {"caption_set": self.vocabulary.indices(item["captions"])}
 
 
-class PairedTiles(Dataset):
-    """Paired items as ``{"rgb": float32 [3, S, S], "other": float32 [C, S, S]}``."""
+class SearchData(FamilyData):
+    """One split of a caption dataset as batches of ``ModelInputs``: fitting shuffles it
+    (``train_set``), evaluation ranks it whole (``test_set``, the same items). ``caption_sets``: each
+    item's captions; ``vocabulary``: their unique sentences; ``size``: the model's input side."""
 
-    def __init__(self, dataset: PairedModalities, size: int) -> None:
-        self.dataset, self.size = dataset, size
+    def __init__(self, dataset: Dataset, caption_sets: list[tuple[str, ...]], images: dict[str, str], size: int,
+                 batch_size: int) -> None:
+        super().__init__(batch_size)
+        self.dataset, self.caption_sets, self.size = dataset, caption_sets, size
+        self.vocabulary = CaptionVocabulary(caption_sets)
+        self.train_set = self.test_set = ModelInputs(dataset, images, size, self.vocabulary)
 
-    def __len__(self) -> int:
-        return len(self.dataset)
 
-    def __getitem__(self, index: int) -> dict:
-        item = self.dataset[index]
-        return {"rgb": resize(item["rgb"], self.size), "other": resize(item["other"], self.size)}
+class CaptionData(SearchData):
+    """GAIA-format captioned RGB tiles (``locked-text``, ``clip-finetune``): ``image``, ``caption_set``;
+    ``size`` defaults to the first tile's side."""
+
+    def __init__(self, root, split: str, batch_size: int, size: int | None = None) -> None:
+        captions = GaiaCaptions(root, split)
+        super().__init__(captions, [s.captions for s in captions.samples], {"image": "image"},
+                         size or captions[0]["image"].shape[-1], batch_size)
+
+
+class ChangeData(SearchData):
+    """LEVIR-CC-format change pairs (``bitemporal``): ``before``, ``after``, ``caption_set``; ``size``
+    defaults to the first pair's side."""
+
+    def __init__(self, root, split: str, batch_size: int, size: int | None = None) -> None:
+        pairs = LevirCCPairs(root, split)
+        super().__init__(pairs, [s.captions for s in pairs.samples], {"before": "before", "after": "after"},
+                         size or pairs[0]["before"].shape[-1], batch_size)
+
+
+class PairedData(SearchData):
+    """Paired RGB / other-modality tiles (``align-modality``) from ``modality_folder``: ``rgb`` (the
+    teacher's view) and ``other`` (the student's) for fitting; with ``student_view`` the other
+    modality alone, as ``image`` (what the student embeds)."""
+
+    def __init__(self, root, split: str, batch_size: int, size: int, modality_folder: str = "multispectral",
+                 student_view: bool = False) -> None:
+        pairs = PairedModalities(root, split, modality_folder)
+        images = {"image": "other"} if student_view else {"rgb": "rgb", "other": "other"}
+        super().__init__(pairs, [s.captions for s in pairs.rgb.samples], images, size, batch_size)
 
 
 def band_statistics(images: list[torch.Tensor]) -> tuple[list[float], list[float]]:

@@ -1,44 +1,32 @@
-"""Fit the text-search tasks (``training.text_search.tasks``) and write a safe checkpoint."""
+"""Fit the text-search tasks (``training.text_search.module``) and write a safe checkpoint."""
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning
-from torch.utils.data import DataLoader
+import torch
 
+from training.checkpoint import load_checkpoint, save_fit_checkpoint
 from training.scale_out import SINGLE_DEVICE, ScaleOut
-from training.text_search.captions import SHORT_NOUNS
-from training.text_search.data import (
-    CaptionedTiles,
-    CaptionVocabulary,
-    ChangeTiles,
-    PairedTiles,
-    band_statistics,
-    sample_images,
-)
-from training.text_search.gaia import GaiaCaptions
-from training.text_search.land_cover import LAND_COVER
-from training.text_search.levir_cc import LevirCCPairs
-from training.text_search.paired import PairedModalities
-from training.text_search.tasks import (
+from training.simulation.land_cover import LAND_COVER
+from training.simulation.land_cover_captions import SHORT_NOUNS
+from training.text_search.data import CaptionData, ChangeData, PairedData, SearchData, band_statistics, sample_images
+from training.text_search.model import load_open_clip_weights, minilm_embeddings, open_clip_config
+from training.text_search.module import (
     BitemporalRetrieval,
     ClipFinetune,
     LockedTextAlignment,
     ModalityAlignment,
-    copy_encoder_weights,
-    load_open_clip_weights,
-    load_search_checkpoint,
-    minilm_embeddings,
-    open_clip_config,
-    save_search_checkpoint,
 )
 from training.text_search.tokenization import clip_tokenizer_json, tokenize
 from training.trainer import fit_provenance, fit_trainer
 
 CHECKPOINT_NAME = "checkpoint.pt"
 RGB_BANDS = ["red", "green", "blue"]
+TEACHER_TASKS = ("locked-text", "clip-finetune")  # align-modality students learn an RGB encoder's space
 DEFAULT_CLASS_PROMPTS = tuple(
     f"A satellite image of {'water' if name == 'water' else SHORT_NOUNS[name]}." for name in LAND_COVER
 )
@@ -61,14 +49,12 @@ class FitOptions:
 def fit_locked_text(data: Path, out: Path, options: FitOptions) -> Path:
     """Image encoder for GAIA-format RGB captions, aligned to frozen all-MiniLM-L6-v2."""
     lightning.seed_everything(options.seed, workers=True)
-    captions = GaiaCaptions(data, "train")
-    vocabulary = CaptionVocabulary(s.captions for s in captions.samples)
-    size = options.image_size or captions[0]["image"].shape[-1]
-    tiles = CaptionedTiles(captions, vocabulary, size)
-    mean, std = band_statistics(sample_images(tiles, "image", seed=options.seed))
-    module = LockedTextAlignment(RGB_BANDS, mean, std, width=options.embedding_width, lr=options.lr or 1e-3, image_size=size)
-    module.caption_embeddings = minilm_embeddings(vocabulary.sentences)
-    return _train(module, tiles, out, "locked-text", _caption_data(data, captions, vocabulary, size), options)
+    captions = CaptionData(data, "train", options.batch_size, options.image_size)
+    mean, std = band_statistics(sample_images(captions.train_set, "image", seed=options.seed))
+    module = LockedTextAlignment(RGB_BANDS, mean, std, width=options.embedding_width, lr=options.lr or 1e-3,
+                                 image_size=captions.size)
+    module.caption_embeddings = minilm_embeddings(captions.vocabulary.sentences)
+    return _train(module, captions, out, "locked-text", _caption_record(data, captions), options)
 
 
 def fit_clip_finetune(data: Path, out: Path, model: str, init: Path | None, wise_ft_alpha: float,
@@ -80,73 +66,76 @@ def fit_clip_finetune(data: Path, out: Path, model: str, init: Path | None, wise
                           init=str(init or ""))
     if init is not None:
         module.hparams.init_sha256 = load_open_clip_weights(module.model, init)
-    captions = GaiaCaptions(data, "train")
-    vocabulary = CaptionVocabulary(s.captions for s in captions.samples)
-    tiles = CaptionedTiles(captions, vocabulary, module.image_size)
-    module.caption_tokens = _clip_tokens(vocabulary.sentences, module.model.context_length)
-    return _train(module, tiles, out, "clip-finetune", _caption_data(data, captions, vocabulary, module.image_size), options)
+    captions = CaptionData(data, "train", options.batch_size, module.image_size)
+    module.caption_tokens = torch.from_numpy(
+        tokenize(clip_tokenizer_json(module.model.context_length), captions.vocabulary.sentences)["input_ids"]
+    )
+    return _train(module, captions, out, "clip-finetune", _caption_record(data, captions), options)
 
 
 def fit_align_modality(data: Path, out: Path, teacher_checkpoint: Path, zero_shot_weight: float,
                        options: FitOptions, modality_folder: str = "multispectral") -> Path:
     """Distil a multispectral (or other) student to a teacher's RGB image embeddings."""
     lightning.seed_everything(options.seed, workers=True)
-    teacher, _ = load_search_checkpoint(teacher_checkpoint)
-    pairs = PairedModalities(data, "train", modality_folder)
+    teacher, saved = load_checkpoint(teacher_checkpoint)
+    if saved["task"] not in TEACHER_TASKS:
+        raise ValueError(f"{teacher_checkpoint} holds a {saved['task']!r} model; the teacher is a "
+                         f"{' or '.join(TEACHER_TASKS)} checkpoint")
     size = options.image_size or teacher.hparams.get("image_size") or teacher.image_size
-    tiles = PairedTiles(pairs, size)
-    mean, std = band_statistics(sample_images(tiles, "other", seed=options.seed))
+    pairs = PairedData(data, "train", options.batch_size, size, modality_folder)
+    mean, std = band_statistics(sample_images(pairs.train_set, "other", seed=options.seed))
     module = ModalityAlignment(
-        list(pairs.band_names), mean, std, str(teacher_checkpoint), list(DEFAULT_CLASS_PROMPTS),
+        list(pairs.dataset.band_names), mean, std, str(teacher_checkpoint), list(DEFAULT_CLASS_PROMPTS),
         dim=int(teacher.embed_texts(["x"]).shape[1]), width=options.embedding_width, lr=options.lr or 1e-3,
         zero_shot_weight=zero_shot_weight, image_size=size, text_space=teacher.text_space,
     )
     module.attach_teacher(teacher)
     data_record = {
         "dataset": f"paired RGB / {modality_folder} tiles (GAIA layout + {modality_folder}/)", "root": str(data),
-        "train_items": len(pairs), "bands": list(pairs.band_names), "image_size": size,
-        "teacher_checkpoint": str(teacher_checkpoint), "modality_folder": modality_folder, "units": pairs.units,
+        "train_items": len(pairs.dataset), "bands": list(pairs.dataset.band_names), "image_size": size,
+        "teacher_checkpoint": str(teacher_checkpoint), "modality_folder": modality_folder, "units": pairs.dataset.units,
     }
-    return _train(module, tiles, out, "align-modality", data_record, options)
+    return _train(module, pairs, out, "align-modality", data_record, options)
 
 
 def fit_bitemporal(data: Path, out: Path, fusion: str, init: Path | None, options: FitOptions) -> Path:
     """GFF / TFF change encoder on LEVIR-CC-format pairs, aligned to frozen MiniLM sentences."""
     lightning.seed_everything(options.seed, workers=True)
-    pairs = LevirCCPairs(data, "train")
-    vocabulary = CaptionVocabulary(s.captions for s in pairs.samples)
-    size = options.image_size or pairs[0]["before"].shape[-1]
-    tiles = ChangeTiles(pairs, vocabulary, size)
-    images = sample_images(tiles, "before", seed=options.seed) + sample_images(tiles, "after", seed=options.seed)
+    pairs = ChangeData(data, "train", options.batch_size, options.image_size)
+    images = sample_images(pairs.train_set, "before", seed=options.seed) + sample_images(pairs.train_set, "after",
+                                                                                         seed=options.seed)
     mean, std = band_statistics(images)
     if init is not None:
-        teacher, _ = load_search_checkpoint(init, "locked-text")
+        teacher, _ = load_checkpoint(init, "locked-text")
         mean, std = list(teacher.hparams.band_mean), list(teacher.hparams.band_std)
-    module = BitemporalRetrieval(mean, std, fusion, width=options.embedding_width, lr=options.lr or 1e-3, image_size=size)
+    module = BitemporalRetrieval(mean, std, fusion, width=options.embedding_width, lr=options.lr or 1e-3,
+                                 image_size=pairs.size)
     if init is not None:
-        copy_encoder_weights(module.encoder.backbone, init)
-    module.caption_embeddings = minilm_embeddings(vocabulary.sentences)
+        _copy_encoder_weights(module.encoder.backbone, init)
+    module.caption_embeddings = minilm_embeddings(pairs.vocabulary.sentences)
     data_record = {
-        "dataset": "LEVIR-CC format", "root": str(data), "train_items": len(pairs), "sentences": len(vocabulary),
-        "bands": RGB_BANDS, "image_size": size, "init": str(init or ""),
+        "dataset": "LEVIR-CC format", "root": str(data), "train_items": len(pairs.dataset),
+        "sentences": len(pairs.vocabulary), "bands": RGB_BANDS, "image_size": pairs.size, "init": str(init or ""),
     }
-    return _train(module, tiles, out, "bitemporal", data_record, options)
+    return _train(module, pairs, out, "bitemporal", data_record, options)
 
 
-def _clip_tokens(sentences: list[str], context_length: int):
-    import torch
+def _copy_encoder_weights(target: torch.nn.Module, checkpoint: Path) -> None:
+    """Start a bitemporal backbone from a ``locked-text`` image encoder (read again here: rebuilding it
+    draws its random initialisation, which the fit's random stream has always followed)."""
+    source, _ = load_checkpoint(checkpoint, "locked-text")
+    target.load_state_dict(copy.deepcopy(source.encoder.state_dict()))
 
-    return torch.from_numpy(tokenize(clip_tokenizer_json(context_length), sentences)["input_ids"])
 
-
-def _caption_data(root: Path, captions: GaiaCaptions, vocabulary: CaptionVocabulary, size: int) -> dict:
+def _caption_record(root: Path, captions: CaptionData) -> dict:
     return {
-        "dataset": "GAIA format", "root": str(root), "train_items": len(captions), "sentences": len(vocabulary),
-        "bands": RGB_BANDS, "image_size": size,
+        "dataset": "GAIA format", "root": str(root), "train_items": len(captions.dataset),
+        "sentences": len(captions.vocabulary), "bands": RGB_BANDS, "image_size": captions.size,
     }
 
 
-def _train(module, dataset, out: Path, task: str, data: dict, options: FitOptions) -> Path:
+def _train(module: lightning.LightningModule, data: SearchData, out: Path, task: str, record: dict,
+           options: FitOptions) -> Path:
     if not options.max_steps and not options.epochs:
         raise ValueError("give max_steps or epochs")
     out = Path(out)
@@ -154,14 +143,10 @@ def _train(module, dataset, out: Path, task: str, data: dict, options: FitOption
     trainer = fit_trainer(out, options.accelerator, options.max_steps or -1,
                           options.epochs if not options.max_steps else -1, options.scale_out)
     started = time.monotonic()
-    loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=True, drop_last=len(dataset) > options.batch_size)
-    trainer.fit(module, loader)
+    trainer.fit(module, datamodule=data)
     provenance = {
         **fit_provenance(trainer, options.command, options.seed, started), "batch_size": options.batch_size,
         "parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),  # not a frozen teacher
         "final_train_loss": float(trainer.callback_metrics.get("train_loss", float("nan"))),
     }
-    path = out / CHECKPOINT_NAME
-    if trainer.is_global_zero:
-        save_search_checkpoint(path, task, module.cpu(), data, provenance)
-    return path
+    return save_fit_checkpoint(trainer, out / CHECKPOINT_NAME, task, module, record, provenance)

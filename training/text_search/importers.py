@@ -32,7 +32,7 @@ import torch
 
 from training.importers import ImportedModel, Importer, ImportRefused, load_state_dict, load_weights
 from training.text_search.export import PAPERS, export_clip_pair
-from training.text_search.tasks import build_open_clip, clip_space, open_clip_config
+from training.text_search.model import build_open_clip, clip_space, open_clip_config
 
 
 @dataclass(frozen=True)

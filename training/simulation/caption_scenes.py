@@ -1,7 +1,7 @@
 """Multispectral scenes that the caption fixtures are cut from: real Landsat 7 files fetched from
 package registries, or simulated scenes (no network, for tests).
 
-Real scenes (``fetch_imagery.sh`` puts them in one folder; nothing is committed):
+Real scenes (``fetch_caption_imagery.sh`` puts them in one folder; nothing is committed):
 
 - ``great-salt-lake``: ``landsat.tif`` from the ``localtileserver==1.0.0`` wheel
   (``localtileserver/tiler/data/``): Landsat 7 ETM+, 1489 x 1482 px, about 30 m (EPSG:4326
@@ -27,7 +27,7 @@ from rasterio.transform import from_origin
 
 from training.simulation.hyperspectral import endmember_spectrum
 from training.simulation.shallow_water import _smooth_field as smooth_field
-from training.text_search.land_cover import LandUseContext
+from training.simulation.land_cover import LandUseContext
 
 LANDSAT_BAND_CENTRES_NM = np.array([485.0, 560.0, 660.0, 835.0, 1650.0, 2220.0])  # ETM+ B1 B2 B3 B4 B5 B7
 SIMULATED_DN_PER_REFLECTANCE = 400.0
@@ -82,7 +82,7 @@ def read_real_scene(name: str, imagery_dir: Path) -> Scene:
     source = REAL_SCENES[name]
     path = Path(imagery_dir) / source.file
     if not path.exists():
-        raise FileNotFoundError(f"{path} missing: run training/text_search/fetch_imagery.sh {imagery_dir}")
+        raise FileNotFoundError(f"{path} missing: run training/simulation/fetch_caption_imagery.sh {imagery_dir}")
     with rasterio.open(path) as raster:
         data = raster.read(list(source.band_indexes))
         return Scene(name, data.astype(np.uint8), source.context, raster.transform, raster.crs.to_string(),

@@ -1,5 +1,6 @@
 """Encoders of the shared embedding spaces: the pretrained MiniLM text encoder, a small image
-encoder for any band set, open_clip towers, and the bitemporal fusion heads of text-ITSR.
+encoder for any band set, open_clip towers, and the bitemporal fusion heads of text-ITSR; and the
+graphs they are exported as (the ONNX conventions of ``training.text_search.export``).
 
 Every encoder returns L2-normalised embeddings (cosine similarity = dot product), as CLIP
 (Radford et al., "Learning Transferable Visual Models From Natural Language Supervision", ICML
@@ -7,9 +8,17 @@ Every encoder returns L2-normalised embeddings (cosine similarity = dot product)
 """
 from __future__ import annotations
 
+import functools
+import json
+import tempfile
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from engine.model_catalogue import file_sha256
+from training.text_search.tokenization import minilm_model_dir, minilm_tokenizer_json, tokenize
 
 MINILM_SPACE = "all-MiniLM-L6-v2"  # the space of every encoder aligned to the frozen MiniLM text encoder
 MINILM_DIM = 384
@@ -25,8 +34,6 @@ class MiniLMTextEncoder(nn.Module):
         super().__init__()
         from transformers import BertModel
 
-        from training.text_search.tokenization import minilm_model_dir
-
         self.bert = BertModel.from_pretrained(str(minilm_model_dir())).eval()  # its pooler is unused
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -40,13 +47,21 @@ class MiniLMTextEncoder(nn.Module):
 def embed_sentences(encoder: nn.Module, tokenizer_json: str, sentences: list[str], batch_size: int = 64) -> torch.Tensor:
     """Embed sentences with a text encoder taking ``(input_ids, attention_mask)``, tokenised the
     engine's way (``tokenization.tokenize``)."""
-    from training.text_search.tokenization import tokenize
-
     parts = []
     for start in range(0, len(sentences), batch_size):
         tokens = tokenize(tokenizer_json, sentences[start:start + batch_size])
         parts.append(encoder(torch.from_numpy(tokens["input_ids"]), torch.from_numpy(tokens["attention_mask"])))
     return torch.cat(parts)
+
+
+@functools.lru_cache(maxsize=1)
+def minilm() -> MiniLMTextEncoder:
+    return MiniLMTextEncoder().eval()
+
+
+def minilm_embeddings(sentences: list[str]) -> torch.Tensor:
+    """Frozen all-MiniLM-L6-v2 embeddings ``[N, 384]``, tokenised as the engine does."""
+    return embed_sentences(minilm(), minilm_tokenizer_json(), sentences)
 
 
 def _conv_block(inputs: int, outputs: int, stride: int) -> nn.Sequential:
@@ -160,3 +175,72 @@ class ChangeEmbeddingMap(nn.Module):
 
     def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         return self.encoder(before, after)[:, :, None, None]
+
+
+class ClipTextGraph(nn.Module):
+    """open_clip text tower under the text-encoder ONNX convention: ``(input_ids, attention_mask)``
+    ``[N, 77]`` -> L2-normalised ``[N, D]``. Padding positions are set to open_clip's pad id 0 (the
+    causal tower never lets them influence the end-of-text token it pools)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(input_ids * attention_mask, normalize=True)
+
+
+class ClipImageGraph(nn.Module):
+    """open_clip image tower under the image ONNX convention (input already normalised)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(image, normalize=True)[:, :, None, None]
+
+
+def build_open_clip(model_name: str, model_config: dict | None = None) -> nn.Module:
+    """An open_clip model with random weights and NO download (``pretrained=None``): a built-in
+    architecture name (``ViT-B-32``, ``RN50``, ...) or, when ``model_config`` is given, that
+    open_clip model config (the JSON of ``open_clip/model_configs``)."""
+    import open_clip
+
+    if model_config is not None and model_name not in open_clip.list_models():
+        folder = Path(tempfile.mkdtemp(prefix="open_clip_config_"))
+        (folder / f"{model_name}.json").write_text(json.dumps(model_config))
+        open_clip.add_model_config(folder)
+    model = open_clip.create_model(model_name, pretrained=None)
+    if getattr(model, "text_pool_type", None) != "argmax" or not hasattr(model, "token_embedding"):
+        raise ValueError(
+            f"{model_name}: only CLIP models with open_clip's own BPE text tower (argmax pooling) can be "
+            "exported with a torch-free tokenizer; this one uses another text tower"
+        )
+    return model
+
+
+def open_clip_config(model_name: str) -> tuple[str, dict]:
+    """``(name, config)`` for a built-in architecture or an open_clip config JSON file."""
+    import open_clip
+
+    path = Path(model_name)
+    if path.suffix == ".json":
+        config = json.loads(path.read_text())
+        return path.stem, config.get("model_cfg", config)
+    return model_name, open_clip.get_model_config(model_name)
+
+
+def load_open_clip_weights(model: nn.Module, checkpoint: Path) -> str:
+    """Load a local open_clip-compatible checkpoint (RemoteCLIP's state dicts, GeoRSCLIP's training
+    checkpoints with ``state_dict`` and ``module.`` prefixes, OpenAI's format); returns its SHA-256."""
+    import open_clip
+
+    open_clip.load_checkpoint(model, str(checkpoint))
+    return file_sha256(checkpoint)
+
+
+def clip_space(model_name: str, init_sha256: str, alpha: float | None = None, fine_tuned: bool = False) -> str:
+    """Space id of an open_clip pair: architecture, weights' origin and, after fine-tuning, alpha."""
+    origin = init_sha256[:12] if init_sha256 else "random-init"
+    return f"open_clip:{model_name}:{origin}" + (f":wise-ft-{alpha:g}" if fine_tuned else "")

@@ -1,21 +1,10 @@
-"""GAIA image-caption data: reader and format-faithful writer.
+"""GAIA image-caption data: the reader (the writer: ``gaia_format``).
 
 Zavras, Michail, Zhu, Demir, Papoutsis: "GAIA: A Global, Multi-modal, Multi-scale Vision-Language
 Dataset for Remote Sensing Image Analysis", 2025 (arXiv:2502.09598). 41,030 RS images, five
 synthetic, scientifically grounded captions each; splits train (70%), test (20%), validation (10%).
 
-On disk (both layouts are read; the writer produces both):
-
-``{root}/{split}_data.json``
-    The annotation file GAIA distributes: a JSON list, one object per image with the keys ``id``,
-    ``image_src`` (the image's URL; here also a path relative to ``root`` or absolute),
-    ``image_alt``, ``captions`` (list of 5 strings), ``credits``, ``location``, ``lat``, ``lon``,
-    ``tag``, ``resolution``, ``satellite``, ``sensor``, ``modalities``.
-``{root}/{split}/NNNNN.tar``
-    The webdataset that GAIA's instructions rebuild from that file with img2dataset
-    (``--output_format webdataset --save_additional_columns "['id','captions']" --encode_format png``):
-    per sample ``KEY.png`` (the image), ``KEY.txt`` (``image_alt``) and ``KEY.json`` (img2dataset's
-    record: ``url``, ``key``, ``status``, ``width``, ``height``, plus ``id`` and ``captions``).
+On disk: ``training.datasets.gaia_format`` (both layouts are read).
 
 The reader prefers the shards when a split has them (that is what a GAIA user has after
 img2dataset); otherwise it opens each ``image_src`` that is a local file, or ``images/{id}.png``.
@@ -30,14 +19,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
+from torchgeo.datasets import NonGeoDataset
 
-SPLITS = ("train", "val", "test")
-ANNOTATION_KEYS = (
-    "id", "image_src", "image_alt", "captions", "credits", "location", "lat", "lon", "tag",
-    "resolution", "satellite", "sensor", "modalities",
-)
-SAMPLES_PER_SHARD = 512  # img2dataset --number_sample_per_shard in GAIA's instructions
+from training.datasets.gaia_format import SPLITS
 
 
 @dataclass(frozen=True)
@@ -47,7 +31,7 @@ class CaptionedImage:
     source: str  # file path, or "shard.tar::member.png"
 
 
-class GaiaCaptions(Dataset):
+class GaiaCaptions(NonGeoDataset):
     """One split of GAIA; items are ``{"image": uint8 [3, H, W], "captions": tuple[str], "id": str}``."""
 
     def __init__(self, root: Path, split: str = "train") -> None:
@@ -108,38 +92,3 @@ class GaiaCaptions(Dataset):
         else:
             image = Image.open(source)
         return np.moveaxis(np.asarray(image.convert("RGB")), -1, 0).copy()
-
-
-def write_gaia_split(root: Path, split: str, entries: list[dict], images: list[np.ndarray]) -> None:
-    """Write ``{split}_data.json``, ``images/{id}.png`` and the img2dataset shards of one split.
-
-    ``entries``: GAIA annotation objects (``ANNOTATION_KEYS``; ``image_src`` is set here);
-    ``images``: uint8 ``[3, H, W]`` RGB, one per entry.
-    """
-    root = Path(root)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    (root / split).mkdir(parents=True, exist_ok=True)
-    annotations = []
-    for entry, image in zip(entries, images):
-        relative = f"images/{entry['id']}.png"
-        Image.fromarray(np.moveaxis(image, 0, -1)).save(root / relative)
-        annotation = {key: entry.get(key) for key in ANNOTATION_KEYS} | {"image_src": relative}
-        annotations.append(annotation)
-    (root / f"{split}_data.json").write_text(json.dumps(annotations, indent=1))
-    for shard_index, start in enumerate(range(0, len(annotations), SAMPLES_PER_SHARD)):
-        with tarfile.open(root / split / f"{shard_index:05d}.tar", "w") as archive:
-            for offset, annotation in enumerate(annotations[start:start + SAMPLES_PER_SHARD]):
-                key = f"{shard_index:05d}{offset:04d}"
-                png = (root / annotation["image_src"]).read_bytes()
-                height, width = images[start + offset].shape[1:]
-                record = {
-                    "url": annotation["image_src"], "key": key, "status": "success", "error_message": None,
-                    "width": width, "height": height, "original_width": width, "original_height": height,
-                    "id": annotation["id"], "captions": annotation["captions"],
-                }
-                for suffix, payload in (
-                    ("png", png), ("txt", (annotation["image_alt"] or "").encode()), ("json", json.dumps(record).encode())
-                ):
-                    info = tarfile.TarInfo(f"{key}.{suffix}")
-                    info.size = len(payload)
-                    archive.addfile(info, io.BytesIO(payload))

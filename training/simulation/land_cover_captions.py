@@ -1,4 +1,4 @@
-"""Captions derived from measured tile content (``training.text_search.land_cover``).
+"""Captions derived from measured tile content (``training.simulation.land_cover``).
 
 GAIA (Zavras et al. 2025) gives every image five synthetic, scientifically grounded captions;
 these fixtures do the same from what the pixels measurably hold: the land-cover fractions, the
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.text_search.land_cover import LAND_COVER, LandUseContext, fractions, side_of
+from training.simulation.land_cover import LAND_COVER, LandUseContext, fractions, side_of
 
 PRESENT = 0.1  # a class is mentioned from this share of the tile on
 NOUNS = {

@@ -1,7 +1,7 @@
 """Paired RGB / multispectral (or SAR) tiles of the same ground, for aligning a new modality to a
-CLIP-style image space by distillation ("Mind the Modality Gap", see ``training.text_search.tasks``).
+CLIP-style image space by distillation ("Mind the Modality Gap", see ``training.text_search.module``).
 
-On disk: a GAIA-format root (``training.text_search.gaia``) for the RGB side, plus::
+On disk: a GAIA-format root (``training.datasets.gaia``) for the RGB side, plus::
 
     {root}/multispectral/{id}.tif   the same footprint in the other modality, one GeoTIFF per GAIA id,
                                     band descriptions naming the bands (e.g. B02 B03 B04 B08 B11 B12),
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from torch.utils.data import Dataset
+from torchgeo.datasets import NonGeoDataset
 
-from training.text_search.gaia import GaiaCaptions
+from training.datasets.gaia import GaiaCaptions
 
 
-class PairedModalities(Dataset):
+class PairedModalities(NonGeoDataset):
     """Items: ``{"rgb": uint8 [3, H, W], "other": float32 [C, H', W'], "captions", "id"}``."""
 
     def __init__(self, root: Path, split: str = "train", modality_folder: str = "multispectral") -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetch the real Landsat 7 scenes the text-search fixtures are cut from (training/text_search/scenes.py)
+# Fetch the real Landsat 7 scenes the text-search fixtures are cut from (training/simulation/caption_scenes.py)
 # into DIR (default out/text_search/imagery). Both come from package registries through their
 # ordinary clients; nothing is installed and nothing is committed:
 #   landsat.tif  from the localtileserver 1.0.0 wheel (PyPI), localtileserver/tiler/data/

@@ -1,4 +1,4 @@
-"""Write the text-search fixtures from scenes (``training.text_search.scenes``): a GAIA-format
+"""Write the text-search fixtures from scenes (``training.simulation.caption_scenes``): a GAIA-format
 caption dataset of RGB tiles, the paired multispectral tiles, optionally paired SIMULATED
 Sentinel-1-like VV / VH tiles made from each tile's land cover
 (``training.simulation.sar_backscatter``), and LEVIR-CC-style change pairs.
@@ -7,13 +7,13 @@ Tiles are cut on a 4 x 4 block grid of each scene; whole blocks go to one split 
 diagonal blocks, validation: the two off-diagonal corners, train: the other ten), so evaluation
 tiles never overlap training ground. Training tiles overlap by ``train_stride``, evaluation tiles
 by half a tile; random subsets cap each scene's share (a large scene would otherwise dominate).
-Captions come from the measured land cover of each tile (``captions.image_captions``).
+Captions come from the measured land cover of each tile (``land_cover_captions.image_captions``).
 
 Change pairs: "after" is "before" with part of the tile (a smooth random blob, 20-50 % of it)
 replaced by the same pixels of another tile of the same scene and split that is mostly one other
 land cover (real texture of that class), or, for a third of the pairs, left unchanged but for a
 small gain change. Their sentences come from the land cover measured on both dates
-(``captions.change_captions``), so an accidental non-change reads as "no change".
+(``land_cover_captions.change_captions``), so an accidental non-change reads as "no change".
 """
 from __future__ import annotations
 
@@ -29,17 +29,17 @@ from rasterio.windows import transform as window_transform
 
 from training.simulation import sar_backscatter
 from training.simulation.shallow_water import _smooth_field as smooth_field
-from training.text_search.captions import NO_CHANGE, change_captions, image_captions
-from training.text_search.gaia import write_gaia_split
-from training.text_search.land_cover import (
+from training.simulation.land_cover_captions import NO_CHANGE, change_captions, image_captions
+from training.datasets.gaia_format import write_gaia_split
+from training.simulation.land_cover import (
     LAND_COVER,
     MULTISPECTRAL_BANDS,
     RGB_FROM_MULTISPECTRAL,
     classify,
     fractions,
 )
-from training.text_search.levir_cc import write_levir_cc
-from training.text_search.scenes import Scene
+from training.datasets.levir_cc_format import write_levir_cc
+from training.simulation.caption_scenes import Scene
 
 S2_NAMES = ("B02", "B03", "B04", "B08", "B11", "B12")  # the Sentinel-2 bands matching MULTISPECTRAL_BANDS
 BLOCKS = 4
@@ -143,7 +143,7 @@ def _annotation(tile: Tile, sar: bool) -> dict:
         "id": tile.id,
         "image_alt": f"{scene.sensor} true-colour tile, {scene.location}",
         "captions": image_captions(tile.classes, scene.context),
-        "credits": "USGS Landsat 7 (public domain), via the file named in training/text_search/scenes.py"
+        "credits": "USGS Landsat 7 (public domain), via the file named in training/simulation/caption_scenes.py"
         if scene.sensor.startswith("Landsat") else "simulated",
         "location": scene.location, "lat": round(lat, 5), "lon": round(lon, 5),
         "tag": ", ".join(name for name in LAND_COVER if share[name] >= 0.1),
