@@ -11,6 +11,7 @@ from pathlib import Path
 
 import lightning
 import pytest
+import torch
 
 from training import families
 from training.__main__ import main as training_cli
@@ -78,3 +79,14 @@ def test_fsdp_without_a_gpu_is_refused_with_the_fix(tmp_path, capsys):
     assert "fsdp shards the model over GPUs" in str(refused.value)
     assert "on CPUs use --distributed-strategy ddp" in str(refused.value)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "export"])
+def test_a_file_that_is_not_our_checkpoint_is_refused_in_one_line(command, tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    arguments = {"evaluate": ["--data", str(tmp_path)], "export": ["--out", str(tmp_path / "model.onnx")]}[command]
+    with pytest.raises(SystemExit) as refused:
+        training_cli([command, "--checkpoint", str(tmp_path / "other.pt"), *arguments])
+    assert str(refused.value) == (f"{command} refused: {tmp_path / 'other.pt'} is not a checkpoint written by "
+                                  "`python -m training fit`")
+    assert not (tmp_path / "model.onnx").exists()

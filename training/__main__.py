@@ -222,7 +222,10 @@ def _fit(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     _set_threads(args)
-    result = _family(args).cli().run_evaluate(args)
+    try:
+        result = _family(args).cli().run_evaluate(args)
+    except ValueError as refused:  # a checkpoint of another task, bad data: one line, not a traceback
+        sys.exit(f"evaluate refused: {refused}")
     result["command"] = args.command_line
     text = json.dumps(result, indent=2)
     if _print_on_rank_zero(text) and args.json_out:
@@ -231,12 +234,14 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     _set_threads(args)
-    family = _family(args)
-    if args.fp16 and not family.fp16_variant:
-        offered = _tasks(candidate for candidate in FAMILIES if candidate.fp16_variant)
-        sys.exit(f"export --fp16 is offered for {' and '.join(offered)} models; export this task without --fp16")
-    metrics = json.loads(args.metrics.read_text()) if args.metrics else None
-    family.cli().run_export(args, metrics)
+    try:
+        family = _family(args)
+        if args.fp16 and not family.fp16_variant:
+            offered = _tasks(candidate for candidate in FAMILIES if candidate.fp16_variant)
+            sys.exit(f"export --fp16 is offered for {' and '.join(offered)} models; export this task without --fp16")
+        family.cli().run_export(args, json.loads(args.metrics.read_text()) if args.metrics else None)
+    except ValueError as refused:  # not our checkpoint, or one of another task: one line, not a traceback
+        sys.exit(f"export refused: {refused}")
 
 
 def _record_statistics(args: argparse.Namespace) -> None:
