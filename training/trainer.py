@@ -112,3 +112,8 @@ def test_metrics(module: lightning.LightningModule, data: FamilyData, accelerato
                                 enable_model_summary=False, use_distributed_sampler=False,
                                 **scale_out.trainer_options())
     return trainer.test(module, data, verbose=False)[0]
+
+
+def evaluation_record(task: str, checkpoint: Path, data: Path, split: str, **details) -> dict:
+    """What an ``evaluate`` result starts with: the task, checkpoint, data and split, then ``details``."""
+    return {"task": task, "checkpoint": str(checkpoint), "data": str(data), "split": split, **details}

@@ -10,7 +10,7 @@ from training.checkpoint import load_checkpoint
 from training.crop_maps.data import CropData
 from training.crop_maps.fit import TASK
 from training.scale_out import SINGLE_DEVICE, ScaleOut
-from training.trainer import test_metrics
+from training.trainer import evaluation_record, test_metrics
 
 
 def evaluate_crop(
@@ -22,18 +22,15 @@ def evaluate_crop(
     tested = CropData(data, hyper.modalities, saved["data"]["s1_orbit"], module.config.image_size, hyper.max_dates,
                       batch_size, test_split=split)
     metrics = test_metrics(module, tested, accelerator, scale_out)
-    return {
-        "task": TASK,
-        "checkpoint": str(checkpoint),
-        "data": str(data),
-        "split": split,
-        "patches": len(tested.test_set.patches),
-        "tiles": len(tested.test_set),
-        "fusion": hyper.fusion,
-        "modalities": list(hyper.modalities),
-        "metrics": {name: round(float(metrics[name]), 6) for name in ("overall_accuracy", "mean_accuracy", "mean_iou")},
-        "iou_per_class": {
+    return evaluation_record(
+        TASK, checkpoint, data, split,
+        patches=len(tested.test_set.patches),
+        tiles=len(tested.test_set),
+        fusion=hyper.fusion,
+        modalities=list(hyper.modalities),
+        metrics={name: round(float(metrics[name]), 6) for name in ("overall_accuracy", "mean_accuracy", "mean_iou")},
+        iou_per_class={
             name: None if math.isnan(metrics[f"iou_{name}"]) else round(float(metrics[f"iou_{name}"]), 6)
             for name in hyper.class_names
         },
-    }
+    )
