@@ -158,11 +158,12 @@ class InputDistribution:
         median[seen] = np.nanmedian(per_date[:, seen], axis=0)
         return median
 
-    def relative_distances(self, values: np.ndarray, valid: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+    def relative_distances(self, values: np.ndarray, valid: np.ndarray, rows: slice = slice(None),
+                           cols: slice = slice(None)) -> np.ndarray:
         """Distance over the calibrated threshold per pixel of ``values`` [bands, rows, w] (raw input,
-        as a grid's ``read`` gives it) in ``rows``; above 1: unlike the training inputs. The flagged
-        pixels among ``valid`` ones [rows' h, w] are counted for ``summary``."""
-        return self.counted((self.distances(values[:, rows]) / self.threshold).astype(np.float32), valid)
+        as a grid's ``read`` gives it) in ``rows`` and ``cols``; above 1: unlike the training inputs. The
+        flagged pixels among ``valid`` ones [rows' h, cols' w] are counted for ``summary``."""
+        return self.counted((self.distances(values[:, rows, cols]) / self.threshold).astype(np.float32), valid)
 
     def counted(self, relative: np.ndarray, valid: np.ndarray) -> np.ndarray:
         self.flagged += int(np.count_nonzero((relative > 1) & valid))
@@ -203,14 +204,16 @@ class SeriesDistribution(InputDistribution):
         self.quantile = DISTANCE_QUANTILE
         self.flagged = self.pixels = 0
 
-    def relative_distances(self, values: dict, valid: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+    def relative_distances(self, values: dict, valid: np.ndarray, rows: slice = slice(None),
+                           cols: slice = slice(None)) -> np.ndarray:
         """``values``: per modality, each date's raw input and validity ``(values [bands, rows, w],
         valid [rows, w])`` as ``TimeSeriesGrid.read`` gives them -> the largest over the modalities of
-        the median over valid dates of the distance, over the threshold [rows' h, w] (0 without a
+        the median over valid dates of the distance, over the threshold [rows' h, cols' w] (0 without a
         valid date)."""
         largest = np.zeros(valid.shape, np.float32)
         for name, distribution in self.modalities.items():
-            median = distribution.median_distances([(date[:, rows], date_valid[rows]) for date, date_valid in values[name]])
+            median = distribution.median_distances([(date[:, rows, cols], date_valid[rows, cols])
+                                                    for date, date_valid in values[name]])
             seen = np.isfinite(median)
             relative = np.where(seen, median / distribution.threshold, 0.0).astype(np.float32)
             largest = np.maximum(largest, distribution.counted(relative, valid & seen))

@@ -271,8 +271,7 @@ class ExtraLayers:
                                       cols.stop - start + left + right)
             window = (slice(top, top + height), slice(left, left + cols.stop - start))
             if self.distribution:
-                distance[:, cols] = self.distribution.relative_distances(values[:, :, window[1]], strip.valid[:, cols],
-                                                                         window[0])
+                distance[:, cols] = self.distribution.relative_distances(values, strip.valid[:, cols], *window)
             if self.quality:
                 valid[window] &= strip.valid[:, cols]
                 reasons[:, cols] = self.quality.apply(contract, values, valid, top, left, strip, cols,
