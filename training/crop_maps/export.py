@@ -27,7 +27,7 @@ from training.checkpoint import load_checkpoint
 from training.crop_maps.data import training_data_sentence
 from training.crop_maps.fit import TASK
 from training.onnx_export import export_graph, parity, write_contract
-from training.scene_labels.export import BAND_ALIASES as S2_BAND_ALIASES
+from training.sentinel_bands import SENTINEL_BANDS
 
 CONTRACT_TASK = "crop_map"
 PARITY_TOLERANCE = 1e-5  # probabilities
@@ -58,7 +58,7 @@ def export_crop(
     module, saved = load_checkpoint(checkpoint, TASK)
     data, training, hyper = saved["data"], saved["provenance"], module.hparams
     tile_size = module.config.image_size
-    aliases = {**S2_BAND_ALIASES, **S1_BAND_ALIASES}
+    aliases = {**SENTINEL_BANDS, **S1_BAND_ALIASES}
     contract = ModelContract(
         task=CONTRACT_TASK,
         name=Path(out).stem,

@@ -48,7 +48,7 @@ from training.importers import (
     toolbox_name,
 )
 from training.crop_maps.model import TSViT, TSViTConfig
-from training.scene_labels.export import BAND_ALIASES
+from training.sentinel_bands import SENTINEL_BANDS
 
 PAPER = ("Tarasiou, Chavez, Zafeiriou: ViTs for SITS: Vision Transformers for Satellite Image Time Series, "
          "CVPR 2023 (PASTIS: Garnot & Landrieu, ICCV 2021)")
@@ -187,7 +187,7 @@ def import_pastis(checkpoint: Path, out: Path, options: argparse.Namespace, prov
                  f"TSViT for PASTIS24 ({config.temporal_depth} temporal, {config.spatial_depth} spatial layers)")
     contract = ModelContract(
         task=CONTRACT_TASK, name=out.stem, bands=(), mean=(), std=(),
-        modalities=(Modality("s2", tuple(Band(name, *BAND_ALIASES[name]) for name in S2_BANDS), MEAN, STD, MAX_DATES),),
+        modalities=(Modality("s2", tuple(Band(name, *SENTINEL_BANDS[name]) for name in S2_BANDS), MEAN, STD, MAX_DATES),),
         outputs=Outputs(
             kind="classes", names=tuple(class_name(code) for code in range(CLASSES)),
             colors=tuple(class_colour(code) for code in range(CLASSES)),

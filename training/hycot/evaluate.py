@@ -8,7 +8,7 @@ from training.hycot.data import HyCoTData
 from training.hycot.module import TASK, load_hycot_checkpoint
 from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.simulation.hyperspectral import read_simulation_record
-from training.trainer import test_metrics
+from training.trainer import evaluation_record, test_metrics
 
 
 def evaluate_hycot(
@@ -26,16 +26,13 @@ def evaluate_hycot(
     strategy = strategy or saved["data"]["strategy"]
     hyspecnet = HyCoTData(data, strategy, batch_size, test_split=split)
     metrics = test_metrics(module, hyspecnet, accelerator, scale_out)
-    return {
-        "task": TASK,
-        "checkpoint": str(checkpoint),
-        "data": str(data),
-        "strategy": strategy,
-        "split": split,
-        "patches": len(hyspecnet.test_set),
-        "simulation": read_simulation_record(data),
-        "compression_ratio": module.hparams.compression_ratio,
-        "latent_channels": module.latent,
-        "bits_per_pixel_per_channel": round(module.bits_per_pixel_per_channel, 4),
-        "metrics": {name: round(float(value), 4) for name, value in metrics.items()},
-    }
+    return evaluation_record(
+        TASK, checkpoint, data, split,
+        strategy=strategy,
+        patches=len(hyspecnet.test_set),
+        simulation=read_simulation_record(data),
+        compression_ratio=module.hparams.compression_ratio,
+        latent_channels=module.latent,
+        bits_per_pixel_per_channel=round(module.bits_per_pixel_per_channel, 4),
+        metrics={name: round(float(value), 4) for name, value in metrics.items()},
+    )

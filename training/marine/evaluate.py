@@ -8,7 +8,7 @@ from training.checkpoint import load_checkpoint
 from training.marine.data import MarineData
 from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.simulation.shallow_water import simulation_records
-from training.trainer import test_metrics
+from training.trainer import evaluation_record, test_metrics
 
 
 def evaluate(
@@ -27,13 +27,10 @@ def evaluate(
     areas = list(areas or saved["data"]["areas"])
     datamodule = MarineData.for_test(data, areas, saved["data"]["modality"], saved["task"], split, batch_size)
     metrics = test_metrics(module, datamodule, accelerator, scale_out)
-    return {
-        "task": saved["task"],
-        "checkpoint": str(checkpoint),
-        "data": str(data),
-        "areas": areas,
-        "split": split,
-        "patches": len(datamodule.test_set),
-        "simulation": simulation_records(data, areas),
-        "metrics": {name: round(float(value), 6) for name, value in metrics.items()},
-    }
+    return evaluation_record(
+        saved["task"], checkpoint, data, split,
+        areas=areas,
+        patches=len(datamodule.test_set),
+        simulation=simulation_records(data, areas),
+        metrics={name: round(float(value), 6) for name, value in metrics.items()},
+    )

@@ -9,7 +9,7 @@ from training.checkpoint import load_checkpoint
 from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.scene_labels.data import SceneLabelsData, classes_in_split
 from training.scene_labels.fit import TASK
-from training.trainer import test_metrics
+from training.trainer import evaluation_record, test_metrics
 
 
 def evaluate_scene_labels(
@@ -21,12 +21,9 @@ def evaluate_scene_labels(
     if not len(splits.test_set):
         raise ValueError(f"{data} has no patches in the {split!r} split")
     metrics = test_metrics(module, splits, accelerator, scale_out)
-    return {
-        "task": TASK,
-        "checkpoint": str(checkpoint),
-        "data": str(data),
-        "split": split,
-        "patches": len(splits.test_set),
-        "classes_present": len(classes_in_split(data, split)),
-        "metrics": {name: round(float(value), 6) for name, value in metrics.items()},
-    }
+    return evaluation_record(
+        TASK, checkpoint, data, split,
+        patches=len(splits.test_set),
+        classes_present=len(classes_in_split(data, split)),
+        metrics={name: round(float(value), 6) for name, value in metrics.items()},
+    )

@@ -20,6 +20,7 @@ from training.datasets.reben_format import PATCH_PIXELS
 from training.onnx_export import parity_check, write_onnx
 from training.scene_labels.data import training_data_sentence
 from training.scene_labels.fit import TASK
+from training.sentinel_bands import SENTINEL_BANDS
 
 CONTRACT_TASK = "scene_labels"
 PARITY_TOLERANCE = 1e-5  # probabilities
@@ -31,20 +32,6 @@ INPUT_UNITS = (
     "S1 VV, VH: backscatter sigma0 in dB (10*log10); S2: L2A surface reflectance x 10000 "
     "(reBEN digital numbers, no offset)"
 )
-BAND_ALIASES = {
-    "VV": (("sigma0_vv", "vv_db"), "Sentinel-1 IW GRD VV backscatter, dB"),
-    "VH": (("sigma0_vh", "vh_db"), "Sentinel-1 IW GRD VH backscatter, dB"),
-    "B02": (("B2", "blue"), "Sentinel-2 blue, 490 nm, 10 m"),
-    "B03": (("B3", "green"), "Sentinel-2 green, 560 nm, 10 m"),
-    "B04": (("B4", "red"), "Sentinel-2 red, 665 nm, 10 m"),
-    "B05": (("B5", "red edge 1", "rededge1"), "Sentinel-2 red edge, 705 nm, 20 m"),
-    "B06": (("B6", "red edge 2", "rededge2"), "Sentinel-2 red edge, 740 nm, 20 m"),
-    "B07": (("B7", "red edge 3", "rededge3"), "Sentinel-2 red edge, 783 nm, 20 m"),
-    "B08": (("B8", "nir"), "Sentinel-2 near infrared, 842 nm, 10 m"),
-    "B8A": (("B08A", "nir08", "narrow nir"), "Sentinel-2 narrow near infrared, 865 nm, 20 m"),
-    "B11": (("swir16", "swir1"), "Sentinel-2 short-wave infrared, 1610 nm, 20 m"),
-    "B12": (("swir22", "swir2"), "Sentinel-2 short-wave infrared, 2190 nm, 20 m"),
-}
 
 
 def export_scene_labels(checkpoint: Path, out: Path, metrics: dict | None = None, command: str = "") -> dict:
@@ -55,7 +42,7 @@ def export_scene_labels(checkpoint: Path, out: Path, metrics: dict | None = None
     contract = ModelContract(
         task=CONTRACT_TASK,
         name=Path(out).stem,
-        bands=tuple(Band(name, *BAND_ALIASES[name]) for name in data["bands"]),
+        bands=tuple(Band(name, *SENTINEL_BANDS[name]) for name in data["bands"]),
         mean=tuple(hyper.band_mean),
         std=tuple(hyper.band_std),
         outputs=module.contract_outputs(),

@@ -40,7 +40,8 @@ from training.datasets.ben_labels import CLASS_COLOURS, CLASS_NAMES, TORCHGEO_CL
 from training.datasets.reben_format import BAND_MEAN, BAND_STD, PATCH_PIXELS
 from training.onnx_export import parity_check, write_onnx
 from training.importers import ImportedModel, Importer, ImportRefused, load_state_dict, load_weights
-from training.scene_labels.export import BAND_ALIASES, CONTRACT_TASK, INPUT_UNITS, PAPER
+from training.scene_labels.export import CONTRACT_TASK, INPUT_UNITS, PAPER
+from training.sentinel_bands import SENTINEL_BANDS
 
 URL = "https://huggingface.co/BIFOLD-BigEarthNetv2-0"
 LICENCE = "MIT (as stated on the weights' hub pages)"
@@ -172,7 +173,7 @@ def import_reben(checkpoint: Path, out: Path, options: argparse.Namespace, prove
                  f"reBEN's {backbone} classifier (configilm names model.vision_encoder.*, {len(bands)} bands)")
     contract = ModelContract(
         task=CONTRACT_TASK, name=out.stem,
-        bands=tuple(Band(name, *BAND_ALIASES[name]) for name in bands),
+        bands=tuple(Band(name, *SENTINEL_BANDS[name]) for name in bands),
         mean=tuple(BAND_MEAN[name] for name in bands), std=tuple(BAND_STD[name] for name in bands),
         outputs=Outputs(kind="classes", names=CLASS_NAMES, colors=CLASS_COLOURS,
                         description="multi-label scene classes: one independent probability (sigmoid) per class "

@@ -28,7 +28,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from training.simulation import sar_backscatter
-from training.simulation.shallow_water import _smooth_field as smooth_field
+from training.simulation.shallow_water import smooth_field
 from training.simulation.land_cover_captions import NO_CHANGE, change_captions, image_captions
 from training.datasets.gaia_format import write_gaia_split
 from training.simulation.land_cover import (

@@ -26,7 +26,7 @@ import rasterio
 from rasterio.transform import from_origin
 
 from training.simulation.hyperspectral import endmember_spectrum
-from training.simulation.shallow_water import _smooth_field as smooth_field
+from training.simulation.shallow_water import smooth_field
 from training.simulation.land_cover import LandUseContext
 
 LANDSAT_BAND_CENTRES_NM = np.array([485.0, 560.0, 660.0, 835.0, 1650.0, 2220.0])  # ETM+ B1 B2 B3 B4 B5 B7

@@ -41,7 +41,7 @@ from rasterio.transform import from_origin
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
-from training.simulation.shallow_water import _smooth_field as smooth_field
+from training.simulation.shallow_water import smooth_field
 
 # fmt: off
 ENMAP_BAND_CENTRES_NM = np.array([

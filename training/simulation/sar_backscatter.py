@@ -49,7 +49,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from training.simulation.shallow_water import _smooth_field as smooth_field
+from training.simulation.shallow_water import smooth_field
 
 POLARISATIONS = ("VV", "VH")
 # class -> (VV dB, VH dB, texture std dB); sources in the module docstring

@@ -197,12 +197,12 @@ def simulate_scene(
     seabed = _seabed_classes(rng, true_depth, site)  # defined everywhere under water
 
     bottom = np.stack([np.asarray(c.bottom_reflectance) for c in site.classes], axis=1)[:, seabed]
-    clarity = np.exp(0.12 * _smooth_field(rng, shape, 150.0))
+    clarity = np.exp(0.12 * smooth_field(rng, shape, 150.0))
     reflectance = water_leaving_reflectance(np.maximum(true_depth, 0.0), bottom, site, clarity)
-    land_texture = 1.0 + 0.25 * _smooth_field(rng, shape, 8.0)
+    land_texture = 1.0 + 0.25 * smooth_field(rng, shape, 8.0)
     land_reflectance = np.reshape(site.land_reflectance, (3, 1, 1)) * land_texture
     reflectance = np.where(land, land_reflectance, reflectance)
-    reflectance *= 1.0 + 0.03 * _smooth_field(rng, shape, 200.0)  # illumination, thin haze
+    reflectance *= 1.0 + 0.03 * smooth_field(rng, shape, 200.0)  # illumination, thin haze
     reflectance += rng.standard_normal((3, *shape)) * np.reshape(SENSOR_NOISE, (3, 1, 1))
     quality_rng = np.random.default_rng([seed, 1])  # draws of their own: the visible bands stay as they were
     water_depth = np.maximum(true_depth, 0.0)
@@ -213,13 +213,13 @@ def simulate_scene(
     nir = NIR_DEEP_WATER + (1.2 * bottom[0] - NIR_DEEP_WATER) * np.exp(-2.0 * NIR_ATTENUATION_PER_M * water_depth)
     nir = np.where(land, NIR_LAND * land_texture, nir) + quality_rng.standard_normal(shape) * NIR_NOISE
     if glint and (~land).any():
-        field = _smooth_field(quality_rng, shape, 20.0)
+        field = smooth_field(quality_rng, shape, 20.0)
         glinted = ~land & (field > np.quantile(field[~land], 1.0 - glint))
         reflectance[:, glinted] += GLINT_REFLECTANCE
         nir[glinted] += GLINT_REFLECTANCE
         surface[glinted] = GLINT
     if clouds:
-        field = _smooth_field(quality_rng, shape, 30.0)
+        field = smooth_field(quality_rng, shape, 30.0)
         cloudy = field > np.quantile(field, 1.0 - clouds)
         reflectance[:, cloudy] = CLOUD_REFLECTANCE
         nir[cloudy] = CLOUD_REFLECTANCE
@@ -228,7 +228,7 @@ def simulate_scene(
     nir = np.clip(np.rint(nir * REFLECTANCE_SCALE), 1, np.iinfo(np.uint16).max).astype(np.uint16)
 
     surveyed = ~land & (true_depth <= site.survey_depth_m)
-    survey_gap = _smooth_field(rng, shape, 12.0) > 2.0  # a few percent: lidar dropouts
+    survey_gap = smooth_field(rng, shape, 12.0) > 2.0  # a few percent: lidar dropouts
     depth = np.where(surveyed & ~survey_gap, true_depth, np.nan).astype(np.float32)
     classes = np.where(surveyed, seabed, UNDEFINED).astype(np.uint8)
     west, north = site.upper_left if upper_left is None else upper_left
@@ -361,7 +361,7 @@ def _describe_image_bands(dst) -> None:
     dst.update_tags(units="surface reflectance x 10000", sensor="Sentinel-2 MSI (simulated)")
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], correlation_px: float) -> np.ndarray:
+def smooth_field(rng: np.random.Generator, shape: tuple[int, int], correlation_px: float) -> np.ndarray:
     """Zero-mean, unit-std Gaussian random field with the given correlation length (pixels)."""
     noise = rng.standard_normal(shape)
     freq_y = np.fft.fftfreq(shape[0])[:, None]
@@ -378,12 +378,12 @@ def _seabed_depth(rng: np.random.Generator, shape: tuple[int, int], site: Site) 
     across_shore = (cols * np.cos(angle) + rows * np.sin(angle)) * GSD_M
     extent = across_shore.max() - across_shore.min()
     coastline = across_shore.min() + rng.uniform(0.04, 0.10) * extent
-    offshore = across_shore - coastline + 0.03 * extent * _smooth_field(rng, shape, 60.0)
+    offshore = across_shore - coastline + 0.03 * extent * smooth_field(rng, shape, 60.0)
     # Dean's A chosen so that the survey-depth isobath lies 70-95% of the way across the scene.
     survey_limit_distance = rng.uniform(0.70, 0.95) * extent
     dean_a = site.survey_depth_m / survey_limit_distance ** (2.0 / 3.0)
     profile = dean_a * np.sign(offshore) * np.abs(offshore) ** (2.0 / 3.0)
-    reefs = 0.08 * site.survey_depth_m * _smooth_field(rng, shape, 25.0)
+    reefs = 0.08 * site.survey_depth_m * smooth_field(rng, shape, 25.0)
     return profile + reefs * np.clip(profile / 3.0, 0.0, 1.0)
 
 
@@ -394,7 +394,7 @@ def _seabed_classes(rng: np.random.Generator, depth: np.ndarray, site: Site) -> 
         shallowest, deepest = seabed_class.depth_range_m
         plausibility = _logistic((depth - shallowest) / 1.5) * _logistic((deepest - depth) / 1.5)
         scores.append(
-            _smooth_field(rng, depth.shape, 15.0) + np.log(seabed_class.abundance * plausibility + 1e-3)
+            smooth_field(rng, depth.shape, 15.0) + np.log(seabed_class.abundance * plausibility + 1e-3)
         )
     return np.argmax(np.stack(scores), axis=0)
 

@@ -18,6 +18,7 @@ from training.simulation.land_cover_captions import change_answers, image_answer
 from training.text_search.data import CaptionData, ChangeData, PairedData
 from training.text_search.retrieval import retrieval_report
 from training.text_search.tokenization import tokenize
+from training.trainer import evaluation_record
 
 # Free-text queries of the model cards, each with the answer that makes a test item right
 # (``land_cover_captions.image_answers`` / ``change_answers``): for tiles, the short noun of their
@@ -58,7 +59,7 @@ def evaluate_search(checkpoint: Path, data: Path, split: str = "test", batch_siz
     images = torch.cat([module.embed_images(batch) for batch in DataLoader(items.test_set, batch_size=batch_size)])
     texts = module.embed_texts(items.vocabulary.sentences)
     report = retrieval_report(images, texts, items.vocabulary.relevance(items.caption_sets))
-    return {"task": task, "split": split, "data": str(data), "space": module.text_space, **report}
+    return evaluation_record(task, checkpoint, data, split, space=module.text_space, **report)
 
 
 def query_precision(image_model: Path, text_model: Path, data: Path, split: str = "test", top: int = 10,

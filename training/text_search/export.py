@@ -39,7 +39,7 @@ from torch import nn
 from engine.contract import TOKENIZER_KEY, Band, ModelContract, Outputs, contract_from_metadata
 from training.checkpoint import load_checkpoint
 from training.onnx_export import export_graph, parity, write_contract
-from training.scene_labels.export import BAND_ALIASES as REBEN_BAND_ALIASES
+from training.sentinel_bands import SENTINEL_BANDS
 from training.text_search.model import (
     MINILM_DIM,
     MINILM_SPACE,
@@ -92,7 +92,7 @@ MULTISPECTRAL_ALIASES = {
     "B12": (("swir22", "swir2"), "short-wave infrared 2.2 um; Sentinel-2 B12 / Landsat 7 ETM+ B7"),
 }
 # Bands of the modality students: the multispectral ones, and Sentinel-1's (aliases sigma0_vv, vv_db, ...)
-PAIRED_BAND_ALIASES = MULTISPECTRAL_ALIASES | {name: REBEN_BAND_ALIASES[name] for name in ("VV", "VH")}
+PAIRED_BAND_ALIASES = MULTISPECTRAL_ALIASES | {name: SENTINEL_BANDS[name] for name in ("VV", "VH")}
 EIGHT_BIT_UNITS = (
     "8-bit values 0-255 as stored in the training tiles (Landsat 7 ETM+ DN, or a true-colour 8-bit rendering "
     "such as a Sentinel-2 TCI or an RGB orthophoto resampled to the model's gsd)"
