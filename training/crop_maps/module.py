@@ -22,6 +22,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from engine.contract import Outputs
 from training.crop_maps.model import TSViTConfig, build_crop_model
 from training.schedule import adamw_with_warmup_cosine
+from training.task_io import class_outputs
 
 IGNORE_INDEX = 255
 
@@ -137,11 +138,8 @@ class CropMappingTask(LightningModule):
         return ClassProbabilities(self.network)
 
     def contract_outputs(self) -> Outputs:
-        return Outputs(
-            kind="classes",
-            names=tuple(self.hparams.class_names),
-            colors=tuple(self.hparams.class_colours),
-            description="per-pixel crop class probabilities (softmax over the classes, PASTIS nomenclature)",
+        return class_outputs(
+            self.hparams, "per-pixel crop class probabilities (softmax over the classes, PASTIS nomenclature)"
         )
 
 

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 
 import segmentation_models_pytorch as smp
 import torch
-from lightning import LightningModule
 from torch import nn
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -32,6 +31,7 @@ from engine.contract import Outputs
 from training.datasets.magicbathynet import IGNORE_INDEX
 from training.marine.model import LightUNet, StridePadded
 from training.schedule import adam_with_cosine_decay
+from training.task_io import NormalisedInput, class_outputs
 
 
 class DepthErrorStatistics(Metric):
@@ -63,18 +63,10 @@ class DepthErrorStatistics(Metric):
         }
 
 
-class MagicBathyNetTask(LightningModule):
+class MagicBathyNetTask(NormalisedInput):
     """What both tasks share: the input's min/max normalisation (``band_mean`` the area's ``norm_param``
     minimum, ``band_std`` its maximum - minimum; not saved in the state dict, the hyperparameters hold
     them) and the optimiser. The subclass saves its hyperparameters, ``lr`` among them."""
-
-    def __init__(self, band_mean: list[float], band_std: list[float]) -> None:
-        super().__init__()
-        self.register_buffer("band_mean", torch.tensor(band_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("band_std", torch.tensor(band_std).view(-1, 1, 1), persistent=False)
-
-    def normalised(self, image: torch.Tensor) -> torch.Tensor:
-        return (image - self.band_mean) / self.band_std
 
     def configure_optimizers(self) -> dict:
         return adam_with_cosine_decay(self, self.hparams.lr)
@@ -104,7 +96,7 @@ class BathymetryTask(MagicBathyNetTask):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Depth in metres (positive down) from raw band values ``[B, C, H, W]``."""
-        return self.network(self.normalised(image))[:, 0] * self.hparams.depth_scale_m
+        return self.network(self.normalise(image))[:, 0] * self.hparams.depth_scale_m
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor | None:
         known = torch.isfinite(batch["depth"])
@@ -180,7 +172,7 @@ class SeabedTask(MagicBathyNetTask):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Class logits ``[B, classes, H, W]`` from raw band values ``[B, C, H, W]``."""
-        return StridePadded(self.network)(self.normalised(image))
+        return StridePadded(self.network)(self.normalise(image))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_index: int) -> torch.Tensor | None:
         if not (batch["mask"] != IGNORE_INDEX).any():
@@ -215,12 +207,7 @@ class SeabedTask(MagicBathyNetTask):
         return nn.Sequential(StridePadded(self.network), nn.Softmax(dim=1))
 
     def contract_outputs(self) -> Outputs:
-        return Outputs(
-            kind="classes",
-            names=tuple(self.hparams.class_names),
-            colors=tuple(self.hparams.class_colours),
-            description="probability of each seabed class",
-        )
+        return class_outputs(self.hparams, "probability of each seabed class")
 
 
 MODULES = {"bathymetry": BathymetryTask, "seabed": SeabedTask}

@@ -12,7 +12,6 @@ statistics and its 19 classes.
 from __future__ import annotations
 
 import torch
-from lightning import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -27,6 +26,7 @@ from training.datasets.reben_format import BAND_MEAN, BAND_STD, MODALITY_BANDS
 from training.schedule import adamw_with_warmup_cosine
 from training.scene_labels.cutmix import CUTMIX_MODES, CUTMIX_PROBABILITY, cutmix
 from training.scene_labels.model import scene_backbone
+from training.task_io import NormalisedInput, class_outputs
 
 AUGMENTATIONS = ("none", *CUTMIX_MODES)
 
@@ -41,7 +41,7 @@ def scene_label_metrics(num_classes: int) -> MetricCollection:
     return MetricCollection(metrics)
 
 
-class SceneLabelsTask(LightningModule):
+class SceneLabelsTask(NormalisedInput):
     """19 independent class probabilities per 120x120 patch."""
 
     def __init__(
@@ -60,20 +60,18 @@ class SceneLabelsTask(LightningModule):
         warmup_steps: int = 0,
         total_steps: int = 1,
     ) -> None:
-        super().__init__()
+        super().__init__(band_mean, band_std)
         if augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
         self.save_hyperparameters()
         self.network = scene_backbone(model, len(band_mean), len(class_names), width, depth, dropout)
-        self.register_buffer("band_mean", torch.tensor(band_mean).view(-1, 1, 1), persistent=False)
-        self.register_buffer("band_std", torch.tensor(band_std).view(-1, 1, 1), persistent=False)
         self.loss = nn.BCEWithLogitsLoss()
         self.validation_metrics = scene_label_metrics(len(class_names)).clone(prefix="val_")
         self.test_metrics = scene_label_metrics(len(class_names))
 
     def forward(self, image: Tensor) -> Tensor:
         """Logits ``[N, classes]`` from raw band values ``[N, C, 120, 120]``."""
-        return self.network((image - self.band_mean) / self.band_std)
+        return self.network(self.normalise(image))
 
     def training_step(self, batch: dict[str, Tensor], batch_index: int) -> Tensor:
         if self.hparams.augment != "none" and torch.rand(()) < CUTMIX_PROBABILITY:
@@ -104,14 +102,10 @@ class SceneLabelsTask(LightningModule):
         return ProbabilitiesAsPixels(self.network)
 
     def contract_outputs(self) -> Outputs:
-        return Outputs(
-            kind="classes",
-            names=tuple(self.hparams.class_names),
-            colors=tuple(self.hparams.class_colours),
-            description=(
-                "multi-label scene classes: one independent probability (sigmoid) per class for the "
-                "whole 120x120 patch, shape [N, 19, 1, 1]; the classes do not sum to 1"
-            ),
+        return class_outputs(
+            self.hparams,
+            "multi-label scene classes: one independent probability (sigmoid) per class for the "
+            "whole 120x120 patch, shape [N, 19, 1, 1]; the classes do not sum to 1",
         )
 
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from training.checkpoint import load_checkpoint
 from training.schedule import adam_with_cosine_decay
+from training.task_io import NormalisedInput
 from training.text_search.data import radiometric_jitter, random_orientation
 from training.text_search.model import (
     MINILM_SPACE,
@@ -59,17 +60,6 @@ ZERO_SHOT_LOGIT_SCALE = 100.0
 def sampled_captions(caption_set: torch.Tensor) -> torch.Tensor:
     """One random caption per item (of its ``caption_set``)."""
     return caption_set[torch.arange(len(caption_set)), torch.randint(caption_set.shape[1], (len(caption_set),))]
-
-
-class NormalisedInput(LightningModule):
-    """Holds the contract's per-band normalisation (applied by the engine before the ONNX graph)."""
-
-    def _register_normalisation(self, band_mean: list[float], band_std: list[float]) -> None:
-        self.register_buffer("band_mean", torch.tensor(band_mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("band_std", torch.tensor(band_std).view(1, -1, 1, 1), persistent=False)
-
-    def normalise(self, image: torch.Tensor) -> torch.Tensor:
-        return (image - self.band_mean) / self.band_std
 
 
 class FrozenTextContrast(NormalisedInput):
@@ -99,9 +89,8 @@ class LockedTextAlignment(FrozenTextContrast):
 
     def __init__(self, bands: list[str], band_mean: list[float], band_std: list[float], dim: int = 384,
                  width: int = 32, lr: float = 1e-3, image_size: int = 32, jitter: bool = True) -> None:
-        super().__init__()
+        super().__init__(band_mean, band_std)
         self.save_hyperparameters()
-        self._register_normalisation(band_mean, band_std)
         self.encoder = TileImageEncoder(len(bands), dim, width)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / INITIAL_TEMPERATURE)))
         self.caption_embeddings: torch.Tensor | None = None  # frozen text table, set before fit
@@ -186,9 +175,8 @@ class ModalityAlignment(NormalisedInput):
     def __init__(self, bands: list[str], band_mean: list[float], band_std: list[float], teacher_checkpoint: str,
                  class_prompts: list[str], dim: int = 384, width: int = 32, lr: float = 1e-3,
                  zero_shot_weight: float = 0.1, image_size: int = 32, text_space: str = MINILM_SPACE) -> None:
-        super().__init__()
+        super().__init__(band_mean, band_std)
         self.save_hyperparameters()
-        self._register_normalisation(band_mean, band_std)
         self.student = TileImageEncoder(len(bands), dim, width)
         self.teacher: LightningModule | None = None
         self.class_embeddings: torch.Tensor | None = None
@@ -238,9 +226,8 @@ class BitemporalRetrieval(FrozenTextContrast):
 
     def __init__(self, band_mean: list[float], band_std: list[float], fusion: str, dim: int = 384, width: int = 32,
                  lr: float = 1e-3, image_size: int = 32, jitter: bool = True) -> None:
-        super().__init__()
+        super().__init__(band_mean, band_std)
         self.save_hyperparameters()
-        self._register_normalisation(band_mean, band_std)
         self.encoder = BitemporalEncoder(TileImageEncoder(len(band_mean), dim, width), fusion, dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / INITIAL_TEMPERATURE)))
         self.caption_embeddings: torch.Tensor | None = None
