@@ -34,6 +34,7 @@ from training.simulation.crop_phenology import (
     vegetation_cover,
     write_pastis_r_fixture,
 )
+from training.trainer import FitRun
 
 TINY = TSViTConfig(image_size=8, patch_size=2, dim=16, temporal_depth=1, spatial_depth=1, heads=2, head_dim=8, mlp_ratio=2)
 CHANNELS = {"s2": 10, "s1": 3}
@@ -218,8 +219,8 @@ def test_training_view_and_evaluation_tiles_keep_inputs_aligned(pastis_root):
 
 def test_a_few_training_steps_then_evaluation_on_the_fixture(pastis_root, tmp_path):
     config = TSViTConfig(image_size=16, patch_size=4, dim=16, temporal_depth=1, spatial_depth=1, heads=2, head_dim=8)
-    checkpoint = fit_crop(pastis_root, tmp_path, ("s2", "s1"), "sync-class-token", config=config,
-                          max_dates={"s2": 8, "s1": 8}, max_steps=3, batch_size=2, accelerator="cpu")
+    checkpoint = fit_crop(FitRun(pastis_root, tmp_path, max_steps=3, batch_size=2, accelerator="cpu"), ("s2", "s1"),
+                          "sync-class-token", config=config, max_dates={"s2": 8, "s1": 8})
     module, saved = load_checkpoint(checkpoint, "crop")  # weights_only=True inside
     assert saved["provenance"]["steps"] == 3 and saved["data"]["simulation"]["seed"] == 3
     assert module.hparams.class_codes[0] == 0 and VOID_LABEL not in module.hparams.class_codes

@@ -14,6 +14,7 @@ from training.datasets.magicbathynet import IGNORE_INDEX, MagicBathyNet
 from training.datasets.magicbathynet_format import norm_param_file, read_norm_param, read_split_file
 from training.marine.evaluate import evaluate
 from training.marine.fit import fit
+from training.trainer import FitRun
 
 LOW, HIGH = [12.0, 34.5, 56.0], [1234.0, 2345.0, 3456.25]
 
@@ -113,8 +114,8 @@ def test_dataset_reads_the_real_layout_at_real_sizes(real_root, modality):
 )
 def test_fit_and_evaluate_on_real_sized_patches(real_root, tmp_path, task, modality, area, options, metric):
     torch.set_num_threads(1)
-    checkpoint = fit(task, real_root, tmp_path, (area,), modality, max_steps=2, batch_size=2, model_options=options,
-                     accelerator="cpu")
+    checkpoint = fit(FitRun(real_root, tmp_path, max_steps=2, batch_size=2, accelerator="cpu"), task, (area,), modality,
+                     options)
     module, saved = load_checkpoint(checkpoint, task)
     low, high = read_norm_param(norm_param_file(real_root / area, modality, area))
     np.testing.assert_allclose(module.hparams.band_mean, low)
@@ -123,4 +124,4 @@ def test_fit_and_evaluate_on_real_sized_patches(real_root, tmp_path, task, modal
     result = evaluate(checkpoint, real_root, batch_size=2, accelerator="cpu")
     assert result["patches"] == len(IDS[area]["test"]) and np.isfinite(result["metrics"][metric])
     with pytest.raises(ValueError, match="fit one area at a time"):
-        fit(task, real_root, tmp_path, ("agia_napa", "puck_lagoon"), modality, max_steps=1)
+        fit(FitRun(real_root, tmp_path, max_steps=1), task, ("agia_napa", "puck_lagoon"), modality)

@@ -62,6 +62,7 @@ from training.scene_labels.model import MODELS, scene_backbone
 from training.scene_labels.module import AUGMENTATIONS, SceneLabelsTask
 from training.simulation.bigearthnet_fixture import write_bigearthnet_fixture
 from training.simulation.pixel_time_series import write_pixel_series
+from training.trainer import FitRun
 
 PATCHES = 15  # 9 train, 3 validation, 3 test (5 tiles, split by tile)
 URBAN, ARABLE, PASTURES = (CLASS_NAMES.index(name) for name in ("Urban fabric", "Arable land", "Pastures"))
@@ -235,8 +236,8 @@ def test_learning_rate_warms_up_linearly_then_decays_by_cosine():
 def test_fit_a_few_steps_with_each_backbone(model, ben_store, tmp_path):
     torch.set_num_threads(1)
     checkpoint = fit_scene_labels(
-        ben_store, tmp_path, "s1,s2", model, TINY["width"], TINY["depth"], "cutmix-lp", max_steps=3,
-        batch_size=4, validate_every=3, accelerator="cpu",
+        FitRun(ben_store, tmp_path, max_steps=3, batch_size=4, accelerator="cpu"), "s1,s2", model, TINY["width"],
+        TINY["depth"], "cutmix-lp", validate_every=3,
     )
     saved = torch.load(checkpoint, weights_only=True)
     assert saved["task"] == "scene-labels" and saved["provenance"]["steps"] == 3

@@ -35,7 +35,6 @@ from training.text_search.export import (
     export_search,
 )
 from training.text_search.fit import (
-    FitOptions,
     fit_align_modality,
     fit_bitemporal,
     fit_clip_finetune,
@@ -57,6 +56,7 @@ from training.text_search.tokenization import (
     minilm_tokenizer_json,
     tokenize,
 )
+from training.trainer import FitRun
 
 TILE = 16
 SENTENCES = [
@@ -91,8 +91,8 @@ def fixture_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def rgb_checkpoint(fixture_root, tmp_path_factory):
     torch.set_num_threads(1)
-    options = FitOptions(max_steps=150, batch_size=32, embedding_width=16, accelerator="cpu")
-    return fit_locked_text(fixture_root / "gaia", tmp_path_factory.mktemp("rgb"), options)
+    run = FitRun(fixture_root / "gaia", tmp_path_factory.mktemp("rgb"), max_steps=150, batch_size=32, accelerator="cpu")
+    return fit_locked_text(run, embedding_width=16)
 
 
 def test_cli_repeats_the_modules_choices():
@@ -294,9 +294,11 @@ def test_locked_text_encoder_ranks_matching_tiles_first(rgb_checkpoint, fixture_
 
 @pytest.mark.slow
 def test_image_student_and_change_exports_match_torch(rgb_checkpoint, fixture_root, minilm_int8, tmp_path):
-    options = FitOptions(max_steps=5, batch_size=16, embedding_width=16, accelerator="cpu")
-    student = fit_align_modality(fixture_root / "gaia", tmp_path / "s2", rgb_checkpoint, 0.1, options)
-    change = fit_bitemporal(fixture_root / "levir_cc", tmp_path / "change", "tff", rgb_checkpoint, options)
+    settings = {"max_steps": 5, "batch_size": 16, "accelerator": "cpu"}
+    student = fit_align_modality(FitRun(fixture_root / "gaia", tmp_path / "s2", **settings), rgb_checkpoint, 0.1,
+                                 embedding_width=16)
+    change = fit_bitemporal(FitRun(fixture_root / "levir_cc", tmp_path / "change", **settings), "tff", rgb_checkpoint,
+                            embedding_width=16)
     expected = {
         rgb_checkpoint: ("image_embedding", ["image"], 3),
         student: ("image_embedding", ["image"], 6),
@@ -342,8 +344,8 @@ def test_align_modality_reads_another_paired_folder(rgb_checkpoint, fixture_root
     """A student for another modality (the fixtures' simulated SAR, ``sar/``) trains from
     ``modality_folder``, evaluates, exports with Sentinel-1 band names, aliases and the units its
     tiles state, and answers the cards' queries on its own folder."""
-    options = FitOptions(max_steps=3, batch_size=16, embedding_width=8, accelerator="cpu")
-    checkpoint = fit_align_modality(fixture_root / "gaia", tmp_path / "sar", rgb_checkpoint, 0.1, options, "sar")
+    run = FitRun(fixture_root / "gaia", tmp_path / "sar", max_steps=3, batch_size=16, accelerator="cpu")
+    checkpoint = fit_align_modality(run, rgb_checkpoint, 0.1, embedding_width=8, modality_folder="sar")
     metrics = evaluate_search(checkpoint, fixture_root / "gaia", "test")
     assert metrics["task"] == "align-modality" and 0.0 <= metrics["text_to_image"]["mAP"] <= 100.0
     path = tmp_path / "sar.onnx"
@@ -369,14 +371,16 @@ def test_bitemporal_heads_shapes_and_training_steps(fixture_root, tmp_path):
             embedding = encoder(before, after)
         assert embedding.shape == (3, 384)
         assert torch.allclose(embedding.norm(dim=1), torch.ones(3), atol=1e-5)
-    options = FitOptions(max_steps=3, batch_size=8, embedding_width=8, accelerator="cpu")
-    checkpoint = fit_bitemporal(fixture_root / "levir_cc", tmp_path / "gff", "gff-concat", None, options)
+    settings = {"max_steps": 3, "batch_size": 8, "accelerator": "cpu"}
+    checkpoint = fit_bitemporal(FitRun(fixture_root / "levir_cc", tmp_path / "gff", **settings), "gff-concat", None,
+                                embedding_width=8)
     module, saved = load_checkpoint(checkpoint, "bitemporal")
     assert saved["provenance"]["steps"] == 3 and module.hparams.fusion == "gff-concat"
     with pytest.raises(ValueError, match="holds a 'bitemporal' model, not 'locked-text'"):
         evaluate_search(checkpoint, fixture_root / "levir_cc", task="locked-text")
     with pytest.raises(ValueError, match="the teacher is a locked-text or clip-finetune checkpoint"):
-        fit_align_modality(fixture_root / "gaia", tmp_path / "student", checkpoint, 0.1, options)
+        fit_align_modality(FitRun(fixture_root / "gaia", tmp_path / "student", **settings), checkpoint, 0.1,
+                           embedding_width=8)
 
 
 def test_wise_ft_endpoints_and_midpoint():
@@ -396,11 +400,11 @@ def test_clip_finetune_wise_ft_alpha_and_conversion(fixture_root, tmp_path):
     start = build_open_clip(name, config)
     torch.save(start.state_dict(), tmp_path / "init.pt")  # stands for a RemoteCLIP / GeoRSCLIP file
 
-    options = FitOptions(max_steps=3, batch_size=8, lr=1e-3, accelerator="cpu")
     kept = {}
     for alpha in (0.0, 1.0):
-        checkpoint = fit_clip_finetune(fixture_root / "gaia", tmp_path / f"alpha{alpha}", str(config_file),
-                                       tmp_path / "init.pt", alpha, 0.1, options)
+        run = FitRun(fixture_root / "gaia", tmp_path / f"alpha{alpha}", max_steps=3, batch_size=8, lr=1e-3,
+                     accelerator="cpu")
+        checkpoint = fit_clip_finetune(run, str(config_file), tmp_path / "init.pt", alpha, 0.1)
         kept[alpha] = load_checkpoint(checkpoint, "clip-finetune")[0].model.state_dict()
     weight = "visual.conv1.weight"
     assert torch.equal(kept[0.0][weight], start.state_dict()[weight])  # alpha 0: the zero-shot model

@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--batch-size", type=int, default=16)
     fit.add_argument("--lr", type=float, help="learning rate (default: the family's recipe)")
     fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--num-workers", type=int, default=0,
+                     help="DataLoader worker processes (scene labels, crop maps)")
     _add_device_arguments(fit)
     add_scale_out_arguments(fit)
     for cli in clis:

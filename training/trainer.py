@@ -1,11 +1,13 @@
-"""The Lightning trainers every task uses: one quiet set-up for fitting (metrics to
-``<out>/metrics.csv``; ``fit_and_save`` writes the safe checkpoint, from the rank-0 process only) spread
-over the devices and machines ``training.scale_out`` asks for, the provenance every fit records, and one set-up for testing whose metrics do not depend on how
-many processes share the data."""
+"""The Lightning trainers every task uses: the settings every fit shares (``FitRun``), one quiet set-up
+for fitting (metrics to ``<out>/metrics.csv``; ``fit_and_save`` writes the safe checkpoint, from the rank-0
+process only) spread over the devices and machines ``training.scale_out`` asks for, the provenance every
+fit records, and one set-up for testing whose metrics do not depend on how many processes share the data."""
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning
@@ -21,11 +23,41 @@ from training.scale_out import SINGLE_DEVICE, ScaleOut
 CHECKPOINT_NAME = "checkpoint.pt"  # what a fit writes in its output folder
 
 
-def fit_trainer(out: Path, accelerator: str, max_steps: int = -1, max_epochs: int = -1,
-                scale_out: ScaleOut = SINGLE_DEVICE, **options) -> lightning.Trainer:
-    """Refuses FSDP without CUDA. More than one CUDA process synchronises BatchNorm statistics, so that a batch split over the
-    processes normalises as one batch would (torch's SyncBatchNorm runs on CUDA only: CPU processes
-    normalise their own share)."""
+@dataclass(frozen=True)
+class FitRun:
+    """What every family's fit takes besides its own options: the training ``data`` (the family's
+    dataset root) and the ``out`` folder for the checkpoint and logs; how long to train (``max_steps``
+    or ``epochs``, at least one); the ``batch_size`` and learning rate ``lr`` (None: the family's
+    default); the ``seed``; Lightning's ``accelerator``; ``num_workers`` loader processes (for the
+    families whose data modules read with workers: scene labels, crop maps); the ``command`` line the
+    checkpoint records; and how the fit spreads over devices and machines (``scale_out``)."""
+
+    data: Path
+    out: Path
+    max_steps: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    seed: int = 0
+    accelerator: str = "auto"
+    num_workers: int = 0
+    command: str = ""
+    scale_out: ScaleOut = SINGLE_DEVICE
+
+    @classmethod
+    def from_arguments(cls, args: argparse.Namespace) -> FitRun:
+        """From the common flags of ``python -m training fit`` and ``args.command_line``."""
+        return cls(args.data, args.out, args.max_steps, args.epochs, args.batch_size, args.lr, args.seed,
+                   args.accelerator, args.num_workers, args.command_line, ScaleOut.from_arguments(args))
+
+
+def fit_trainer(run: FitRun, max_steps: int = -1, max_epochs: int = -1, **options) -> lightning.Trainer:
+    """The trainer of ``run`` (its accelerator and scale-out, metrics under its ``out``) for at most
+    ``max_steps`` and ``max_epochs`` (-1: no limit); ``options``: more Lightning trainer options.
+    Refuses FSDP without CUDA. More than one CUDA process synchronises BatchNorm statistics, so that a
+    batch split over the processes normalises as one batch would (torch's SyncBatchNorm runs on CUDA
+    only: CPU processes normalise their own share)."""
+    accelerator, scale_out = run.accelerator, run.scale_out
     on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
     if scale_out.strategy == "fsdp" and not on_cuda:
         raise ValueError("--distributed-strategy fsdp shards the model over GPUs, and Lightning runs it on CUDA only; "
@@ -33,21 +65,19 @@ def fit_trainer(out: Path, accelerator: str, max_steps: int = -1, max_epochs: in
     return lightning.Trainer(
         accelerator=accelerator, max_steps=max_steps, max_epochs=max_epochs,
         accumulate_grad_batches=scale_out.accumulate_grad_batches,
-        logger=CSVLogger(out, name="", version=""), log_every_n_steps=10, enable_checkpointing=False,
+        logger=CSVLogger(run.out, name="", version=""), log_every_n_steps=10, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, sync_batchnorm=on_cuda and scale_out.processes > 1,
         **scale_out.trainer_options(), **options,
     )
 
 
-def start_fit(out: Path, seed: int, max_steps: int | None, epochs: int | None) -> Path:
-    """What every fit does first: refuses a fit with neither ``max_steps`` nor ``epochs``, seeds torch,
-    numpy and Python (loader workers too) with ``seed`` and makes the folder ``out``; returns it."""
-    if not max_steps and not epochs:
+def start_fit(run: FitRun) -> None:
+    """What every fit does first: refuses a run with neither ``max_steps`` nor ``epochs``, seeds torch,
+    numpy and Python (loader workers too) with the run's seed and makes its ``out`` folder."""
+    if not run.max_steps and not run.epochs:
         raise ValueError("give max_steps or epochs")
-    lightning.seed_everything(seed, workers=True)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    lightning.seed_everything(run.seed, workers=True)
+    Path(run.out).mkdir(parents=True, exist_ok=True)
 
 
 def is_rank_zero() -> bool:
@@ -55,25 +85,24 @@ def is_rank_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def fit_provenance(trainer: lightning.Trainer, command: str, seed: int, started: float) -> dict:
-    """What every checkpoint records of its fit: the command, seed, steps, epochs, processes and
-    seconds since ``started`` (a ``time.monotonic()`` reading)."""
-    return {"command": command, "seed": seed, "steps": trainer.global_step, "epochs": trainer.current_epoch,
+def fit_provenance(trainer: lightning.Trainer, run: FitRun, started: float) -> dict:
+    """What every checkpoint records of its fit: the run's command and seed, the steps, epochs,
+    processes and seconds since ``started`` (a ``time.monotonic()`` reading)."""
+    return {"command": run.command, "seed": run.seed, "steps": trainer.global_step, "epochs": trainer.current_epoch,
             "processes": trainer.world_size, "seconds": round(time.monotonic() - started, 1)}
 
 
-def fit_and_save(trainer: lightning.Trainer, module: lightning.LightningModule, data: FamilyData, out: Path,
-                 task: str, command: str, seed: int, describe: Callable[[], dict],
-                 details: Callable[[], dict] | None = None) -> Path:
-    """Fits ``module`` on ``data`` and writes ``out``/``CHECKPOINT_NAME`` from the rank-0 process
-    (``save_fit_checkpoint``) with the data record ``describe()`` returns after the fit and the fit's
-    provenance, with what ``details()`` returns after the fit (default: the last training metrics,
-    ``final_train_metrics``); returns the checkpoint's path."""
+def fit_and_save(trainer: lightning.Trainer, module: lightning.LightningModule, data: FamilyData, run: FitRun,
+                 task: str, describe: Callable[[], dict], details: Callable[[], dict] | None = None) -> Path:
+    """Fits ``module`` on ``data`` and writes ``CHECKPOINT_NAME`` in the run's ``out`` folder from the
+    rank-0 process (``save_fit_checkpoint``) with the data record ``describe()`` returns after the fit and
+    the fit's provenance, with what ``details()`` returns after the fit (default: the last training
+    metrics, ``final_train_metrics``); returns the checkpoint's path."""
     started = time.monotonic()
     trainer.fit(module, datamodule=data)
-    provenance = fit_provenance(trainer, command, seed, started) | (details() if details else {
+    provenance = fit_provenance(trainer, run, started) | (details() if details else {
         "final_train_metrics": {name: float(value) for name, value in trainer.callback_metrics.items()}})
-    return save_fit_checkpoint(trainer, Path(out) / CHECKPOINT_NAME, task, module, describe(), provenance)
+    return save_fit_checkpoint(trainer, Path(run.out) / CHECKPOINT_NAME, task, module, describe(), provenance)
 
 
 class FamilyData(lightning.LightningDataModule):

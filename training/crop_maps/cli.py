@@ -32,7 +32,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     group = fit.add_argument_group(
-        "crop maps (--task crop, TSViT; also uses --modalities, --weight-decay, --warmup-steps, --num-workers)"
+        "crop maps (--task crop, TSViT; also uses --modalities, --weight-decay, --warmup-steps)"
     )
     group.add_argument(
         "--fusion", choices=FUSIONS,
@@ -77,6 +77,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def run_fit(args: argparse.Namespace) -> Path:
     from training.crop_maps.fit import fit_crop
     from training.crop_maps.model import TSViTConfig
+    from training.trainer import FitRun
 
     modalities = [m for m in MODALITY_ORDER if m in args.modalities.split(",")]
     fusion = args.fusion or ("sync-class-token" if len(modalities) > 1 else None)
@@ -88,10 +89,8 @@ def run_fit(args: argparse.Namespace) -> Path:
         head_dim=args.tsvit_head_dim,
     )
     return fit_crop(
-        args.data, args.out, modalities, fusion, args.s1_orbit, config,
-        {"s2": args.max_dates_s2, "s1": args.max_dates_s1}, args.max_steps, args.epochs,
-        args.batch_size, 1e-3 if args.lr is None else args.lr, args.weight_decay, args.warmup_steps,
-        args.seed, args.accelerator, args.num_workers, args.command_line, ScaleOut.from_arguments(args),
+        FitRun.from_arguments(args), modalities, fusion, args.s1_orbit, config,
+        {"s2": args.max_dates_s2, "s1": args.max_dates_s1}, args.weight_decay, args.warmup_steps,
     )
 
 

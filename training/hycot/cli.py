@@ -71,14 +71,13 @@ def add_commands(commands) -> None:
 
 def run_fit(args: argparse.Namespace) -> Path:
     from training.hycot.fit import fit_hycot
+    from training.trainer import FitRun
 
     model_options = {
         key: getattr(args, key) for key in ("dim", "depth", "heads", "head_dim", "mlp_dim", "hidden_dim", "final_norm")
     }
     return fit_hycot(
-        args.data, args.out, args.cr, args.strategy or "easy", args.max_steps, args.epochs, args.batch_size,
-        args.pixels_per_patch, args.lr or 1e-3, args.seed, model_options, args.accelerator, args.command_line,
-        ScaleOut.from_arguments(args),
+        FitRun.from_arguments(args), args.cr, args.strategy or "easy", args.pixels_per_patch, model_options
     )
 
 

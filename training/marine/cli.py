@@ -59,6 +59,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_fit(args: argparse.Namespace) -> Path:
     from training.marine.fit import fit
+    from training.trainer import FitRun
 
     if args.task == "bathymetry":
         model_options = {"base_channels": args.base_channels}
@@ -66,11 +67,7 @@ def run_fit(args: argparse.Namespace) -> Path:
         model_options = {
             "encoder": args.encoder, "encoder_depth": args.encoder_depth, "decoder_channels": args.decoder_channels,
         }
-    return fit(
-        args.task, args.data, args.out, args.areas or ("agia_napa",), args.modality, args.max_steps, args.epochs,
-        args.batch_size, args.lr, args.seed, model_options, args.accelerator, args.command_line,
-        ScaleOut.from_arguments(args),
-    )
+    return fit(FitRun.from_arguments(args), args.task, args.areas or ("agia_napa",), args.modality, model_options)
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:

@@ -13,35 +13,26 @@ from pathlib import Path
 
 from training.marine.data import MarineData
 from training.marine.module import MODULES
-from training.scale_out import SINGLE_DEVICE, ScaleOut
-from training.trainer import fit_and_save, fit_trainer, start_fit
+from training.trainer import FitRun, fit_and_save, fit_trainer, start_fit
 
 
 def fit(
+    run: FitRun,
     task: str,
-    data: Path,
-    out: Path,
     areas: Sequence[str] = ("agia_napa",),
     modality: str = "s2",
-    max_steps: int | None = None,
-    epochs: int | None = None,
-    batch_size: int = 16,
-    lr: float | None = None,
-    seed: int = 0,
     model_options: dict | None = None,
-    accelerator: str = "auto",
-    command: str = "",
-    scale_out: ScaleOut = SINGLE_DEVICE,
 ) -> Path:
-    """Train ``task`` ("bathymetry" or "seabed"); returns the checkpoint path under ``out``.
+    """Train ``task`` ("bathymetry" or "seabed") on ``run.data``; returns the checkpoint path under
+    ``run.out``.
 
     ``model_options``: ``base_channels`` (bathymetry) or ``encoder``, ``encoder_depth``,
-    ``decoder_channels`` (seabed). ``lr`` defaults to the task's own default. One area per model,
-    as in the paper (``MarineData.for_fit``).
+    ``decoder_channels`` (seabed). ``run.lr`` defaults to the task's own default, ``run.batch_size``
+    to 16. One area per model, as in the paper (``MarineData.for_fit``).
     """
-    out = start_fit(out, seed, max_steps, epochs)
-    datamodule = MarineData.for_fit(data, areas, modality, task, batch_size)
-    options = dict(model_options or {}) | ({"lr": lr} if lr is not None else {})
+    start_fit(run)
+    datamodule = MarineData.for_fit(run.data, areas, modality, task, run.batch_size or 16)
+    options = dict(model_options or {}) | ({"lr": run.lr} if run.lr is not None else {})
     module = MODULES[task](**datamodule.task_options(), **options)
-    trainer = fit_trainer(out, accelerator, max_steps or -1, epochs or -1, scale_out, deterministic="warn")
-    return fit_and_save(trainer, module, datamodule, out, task, command, seed, datamodule.description)
+    trainer = fit_trainer(run, run.max_steps or -1, run.epochs or -1, deterministic="warn")
+    return fit_and_save(trainer, module, datamodule, run, task, datamodule.description)

@@ -53,7 +53,6 @@ def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     group.add_argument("--dropout", type=float, default=0.15, help="dropout and drop-path rate (reference: 0.15)")
     group.add_argument("--validate-every", type=int, help="steps between validations (default: every epoch)")
     group.add_argument("--patience", type=int, help="stop after this many validations without a better macro AP")
-    group.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
 
 
 def _add_model_arguments(parser) -> None:
@@ -142,12 +141,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_fit(args: argparse.Namespace) -> Path:
     from training.scene_labels.fit import fit_scene_labels
+    from training.trainer import FitRun
 
     return fit_scene_labels(
-        args.data, args.out, args.modalities, args.model, args.model_width, args.model_depth, args.augment,
-        args.max_steps, args.epochs, args.batch_size, args.lr, args.weight_decay, args.warmup_steps,
-        args.dropout, args.validate_every, args.patience, args.seed, args.accelerator, args.num_workers,
-        args.command_line, ScaleOut.from_arguments(args),
+        FitRun.from_arguments(args), args.modalities, args.model, args.model_width, args.model_depth, args.augment,
+        args.weight_decay, args.warmup_steps, args.dropout, args.validate_every, args.patience,
     )
 
 

@@ -70,8 +70,9 @@ from training.datasets.ben_labels import CLASS_NAMES
 from training.datasets.reben_format import METADATA_FILE, SPLITS
 from training.scene_labels.cutmix import CUTMIX_PROBABILITY, cutmix
 from training.scene_labels.data import SceneLabelsData, scene_label_dataset
-from training.scene_labels.fit import CHECKPOINT_NAME, TASK
+from training.scene_labels.fit import TASK
 from training.scene_labels.module import SceneLabelsTask, reben_task, scene_label_metrics
+from training.trainer import CHECKPOINT_NAME
 
 CLIENT_RUNTIMES = ("in-process", "ray")
 

@@ -7,20 +7,16 @@ training stops after ``patience`` validations without improvement when ``patienc
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 
 import lightning
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 
-from training.checkpoint import save_fit_checkpoint
-from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.scene_labels.data import SceneLabelsData
 from training.scene_labels.module import reben_task
-from training.trainer import fit_provenance, fit_trainer
+from training.trainer import FitRun, fit_and_save, fit_trainer, start_fit
 
 TASK = "scene-labels"
-CHECKPOINT_NAME = "checkpoint.pt"
 MONITOR = "val_ap_macro"
 WARMUP_SHARE = 0.05  # default warm-up: 5% of the optimiser steps
 
@@ -45,37 +41,25 @@ class KeepBestWeights(Callback):
 
 
 def fit_scene_labels(
-    data: Path,
-    out: Path,
+    run: FitRun,
     modalities: str = "s1,s2",
     model: str = "resnet50",
     width: int | None = None,
     depth: int | None = None,
     augment: str = "none",
-    max_steps: int | None = None,
-    epochs: int | None = None,
-    batch_size: int = 16,
-    lr: float | None = None,
     weight_decay: float = 0.01,
     warmup_steps: int | None = None,
     dropout: float = 0.15,
     validate_every: int | None = None,
     patience: int | None = None,
-    seed: int = 0,
-    accelerator: str = "auto",
-    num_workers: int = 0,
-    command: str = "",
-    scale_out: ScaleOut = SINGLE_DEVICE,
 ) -> Path:
-    """Train on ``data`` (BigEarthNet v2 root or ``prepare`` store); returns the checkpoint path."""
-    if not max_steps and not epochs:
-        raise ValueError("give max_steps or epochs")
-    lightning.seed_everything(seed, workers=True)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    splits = SceneLabelsData(data, modalities, batch_size, num_workers)
+    """Train on ``run.data`` (BigEarthNet v2 root or ``prepare`` store; batch size default 16, learning
+    rate 1e-3); returns the checkpoint path."""
+    start_fit(run)
+    batch_size = run.batch_size or 16
+    splits = SceneLabelsData(run.data, modalities, batch_size, run.num_workers)
     steps_per_epoch = max(1, len(splits.train_set) // batch_size)
-    total_steps = max_steps or epochs * steps_per_epoch
+    total_steps = run.max_steps or run.epochs * steps_per_epoch
     module = reben_task(
         modalities,
         model=model,
@@ -83,7 +67,7 @@ def fit_scene_labels(
         depth=depth,
         dropout=dropout,
         augment=augment,
-        lr=1e-3 if lr is None else lr,
+        lr=1e-3 if run.lr is None else run.lr,
         weight_decay=weight_decay,
         warmup_steps=round(WARMUP_SHARE * total_steps) if warmup_steps is None else warmup_steps,
         total_steps=total_steps,
@@ -93,20 +77,15 @@ def fit_scene_labels(
     if patience:
         callbacks.append(EarlyStopping(MONITOR, mode="max", patience=patience))
     trainer = fit_trainer(
-        out, accelerator, total_steps, scale_out=scale_out,
+        run, total_steps,
         val_check_interval=min(validate_every or steps_per_epoch, total_steps),
         check_val_every_n_epoch=None if validate_every else 1,
         limit_val_batches=1.0 if len(splits.val_set) else 0,
         num_sanity_val_steps=0,
         callbacks=callbacks,
     )
-    started = time.monotonic()
-    trainer.fit(module, datamodule=splits)
-    provenance = {
-        **fit_provenance(trainer, command, seed, started),
+    return fit_and_save(trainer, module, splits, run, TASK, lambda: splits.description(run.seed), lambda: {
         "best_validation_ap_macro": best.best_score,
         "best_validation_step": best.best_step,
         "parameters": sum(parameter.numel() for parameter in module.parameters()),
-    }
-    return save_fit_checkpoint(trainer, out / CHECKPOINT_NAME, TASK, module, splits.description(seed), provenance)
-
+    })

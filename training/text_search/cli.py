@@ -133,24 +133,19 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_fit(args: argparse.Namespace) -> Path:
     from training.text_search import fit
+    from training.trainer import FitRun
 
-    options = fit.FitOptions(
-        max_steps=args.max_steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        image_size=args.image_size, embedding_width=args.embedding_width, accelerator=args.accelerator,
-        command=args.command_line, scale_out=ScaleOut.from_arguments(args),
-    )
+    run = FitRun.from_arguments(args)
     if args.task == "locked-text":
-        return fit.fit_locked_text(args.data, args.out, options)
+        return fit.fit_locked_text(run, args.image_size, args.embedding_width)
     if args.task == "clip-finetune":
-        return fit.fit_clip_finetune(
-            args.data, args.out, args.clip_model, args.init, args.wise_ft_alpha, args.weight_decay, options
-        )
+        return fit.fit_clip_finetune(run, args.clip_model, args.init, args.wise_ft_alpha, args.weight_decay)
     if args.task == "align-modality":
         if args.teacher is None:
             sys.exit("align-modality needs --teacher CHECKPOINT")
-        return fit.fit_align_modality(args.data, args.out, args.teacher, args.zero_shot_weight, options,
+        return fit.fit_align_modality(run, args.teacher, args.zero_shot_weight, args.image_size, args.embedding_width,
                                       args.paired_folder)
-    return fit.fit_bitemporal(args.data, args.out, args.temporal_fusion, args.init, options)
+    return fit.fit_bitemporal(run, args.temporal_fusion, args.init, args.image_size, args.embedding_width)
 
 
 def run_evaluate(args: argparse.Namespace) -> dict:
