@@ -22,7 +22,7 @@ from engine.runtime import MODELS_DIR, Model
 from engine.tasks import run_task
 from engine.tile_plan import TUNING_FILE, fully_convolutional_overlap, plan_tiles
 from raster_fixtures import contract, scene, write_model, write_raster
-from training.fully_convolutional import receptive_field
+from training.fully_convolutional import measured_bytes_per_px, receptive_field
 from training.simulation.shallow_water import simulate_scene, write_scene_geotiffs
 
 BATHYMETRY = MODELS_DIR / "bathymetry_s2_sim.onnx"
@@ -46,6 +46,17 @@ def test_the_shipped_u_nets_are_declared_fully_convolutional_as_their_graphs_are
         recorded = Model(MODELS_DIR / name, "cpu").contract.fully_convolutional
         assert {k: recorded[k] for k in ("receptive_radius", "size_multiple")} == receptive_field(MODELS_DIR / name)
         assert recorded["activation_bytes_per_px"] > 0
+
+
+def test_the_memory_probe_measures_the_model_not_the_process_that_exports_it():
+    """The probe runs in a child process: started from a process that has held more memory than the
+    model needs (as `python -m training export` has, after torch and the fit), it still measures the
+    model's own activations, as from a small process."""
+    alone = measured_bytes_per_px(BATHYMETRY, 3)
+    held = np.ones(400 * 2**20, np.uint8)  # 400 MB resident in this process
+    from_a_large_process = measured_bytes_per_px(BATHYMETRY, 3)
+    del held
+    assert alone > 100 and from_a_large_process == pytest.approx(alone, rel=0.25)
 
 
 def test_receptive_radius_bounds_what_an_output_pixel_sees():

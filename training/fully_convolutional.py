@@ -44,13 +44,23 @@ MEMORY_PROBE_INPUT_BYTES = 64 * 2**20
 MEMORY_PROBE = """
 import resource, sys
 import numpy as np, onnxruntime
+
+def peak_kib():
+    # Linux: VmHWM, the peak of this process's own memory; ru_maxrss carries the parent's peak over fork and
+    # exec, so that a probe started by a large process (python -m training export, after torch) measured 0
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
 session = onnxruntime.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_kib()
 size, bands = int(sys.argv[2]), int(sys.argv[3])
 tile = np.random.default_rng(0).standard_normal((1, bands, size, size), np.float32)
 for _ in range(3):  # the arena grows on the second run too
     session.run(None, {session.get_inputs()[0].name: tile})
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024 / size ** 2)
+print((peak_kib() - before) * 1024 / size ** 2)
 """
 WINDOW_OPS = {"Conv", "MaxPool", "AveragePool", "LpPool"}
 PER_PIXEL_OPS = {
@@ -69,7 +79,7 @@ def fully_convolutional_record(path: str | Path) -> dict | None:
     if field is None:
         return None
     bands = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[1].dim_value
-    return {**field, "activation_bytes_per_px": round(_measured_bytes_per_px(path, bands), 1)}
+    return {**field, "activation_bytes_per_px": round(measured_bytes_per_px(path, bands), 1)}
 
 
 def receptive_field(path: str | Path) -> dict | None:
@@ -126,8 +136,8 @@ def receptive_field(path: str | Path) -> dict | None:
             "size_multiple": int(round(max(stride.values())))}
 
 
-def _measured_bytes_per_px(path: str | Path, bands: int) -> float:
-    """Peak resident memory gained running one tile in a fresh process (Linux/macOS ru_maxrss in KiB)."""
+def measured_bytes_per_px(path: str | Path, bands: int) -> float:
+    """Peak resident memory gained running one tile in a fresh process (Linux: VmHWM in KiB)."""
     size = min(MEMORY_PROBE_SIZE, max(PROBE_SIZE, math.isqrt(MEMORY_PROBE_INPUT_BYTES // (4 * bands)) // 64 * 64))
     probe = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(path), str(size), str(bands)],
                            capture_output=True, text=True, check=True)
