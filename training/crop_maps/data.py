@@ -207,7 +207,7 @@ def describe_data(data: Path, modalities: Sequence[str], s1_orbit: str, training
     }
 
 
-def training_data_sentence(data: dict) -> str:
+def describe_training_data(data: dict) -> str:
     """One honest sentence for model cards and contracts."""
     simulation = data["simulation"]
     if simulation:

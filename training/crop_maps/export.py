@@ -24,7 +24,7 @@ import torch
 
 from engine.contract import Band, Modality, ModelContract
 from training.checkpoint import load_checkpoint
-from training.crop_maps.data import training_data_sentence
+from training.crop_maps.data import describe_training_data
 from training.crop_maps.fit import TASK
 from training.onnx_export import export_graph, parity, write_contract
 from training.sentinel_bands import SENTINEL_BANDS
@@ -89,7 +89,7 @@ def export_crop(
             "architecture": module.architecture,
             "model": module.config.as_dict(),
             "class_codes": list(hyper.class_codes),
-            "training_data": training_data_sentence(data),
+            "training_data": describe_training_data(data),
             "command": training["command"],
             "export_command": command,
             "training": {key: training[key] for key in ("seed", "steps", "epochs", "seconds", "parameters")},

@@ -78,7 +78,7 @@ def describe_data(data: Path, modalities: str, training_patches: int) -> dict:
     }
 
 
-def training_data_sentence(data: dict) -> str:
+def describe_training_data(data: dict) -> str:
     """One honest sentence about what a model was trained on."""
     if data["fixture"]:
         fixture = data["fixture"]

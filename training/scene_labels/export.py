@@ -18,7 +18,7 @@ from engine.contract import Band, ModelContract
 from training.checkpoint import load_checkpoint
 from training.datasets.reben_format import PATCH_PIXELS
 from training.onnx_export import parity_check, write_onnx
-from training.scene_labels.data import training_data_sentence
+from training.scene_labels.data import describe_training_data
 from training.scene_labels.fit import TASK
 from training.sentinel_bands import SENTINEL_BANDS
 
@@ -62,7 +62,7 @@ def export_scene_labels(checkpoint: Path, out: Path, metrics: dict | None = None
                 "augment": hyper.augment,
             },
             "label_order": "alphabetical 19-class reBEN nomenclature (reference weights' order)",
-            "training_data": training_data_sentence(data),
+            "training_data": describe_training_data(data),
             "command": training["command"],
             "export_command": command,
             "training": {
