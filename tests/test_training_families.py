@@ -19,7 +19,7 @@ from training.simulation.shallow_water import write_magicbathynet_layout
 from training.trainer import FamilyData
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLE_FILES = ("data.py", "model.py", "module.py", "cli.py", "export.py")
+ROLE_FILES = ("data.py", "model.py", "module.py", "cli.py", "fit.py", "evaluate.py", "export.py", "importers.py")
 CLI_FUNCTIONS = ("add_data_arguments", "add_fit_arguments", "add_commands", "run_fit", "run_evaluate", "run_export")
 
 

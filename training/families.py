@@ -10,6 +10,8 @@ Every family is a package ``training/<package>/`` with the same files in the sam
   (model and recipe flags), ``add_commands`` (the family's own commands, e.g. its simulators),
   ``run_fit``, ``run_evaluate`` (returns the metrics) and ``run_export``; families whose contracts
   record training statistics after the fact also have ``record_statistics``;
+- ``fit.py`` and ``evaluate.py``: the fit of a ``FitRun`` (training/trainer.py) and the metrics of a
+  checkpoint on a split;
 - ``export.py``: the family's ONNX export, built on ``training/onnx_export.py``;
 - ``importers.py``: the published checkpoints it imports (``training/importers.py``).
 
