@@ -183,11 +183,13 @@ def infer_strips(
             for buffer in (acc, acc_weight, acc_valid):
                 _move_rows(buffer, finished, 0, tile_h - finished)
                 buffer[..., tile_h - finished:, :] = 0
-            if done_rows >= OUTPUT_BLOCK or last:  # hand over whole output block rows only
+            if done_rows >= OUTPUT_BLOCK or last:  # hand over whole output block rows only, one block row a strip
                 flush = done_rows if last else done_rows - done_rows % OUTPUT_BLOCK
                 outputs = contract.outputs.channels
-                yield Strip(done_first_row, done[:outputs, :flush], done_valid[:flush],
-                            done[outputs:, :flush] if channels > outputs else None)
+                for start in range(0, flush, OUTPUT_BLOCK):
+                    block = slice(start, min(start + OUTPUT_BLOCK, flush))
+                    yield Strip(done_first_row + start, done[:outputs, block], done_valid[block],
+                                done[outputs:, block] if channels > outputs else None)
                 release_freed_memory()
                 keep = done_rows - flush
                 _move_rows(done, flush, 0, keep)
