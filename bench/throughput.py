@@ -7,7 +7,9 @@ measures batch size and threads, its second uses them):
   is from one whole-window run of the model away from the window's edges (seamless: ~1e-5);
 - overhead = wall time of the engine task / wall time of bare ``session.run`` over exactly the tiles
   and batches of the engine's tile plan, with its threads (goal <= 1.05);
-- ``estimate_bathymetry`` (the same model plus its quality layers) for reference.
+- ``estimate_bathymetry`` (the same model plus its quality layers) for reference;
+- the bound: bare ``session.run`` at the seamless tile that gives the most output per second, over the
+  peer's rate (what an engine without any overhead could reach).
 Where onnxruntime can use CUDA, the same engine task is also timed on the GPU.
 Usage: python bench/throughput.py [--size 2048] [--model models_onnx/bathymetry_s2_sim.onnx]
 
@@ -108,6 +110,28 @@ def cpu_report(args: argparse.Namespace, scene: Path, workdir: Path) -> None:
           f"peer {peer_seam:.2e} (model units x scale)")
     print(f"bare session.run over the engine's tiles: {bare:.2f} s; engine / bare {engine / bare:.3f} (goal <= 1.05)")
     print(f"estimate_bathymetry (same model, quality layers too): {task:.2f} s, {megapixels / task:.3f} Mpx/s")
+    if model.contract.fully_convolutional:
+        tile, rate = best_seamless_tile(model)
+        print(f"bound: bare session.run at the best seamless tile ({tile} px, overlap {model.contract.overlap}) gives "
+              f"{rate:.2f} Mpx/s of output: an engine with no overhead at all would reach {rate / (megapixels / peer):.2f}x "
+              "the peer")
+
+
+def best_seamless_tile(model: Model, tiles: tuple[int, ...] = (256, 384, 512, 768, 1024)) -> tuple[int, float]:
+    """The tile of ``tiles`` at which bare ``session.run`` (batch 1, the plan's threads, random tiles) gives
+    the most output Mpx/s once the overlap a seamless stitch needs is discounted, and that rate: the most
+    any tiled engine can reach on this model and machine while seamless."""
+    overlap, name = model.contract.overlap, model.input_names[0]
+    rng = np.random.default_rng(0)
+    rates = {}
+    for tile in (tile for tile in tiles if tile > 2 * overlap):
+        image = rng.standard_normal((1, len(model.contract.bands), tile, tile), np.float32)
+        model.session.run(None, {name: image})
+        runs = max(2, int(8e6 // tile ** 2))
+        seconds = min(timed(lambda: [model.session.run(None, {name: image}) for _ in range(runs)]) for _ in range(2))
+        rates[tile] = runs * (tile - overlap) ** 2 / seconds / 1e6
+    best = max(rates, key=rates.get)
+    return best, rates[best]
 
 
 def timed(function, *args) -> float:
