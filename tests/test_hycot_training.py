@@ -17,10 +17,10 @@ from torchgeo.datasets import EnMAP, HySpecNet11k
 from engine.contract import contract_from_metadata
 from engine.raster_io import resolve_bands
 from training.__main__ import main as training_cli
-from training.checkpoint import CHECKPOINT_FORMAT
+from training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from training.hycot.bit_rate import bits_per_pixel_per_channel, latent_channels
 from training.hycot.model import HyCoTDecoder, HyCoTEncoder
-from training.hycot.module import HyCoTTask, load_hycot_checkpoint, quantise_latent, random_pixels, scale_reflectance
+from training.hycot.module import HyCoTTask, quantise_latent, random_pixels, scale_reflectance
 from training.simulation.hyperspectral import (
     ENMAP_BAND_CENTRES_NM,
     KEPT_BANDS,
@@ -81,7 +81,7 @@ def test_reference_architecture_unless_final_norm_and_old_checkpoints_keep_their
     hyper = {key: value for key, value in shipped.hparams.items() if key != "final_norm"}  # written before the option
     torch.save({"format": CHECKPOINT_FORMAT, "task": "hycot", "hyper_parameters": hyper,
                 "state_dict": shipped.state_dict()}, tmp_path / "old.pt")
-    assert load_hycot_checkpoint(tmp_path / "old.pt")[0].hparams.final_norm
+    assert load_checkpoint(tmp_path / "old.pt")[0].hparams.final_norm
 
 
 def test_pixelwise_model_sees_each_pixel_alone():

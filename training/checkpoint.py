@@ -56,8 +56,11 @@ def read_checkpoint(path: Path, expected_task: str | None = None) -> dict:
 
 
 def load_checkpoint(path: Path, expected_task: str | None = None) -> tuple[LightningModule, dict]:
-    """Rebuild the task module from a checkpoint (any family's); returns it (in eval mode) and the checkpoint."""
+    """Rebuild the task module from a checkpoint (any family's); returns it (in eval mode) and the checkpoint.
+    A module class's ``EARLIER_DEFAULTS`` (if it has them) fill the hyperparameters that checkpoints written
+    before they existed lack."""
     checkpoint = read_checkpoint(path, expected_task)
-    module = family_of(checkpoint["task"]).module_class(checkpoint["task"])(**checkpoint["hyper_parameters"])
+    module_class = family_of(checkpoint["task"]).module_class(checkpoint["task"])
+    module = module_class(**getattr(module_class, "EARLIER_DEFAULTS", {}) | checkpoint["hyper_parameters"])
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval(), checkpoint

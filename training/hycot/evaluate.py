@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from training.hycot.data import HyCoTData
-from training.hycot.module import TASK, load_hycot_checkpoint
+from training.checkpoint import load_checkpoint
+from training.hycot.module import TASK
 from training.scale_out import SINGLE_DEVICE, ScaleOut
 from training.simulation.hyperspectral import read_simulation_record
 from training.trainer import evaluation_record, test_metrics
@@ -22,7 +23,7 @@ def evaluate_hycot(
 ) -> dict:
     """PSNR (peak 1.0) and mean spectral angle of whole patches through 16-bit latents, and the
     paper's bit rate. ``strategy`` defaults to the split strategy the model was trained with."""
-    module, saved = load_hycot_checkpoint(checkpoint)
+    module, saved = load_checkpoint(checkpoint, TASK)
     strategy = strategy or saved["data"]["strategy"]
     hyspecnet = HyCoTData(data, strategy, batch_size, test_split=split)
     metrics = test_metrics(module, hyspecnet, accelerator, scale_out)

@@ -34,8 +34,9 @@ import hashlib
 from pathlib import Path
 
 from engine.contract import Band, ModelContract, Outputs
+from training.checkpoint import load_checkpoint
 from training.hycot.data import INPUT_UNITS, describe_training_data
-from training.hycot.module import LATENT_BITS, LATENT_LEVELS, PAPER, REFLECTANCE_SCALE, HyCoTTask, load_hycot_checkpoint
+from training.hycot.module import LATENT_BITS, LATENT_LEVELS, PAPER, REFLECTANCE_SCALE, TASK, HyCoTTask
 from training.onnx_export import parity_check, write_onnx
 from training.simulation.hyperspectral import VNIR_BANDS, band_label, band_name
 
@@ -48,7 +49,7 @@ def export_hycot(
 ) -> dict:
     """Write ``<stem>_encoder.onnx`` and ``<stem>_decoder.onnx`` with their contracts; returns
     ``{"encoder", "decoder", "max_abs_diff", "pair_id"}`` (onnxruntime vs torch, both parts)."""
-    module, saved = load_hycot_checkpoint(checkpoint)
+    module, saved = load_checkpoint(checkpoint, TASK)
     data = saved["data"]
     provenance = {
         "paper": PAPER,

@@ -1,7 +1,7 @@
 """Fit HyCoT (Fuchs, Rasti & Demir, "HyCoT: A Transformer-Based Autoencoder for Hyperspectral Image
 Compression", 2024) on HySpecNet-11k (Fuchs & Demir, 2023), read with torchgeo's ``HySpecNet11k`` (202
 bands, water-vapour bands dropped), real or simulated (``training/simulation/hyperspectral.py``), and
-write a safe checkpoint; ``training.hycot.module.load_hycot_checkpoint`` reads it back."""
+write a safe checkpoint; ``training.checkpoint.load_checkpoint`` reads it back."""
 from __future__ import annotations
 
 from pathlib import Path

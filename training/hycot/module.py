@@ -10,18 +10,15 @@ spectral angle between original and reconstructed pixel spectra in degrees; at t
 latents pass through the 16-bit quantisation the compressed files use (``quantise_latent``). The
 bit rate is the paper's (32-bit latents, ``training.hycot.bit_rate``), not the 16 bits the files store.
 
-``MODULES``: the task's module; ``load_hycot_checkpoint`` reads a checkpoint of ``python -m training fit``
-back (``training/checkpoint.py``).
+``MODULES``: the task's module, which ``training/checkpoint.py`` ``load_checkpoint`` rebuilds from a checkpoint.
 """
 from __future__ import annotations
 
-from pathlib import Path
 
 import torch
 from lightning import LightningModule
 from torchmetrics import MeanMetric
 
-from training.checkpoint import read_checkpoint
 from training.hycot.bit_rate import bits_per_pixel_per_channel, latent_channels
 from training.hycot.model import HyCoTDecoder, HyCoTEncoder
 
@@ -82,6 +79,8 @@ class HyCoTTask(LightningModule):
     and the paper's has not. The hyperparameters hold every size, defaults included.
     """
 
+    EARLIER_DEFAULTS = {"final_norm": True}  # checkpoints written before final_norm existed all have the LayerNorm
+
     def __init__(self, bands: int = 202, compression_ratio: float = 8, pixels_per_patch: int = 16, lr: float = 1e-3,
                  **sizes) -> None:
         super().__init__()
@@ -127,14 +126,3 @@ class HyCoTTask(LightningModule):
 
 
 MODULES = {TASK: HyCoTTask}
-
-
-def load_hycot_checkpoint(path: Path) -> tuple[HyCoTTask, dict]:
-    """Rebuild the HyCoT module from a checkpoint (``read_checkpoint``: ``weights_only=True``, runs no
-    code); returns it in eval mode and the checkpoint.
-
-    Checkpoints written before ``final_norm`` existed all have the final LayerNorm."""
-    checkpoint = read_checkpoint(path, TASK)
-    module = HyCoTTask(**{"final_norm": True, **checkpoint["hyper_parameters"]})
-    module.load_state_dict(checkpoint["state_dict"])
-    return module.eval(), checkpoint
