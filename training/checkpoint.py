@@ -45,9 +45,10 @@ def save_fit_checkpoint(trainer: Trainer, path: Path, task: str, module: Lightni
     return path
 
 
-def read_checkpoint(path: Path, expected_task: str | None = None) -> dict:
-    """The checkpoint's contents, checked to be ours (and of ``expected_task`` if given)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+def read_checkpoint(path: Path, expected_task: str | None = None, mmap: bool = False) -> dict:
+    """The checkpoint's contents, checked to be ours (and of ``expected_task`` if given); ``mmap``: its
+    tensors mapped from the file instead of read (to look at its records only)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a checkpoint written by `python -m training fit`")
     if expected_task is not None and checkpoint["task"] != expected_task:

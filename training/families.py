@@ -78,10 +78,11 @@ def family_of(task: str) -> Family:
 
 
 def checkpoint_task(path: Path) -> str:
-    """The task a checkpoint written by ``python -m training fit`` was trained for."""
+    """The task a checkpoint written by ``python -m training fit`` was trained for (its weights are mapped,
+    not read: the family reads them next)."""
     from training.checkpoint import read_checkpoint
 
-    return read_checkpoint(path)["task"]
+    return read_checkpoint(path, mmap=True)["task"]
 
 
 def listing() -> str:
