@@ -20,7 +20,7 @@ from training.trainer import FamilyData
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLE_FILES = ("data.py", "model.py", "module.py", "cli.py", "fit.py", "evaluate.py", "export.py", "importers.py")
-CLI_FUNCTIONS = ("add_data_arguments", "add_fit_arguments", "add_commands", "run_fit", "run_evaluate", "run_export")
+CLI_FUNCTIONS = ("add_data_arguments", "add_fit_arguments", "add_import_arguments", "add_commands", "run_fit", "run_evaluate", "run_export")
 
 
 def test_python_m_training_lists_every_family_with_its_tasks():

@@ -27,7 +27,6 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from training.datasets.magicbathynet_format import AREAS, MODALITIES
 from training.families import FAMILIES, TASK_NAMES, Family, checkpoint_task, family_of, listing
 from training.scale_out import add_scale_out_arguments
 
@@ -124,44 +123,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     imported.add_argument("--out", type=Path, required=True, help="model.onnx to write (its card: model.md)")
     imported.add_argument("--sha256", help="expected SHA-256 of the checkpoint; a mismatch is refused")
-    marine = imported.add_argument_group("MagicBathyNet (--source magicbathynet-*)")
-    marine.add_argument("--area", choices=AREAS, help="area the weights were trained on (class table, depth scale)")
-    marine.add_argument("--modality", choices=MODALITIES, help="imagery the weights were trained on")
-    marine.add_argument(
-        "--norm-param", type=Path,
-        help="the area's normalisation file, norm_param_<modality>_<an|pl>.npy or .txt (minima row, maxima row)",
-    )
-    marine.add_argument(
+    imported.add_argument(
         "--tile-size", type=int,
-        help="tile side in input pixels, fixed in the graph (default: 2x the training window; aerial 1x); "
-        "hycot: the engine's tile (default 64)",
+        help="magicbathynet-*: tile side in input pixels, fixed in the graph (default: 2x the training window; aerial "
+        "1x); hycot: the engine's tile (default 64)",
     )
-    # Choices repeated from training/scene_labels/importers.py and training/text_search/importers.py (which
-    # import torch) so that the CLI starts fast; tests keep them equal.
-    reben = imported.add_argument_group("reBEN / BigEarthNet v2.0 (--source reben; default: config.json beside it)")
-    reben.add_argument("--backbone", help="timm name of the published network, e.g. resnet50, mobilevit_s, "
-                       "vit_base_patch8_224")
-    reben.add_argument("--bands", choices=("s1", "s2", "s1s2"), help="modality the weights were trained on")
-    reben.add_argument(
-        "--release", choices=("v0.2.0", "v0.1.1"),
-        help="hub release (band orders differ); default: the -v0.x.y the checkpoint's folder name ends with",
-    )
-    clip = imported.add_argument_group(
-        "open_clip CLIP (--source open-clip; writes <out stem>_image.onnx and <out stem>_text.onnx)"
-    )
-    clip.add_argument("--architecture", help="open_clip model name (ViT-B-32, ViT-L-14-quickgelu, RN50, ...) "
-                      "or model-config JSON; with --preset: the published name")
-    clip.add_argument(
-        "--preset", choices=("remoteclip", "georsclip", "skyclip"),
-        help="known release: picks the architecture and activation from the weights",
-    )
-    hycot_import = imported.add_argument_group(
-        "HyCoT (--source hycot; writes <out stem>_encoder.onnx and <out stem>_decoder.onnx)"
-    )
-    hycot_import.add_argument(
-        "--compression-ratio", type=int,
-        help="the published CR (4, 8, 16, 32); default: inferred from the checkpoint's latent size",
-    )
+    for cli in clis:
+        cli.add_import_arguments(imported)
     imported.set_defaults(run=_import)
 
     recording = [family for family in FAMILIES if family.records_statistics]

@@ -7,7 +7,8 @@ Every family is a package ``training/<package>/`` with the same files in the sam
 - ``module.py``: the LightningModules, and ``MODULES`` mapping each task name to its module class;
 - ``cli.py``: the family's part of the command line, the same functions in every family:
   ``add_data_arguments`` (flags choosing the data, for fit and evaluate), ``add_fit_arguments``
-  (model and recipe flags), ``add_commands`` (the family's own commands, e.g. its simulators),
+  (model and recipe flags), ``add_import_arguments`` (flags of the published checkpoints it imports),
+  ``add_commands`` (the family's own commands, e.g. its simulators),
   ``run_fit``, ``run_evaluate`` (returns the metrics) and ``run_export``; families whose contracts
   record training statistics after the fact also have ``record_statistics``;
 - ``fit.py`` and ``evaluate.py``: the fit of a ``FitRun`` (training/trainer.py) and the metrics of a

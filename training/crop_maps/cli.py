@@ -30,6 +30,10 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     the checkpoint)."""
 
 
+def add_import_arguments(imported: argparse.ArgumentParser) -> None:
+    """No flags beyond the common ones: the published TSViT's sizes come from its weights."""
+
+
 def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     group = fit.add_argument_group(
         "crop maps (--task crop, TSViT; also uses --modalities, --weight-decay, --warmup-steps)"

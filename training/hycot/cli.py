@@ -27,6 +27,16 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_import_arguments(imported: argparse.ArgumentParser) -> None:
+    group = imported.add_argument_group(
+        "HyCoT (--source hycot; writes <out stem>_encoder.onnx and <out stem>_decoder.onnx)"
+    )
+    group.add_argument(
+        "--compression-ratio", type=int,
+        help="the published CR (4, 8, 16, 32); default: inferred from the checkpoint's latent size",
+    )
+
+
 def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     hycot = fit.add_argument_group("HyCoT (--task hycot; defaults are the paper's)")
     hycot.add_argument("--cr", type=float, default=8, help="compression ratio: latent values L = ceil(bands / CR)")

@@ -27,6 +27,16 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_import_arguments(imported: argparse.ArgumentParser) -> None:
+    group = imported.add_argument_group("MagicBathyNet (--source magicbathynet-*)")
+    group.add_argument("--area", choices=AREAS, help="area the weights were trained on (class table, depth scale)")
+    group.add_argument("--modality", choices=MODALITIES, help="imagery the weights were trained on")
+    group.add_argument(
+        "--norm-param", type=Path,
+        help="the area's normalisation file, norm_param_<modality>_<an|pl>.npy or .txt (minima row, maxima row)",
+    )
+
+
 def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     group = fit.add_argument_group("MagicBathyNet models (--task bathymetry | seabed; lr: bathymetry 1e-4 as in "
                                    "the paper, seabed 1e-3)")

@@ -41,6 +41,19 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """No flags beyond --data: a BigEarthNet v2.0 root or a `prepare` store."""
 
 
+def add_import_arguments(imported: argparse.ArgumentParser) -> None:
+    """Choices repeated from training/scene_labels/importers.py (which imports torch) so that the CLI starts
+    fast; a test keeps them equal."""
+    group = imported.add_argument_group("reBEN / BigEarthNet v2.0 (--source reben; default: config.json beside it)")
+    group.add_argument("--backbone", help="timm name of the published network, e.g. resnet50, mobilevit_s, "
+                       "vit_base_patch8_224")
+    group.add_argument("--bands", choices=("s1", "s2", "s1s2"), help="modality the weights were trained on")
+    group.add_argument(
+        "--release", choices=("v0.2.0", "v0.1.1"),
+        help="hub release (band orders differ); default: the -v0.x.y the checkpoint's folder name ends with",
+    )
+
+
 def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     group = fit.add_argument_group(
         "scene labels (--task scene-labels, reBEN; --data is a BigEarthNet v2 root or a `prepare` store)"

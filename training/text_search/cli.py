@@ -40,6 +40,20 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """No flags beyond --data: a caption-fixture folder (GAIA-like or LEVIR-CC-like)."""
 
 
+def add_import_arguments(imported: argparse.ArgumentParser) -> None:
+    """Choices repeated from training/text_search/importers.py (which imports torch) so that the CLI starts
+    fast; a test keeps them equal."""
+    group = imported.add_argument_group(
+        "open_clip CLIP (--source open-clip; writes <out stem>_image.onnx and <out stem>_text.onnx)"
+    )
+    group.add_argument("--architecture", help="open_clip model name (ViT-B-32, ViT-L-14-quickgelu, RN50, ...) "
+                       "or model-config JSON; with --preset: the published name")
+    group.add_argument(
+        "--preset", choices=("remoteclip", "georsclip", "skyclip"),
+        help="known release: picks the architecture and activation from the weights",
+    )
+
+
 def add_fit_arguments(fit: argparse.ArgumentParser) -> None:
     group = fit.add_argument_group(
         "text search (--task locked-text | clip-finetune | align-modality | bitemporal; also uses --weight-decay)"
