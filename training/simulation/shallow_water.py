@@ -186,9 +186,13 @@ def simulate_scene(
     upper_left: tuple[float, float] | None = None,
     clouds: float = 0.0,
     glint: float = 0.0,
+    noise_scale: float = 1.0,
 ) -> SimulatedScene:
     """Simulate one georeferenced scene: image, ground-truth depth and seabed classes, NIR and the
-    surface truth; ``clouds`` and ``glint`` are the shares of the scene and of its water covered."""
+    surface truth; ``clouds`` and ``glint`` are the shares of the scene and of its water covered.
+    ``noise_scale`` scales the sensor noise added to the visible bands (0: only the reflectance x 10000
+    rounded to integers); the same scene otherwise, and the same truth, whose optically deep water is
+    defined by ``SENSOR_NOISE`` whatever the scale."""
     site = SITES[site] if isinstance(site, str) else site
     rng = np.random.default_rng(seed)
     shape = (height, width)
@@ -203,7 +207,7 @@ def simulate_scene(
     land_reflectance = np.reshape(site.land_reflectance, (3, 1, 1)) * land_texture
     reflectance = np.where(land, land_reflectance, reflectance)
     reflectance *= 1.0 + 0.03 * smooth_field(rng, shape, 200.0)  # illumination, thin haze
-    reflectance += rng.standard_normal((3, *shape)) * np.reshape(SENSOR_NOISE, (3, 1, 1))
+    reflectance += rng.standard_normal((3, *shape)) * np.reshape(SENSOR_NOISE, (3, 1, 1)) * noise_scale
     quality_rng = np.random.default_rng([seed, 1])  # draws of their own: the visible bands stay as they were
     water_depth = np.maximum(true_depth, 0.0)
     bottom_signal = np.abs(bottom - np.reshape(site.deep_water_reflectance, (3, 1, 1))) * np.exp(
