@@ -16,7 +16,7 @@ weight, so a constant prediction stays exactly constant across tile borders (no 
 pixels with a single tile are exact.
 Stitching (fully convolutional models): tile origins are multiples of the stride, itself a multiple
 of the model's size multiple, and each pixel takes the value of the one tile in which it lies at
-least half the overlap (>= the receptive radius) from every inner tile edge (weight 1; 0 elsewhere):
+least half the overlap (>= the receptive radius) from every inner tile edge, copied, with no weights:
 the result equals a whole-image run away from the raster's edges (overlap-tile strategy,
 Ronneberger, Fischer & Brox, U-Net, MICCAI 2015). The last tile may reach past the raster's end,
 read as invalid zeros, like the tiles of a raster smaller than one tile.
@@ -73,14 +73,10 @@ def blend_ramp(size: int, overlap: int) -> np.ndarray:
     return np.minimum(1.0, distance_to_edge / (overlap + 1)).astype(np.float32)
 
 
-def stitch_window(size: int, overlap: int, first: bool, last: bool) -> np.ndarray:
-    """1-D weights of a stitched tile: 0 over the outer half of each overlap with a neighbour, else 1."""
-    weights = np.ones(size, np.float32)
-    if not first:
-        weights[:overlap // 2] = 0
-    if not last:
-        weights[size - overlap // 2:] = 0
-    return weights
+def stitch_span(size: int, overlap: int, first: bool, last: bool) -> slice:
+    """The part of a stitched tile that it gives the output: all but the outer half of each overlap
+    with a neighbour (the spans of consecutive tiles on the stride meet exactly)."""
+    return slice(0 if first else overlap // 2, size if last else size - overlap // 2)
 
 
 @dataclass
@@ -119,18 +115,31 @@ def infer_strips(
 
     # Preallocated, reused buffers (no per-row allocations: RSS stays flat on huge rasters).
     acc = np.zeros((channels, tile_h, grid.width), np.float32)
-    acc_weight = np.zeros((tile_h, grid.width), np.float32)
+    acc_weight = None if stitched else np.zeros((tile_h, grid.width), np.float32)
     acc_valid = np.zeros((tile_h, grid.width), bool)
     done = np.empty((channels, OUTPUT_BLOCK + tile_h, grid.width), np.float32)
     done_valid = np.empty((OUTPUT_BLOCK + tile_h, grid.width), bool)
     done_rows, done_first_row, count = 0, 0, 0
 
     @functools.cache
-    def weights(first_row: bool, last_row: bool, first_col: bool, last_col: bool) -> np.ndarray:
-        if not stitched:
-            return blend_ramp(tile_h, overlap)[:, None] * blend_ramp(tile_w, overlap)[None, :]
-        return (stitch_window(tile_h, overlap, first_row, last_row)[:, None]
-                * stitch_window(tile_w, overlap, first_col, last_col)[None, :])
+    def weights() -> np.ndarray:
+        return blend_ramp(tile_h, overlap)[:, None] * blend_ramp(tile_w, overlap)[None, :]
+
+    def add(prediction: np.ndarray, valid: np.ndarray, row_index: int, col: int, height: int, width: int) -> None:
+        """One tile's output into the accumulator: its stitched span copied, or weighted and added."""
+        if stitched:
+            span_rows = stitch_span(tile_h, overlap, row_index == 0, row_index + 1 == len(rows))
+            span_cols = stitch_span(tile_w, overlap, col == 0, col == cols[-1])
+            span_rows, span_cols = slice(span_rows.start, min(span_rows.stop, height)), slice(
+                span_cols.start, min(span_cols.stop, width))
+            target = (span_rows, slice(col + span_cols.start, col + span_cols.stop))
+            acc[(slice(None), *target)] = prediction[:, span_rows, span_cols]
+            acc_valid[target] = valid[span_rows, span_cols]
+            return
+        weight = weights()
+        acc[:, :height, col:col + width] += (prediction * weight)[:, :height, :width]
+        acc_weight[:height, col:col + width] += weight[:height, :width]
+        acc_valid[:height, col:col + width] |= valid[:height, :width]
 
     def predictions(reader: TileReader) -> Iterator[tuple[tuple[int, list[int]], list[np.ndarray], np.ndarray]]:
         """Each batch with its tiles' validity and the model's output, in order. On a device with
@@ -163,11 +172,7 @@ def infer_strips(
             row = rows[row_index]
             height = min(tile_h, grid.height - row)  # a stitched last tile may reach past the raster
             for col, prediction, valid in zip(batch_cols, out, valids):
-                width = min(tile_w, grid.width - col)
-                weight = weights(row_index == 0, row_index + 1 == len(rows), col == 0, col == cols[-1])
-                acc[:, :height, col:col + width] += (prediction * weight)[:, :height, :width]
-                acc_weight[:height, col:col + width] += weight[:height, :width]
-                acc_valid[:height, col:col + width] |= valid[:height, :width]
+                add(prediction, valid, row_index, col, height, min(tile_w, grid.width - col))
             stats.tiles += len(batch_cols)
             count += len(batch_cols)
             progress(count / total, f"{count}/{total} tiles")
@@ -177,10 +182,13 @@ def infer_strips(
             # Rows above the next tile row's origin receive no more tiles: they are final.
             last = row_index + 1 == len(rows)
             finished = height if last else rows[row_index + 1] - row
-            np.divide(acc[:, :finished], acc_weight[:finished], out=done[:, done_rows:done_rows + finished])
+            if stitched:
+                done[:, done_rows:done_rows + finished] = acc[:, :finished]
+            else:
+                np.divide(acc[:, :finished], acc_weight[:finished], out=done[:, done_rows:done_rows + finished])
             done_valid[done_rows:done_rows + finished] = acc_valid[:finished]
             done_rows += finished
-            for buffer in (acc, acc_weight, acc_valid):
+            for buffer in (acc, acc_valid) if stitched else (acc, acc_weight, acc_valid):
                 _move_rows(buffer, finished, 0, tile_h - finished)
                 buffer[..., tile_h - finished:, :] = 0
             if done_rows >= OUTPUT_BLOCK or last:  # hand over whole output block rows only, one block row a strip

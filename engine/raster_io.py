@@ -35,7 +35,7 @@ OUTPUT_BLOCK = 256  # GeoTIFF block size; output strips are flushed in multiples
 # deflate's fastest level: a 2048^2 float32 depth raster compressed in 0.25 s instead of 0.6 s at the default
 # level 6, 2.8 % larger (model outputs carry noise that no level compresses away); any reader of deflate reads it
 DEFLATE_LEVEL = 1
-GDAL_OPTIONS = {"GDAL_CACHEMAX": 64 * 2**20, "GDAL_NUM_THREADS": "1"}  # bounded GDAL block cache
+GDAL_OPTIONS = {"GDAL_CACHEMAX": 32 * 2**20, "GDAL_NUM_THREADS": "1"}  # bounded GDAL block cache
 BAND_TOKEN = re.compile(r"(?<![A-Za-z0-9])(B8A|B\d{1,2}|VV|VH|HH|HV)(?![A-Za-z0-9])", re.IGNORECASE)
 
 

@@ -82,12 +82,13 @@ def check_max_memory(max_memory: int | None, contract: ModelContract) -> int:
 
 
 def plan_tiles(model: Model, width: int, height: int, channels: int, views: int = 1,
-               max_memory: int | None = None, batch_size: int | None = None) -> TilePlan:
+               max_memory: int | None = None, batch_size: int | None = None, layer_bytes: int = 0) -> TilePlan:
     """The plan of a run over a ``width`` x ``height`` grid writing ``channels`` blended channels,
-    each tile run in ``views`` test-time augmentations; ``batch_size`` from the run options wins."""
+    each tile run in ``views`` test-time augmentations; ``batch_size`` from the run options wins;
+    ``layer_bytes``: what the run's extra layers (quality, out of distribution) hold beside the tiles."""
     contract = model.contract
     megabytes = check_max_memory(max_memory, contract)
-    budget = megabytes * 2**20 - GDAL_OPTIONS["GDAL_CACHEMAX"]
+    budget = megabytes * 2**20 - GDAL_OPTIONS["GDAL_CACHEMAX"] - layer_bytes
     per_tile_px = _tile_bytes_per_px(contract, channels, views)
     warnings = []
     if contract.fully_convolutional:
@@ -97,7 +98,8 @@ def plan_tiles(model: Model, width: int, height: int, channels: int, views: int 
                             f"needs ({tile} px); running at that tile anyway: give a larger max_memory")
     else:
         tile, overlap = contract.tile_size, contract.overlap
-    fitting_batch = max(1, int((budget - _row_bytes(width, tile, channels)) // (per_tile_px * tile ** 2)))
+    row_bytes = _row_bytes(width, tile, channels, weighted=not contract.fully_convolutional)
+    fitting_batch = max(1, int((budget - row_bytes) // (per_tile_px * tile ** 2)))
     default_batch = 1 if contract.fully_convolutional else contract.batch_size
     tile_px = _tile_count(width, tile, overlap) * _tile_count(height, tile, overlap) * tile ** 2
     plan = TilePlan(tile, overlap, batch_size or default_batch, None, "given" if batch_size else "default",
@@ -132,11 +134,11 @@ def _tile_bytes_per_px(contract: ModelContract, channels: int, views: int) -> fl
     return model + views * 4 * (bands + channels) + (READ_AHEAD_BATCHES + 1) * (8 * bands + 1)
 
 
-def _row_bytes(width: int, tile: int, channels: int) -> float:
-    """The buffers as wide as the raster (engine/pipeline.py): the accumulator and its weights and
-    validity over a tile of rows, the finished rows (a tile and an output block), the strips queued
-    for writing and the one being converted."""
-    return width * (tile * (4 * channels + 5) + (OUTPUT_BLOCK + tile) * (4 * channels + 1)
+def _row_bytes(width: int, tile: int, channels: int, weighted: bool) -> float:
+    """The buffers as wide as the raster (engine/pipeline.py): the accumulator and its validity (and
+    its weights where tiles are ``weighted``, not stitched) over a tile of rows, the finished rows (a
+    tile and an output block), the strips queued for writing and the one being converted."""
+    return width * (tile * (4 * channels + 1 + 4 * weighted) + (OUTPUT_BLOCK + tile) * (4 * channels + 1)
                     + (WRITE_BEHIND_STRIPS + 1) * OUTPUT_BLOCK * 4 * channels)
 
 
@@ -160,7 +162,7 @@ def _largest_useful_tile(contract: ModelContract, width: int, height: int, chann
     largest = max(smallest, math.ceil(max(width, height) / multiple) * multiple)
     best = None
     for tile in range(smallest, largest + 1, multiple):
-        if tile ** 2 * per_tile_px + _row_bytes(width, tile, channels) > budget:
+        if tile ** 2 * per_tile_px + _row_bytes(width, tile, channels, weighted=False) > budget:
             break  # grows with the tile
         computed = _tile_count(width, tile, overlap) * _tile_count(height, tile, overlap) * (tile ** 2 + TILE_COST_PX)
         if best is None or computed <= best[0]:

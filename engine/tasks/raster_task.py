@@ -19,6 +19,7 @@ from engine import pipeline
 from engine.pipeline import IsCancelled, Progress, RunStats, Strip, infer_strips
 from engine.quality import NO_DATA, REASON_COLOURS, REASONS, VALID, QualityLayer, nir_contract
 from engine.raster_io import (
+    OUTPUT_BLOCK,
     InputGrid,
     OutputGrid,
     OutputSpec,
@@ -45,7 +46,11 @@ RASTER_PARAMS = {
     "batch_size": (int, False),  # tiles per model run instead of the contract's (less memory when smaller)
     "max_memory": (int, False),  # MB a run may use for tiles and buffers (engine/tile_plan.py); sets the tile size
 }
-LAYER_COLUMNS = 2048  # columns of a strip whose quality and out-of-distribution layers are made at once
+LAYER_COLUMNS = 1024  # columns of a strip whose quality and out-of-distribution layers are made at once
+# Peak memory of the quality and out-of-distribution tests per pixel of such a chunk, halo included:
+# 97 bytes measured with tracemalloc on a simulated coastal chunk (8 % optically deep), rounded up for
+# scenes with more optically deep candidates (the filter's arrays grow with them).
+LAYER_BYTES_PER_PX = 128
 WATER_PARAMS = {  # tasks over water: quality layers (engine/quality.py)
     "quality_layer": (PATH, False),  # GeoTIFF of the reason per pixel (valid, land, cloud, glint, deep, out of range)
     "keep_masked": (bool, False),  # keep the values of pixels the quality layer flags (default: nodata)
@@ -137,7 +142,7 @@ class RasterTask(ABC):
             plan = plan_tiles(model, grid.width, grid.height,
                               contract.outputs.channels + (augmentation.spread_channels if augmentation else 0),
                               len(augmentation.views) if augmentation else 1, params.get("max_memory"),
-                              params.get("batch_size"))
+                              params.get("batch_size"), layers.buffer_bytes(grid.width))
             model = planned_model(model, plan, params.get("device", "auto"))
             if augmentation:
                 layers.augmentation = TestTimeAugmentation(model.contract)
@@ -253,6 +258,15 @@ class ExtraLayers:
     def rasters(self) -> int:
         """How many of the run's output rasters are these layers' (after the task's own)."""
         return bool(self.quality and self.quality.spec) + bool(self.uncertainty)
+
+    def buffer_bytes(self, width: int) -> int:
+        """Memory the quality and out-of-distribution layers hold while a strip is made: their arrays
+        as wide as the raster and one chunk's tests (for the tile plan's budget)."""
+        if not (self.distribution or self.quality):
+            return 0
+        halo = self.quality.layer.halo if self.quality else 0
+        chunk = (OUTPUT_BLOCK + 2 * halo) * (min(LAYER_COLUMNS, width) + 2 * halo)
+        return chunk * LAYER_BYTES_PER_PX + width * OUTPUT_BLOCK * (4 * bool(self.distribution) + bool(self.quality))
 
     def apply(self, contract: ModelContract, grid: InputGrid, strip: Strip) -> list[np.ndarray]:
         """The layers' arrays for ``strip`` (before the task converts its values); may mask ``strip.valid``.
