@@ -42,6 +42,14 @@ the number of vectors:
   memory-maps only 8-bit PQ lists, which on 2 x 10^6 of bench/search.py's vectors took 5x longer per
   query (12 against 2.5 ms at recall@10 0.98) and 6x longer to build.
 
+A build that only adds layers to an IVF-Flat store keeps its trained lists: the previous store is read
+into memory, the new layers' vectors are added to it, and it is written as the next generation, in
+about the time of reading and writing it (no k-means, no second assignment of the stored vectors).
+The lists are trained again from all vectors when a layer is replaced or removed, when the number of
+lists leaves ``APPEND_LIST_RANGE`` of sqrt(vectors), when the store would become IVF-PQ, or when the
+kept lists' recall@10 falls below ``APPEND_MIN_RECALL`` (new layers unlike those the lists were
+trained on). The build's report says which (``lists_kept``).
+
 A build reports the approximate store's recall@10 against the exact scan, measured with
 ``RECALL_QUERIES`` stored vectors as queries (each one's own tile left out). With faiss-gpu and a
 GPU, the k-means that trains the inverted lists runs on the GPU. FAISS is imported only here, when an
@@ -77,6 +85,8 @@ KMEANS_ITERATIONS = 10
 RERANK_FACTOR = 100  # IVF-PQ candidates per result re-ranked exactly: recall@10 0.90 at 20, 0.98 at 100 (2 x 10^6)
 RECALL_QUERIES = 100
 CHUNK = 65_536  # vectors per block when a store is filled or read back
+APPEND_LIST_RANGE = 2.0  # an IVF-Flat store's lists are kept for more vectors while within this factor of sqrt(vectors)
+APPEND_MIN_RECALL = 0.95  # ... and while its recall@10 stays at least this; else the lists are trained again
 
 
 def faiss_module():
@@ -252,8 +262,15 @@ class EmbeddingIndex:
         names = store_files(manifest.store)
         try:
             started = time.perf_counter()
-            store = FaissStore.build(manifest.dim, StoredVectors(self, manifest))
-            report = {**store.describe(), "recall_at_10": store.recall_at_10(), "recall_queries": RECALL_QUERIES}
+            source = StoredVectors(self, manifest)
+            store, recall = FaissStore.extended(self.folder, source), None
+            if store is not None and (recall := store.recall_at_10()) < APPEND_MIN_RECALL:
+                store = None
+            if store is None:
+                store = FaissStore.build(manifest.dim, source)
+                recall = store.recall_at_10()
+            report = {**store.describe(), "recall_at_10": recall, "recall_queries": RECALL_QUERIES,
+                      "lists_kept": store.lists_kept}
             store.write(self.folder, manifest.store, self._replace)
             report["seconds"] = round(time.perf_counter() - started, 3)
             data = {"version": INDEX_VERSION, "space": manifest.space, "dim": manifest.dim, "store": manifest.store,
@@ -331,6 +348,7 @@ class StoredVectors:
     def __init__(self, index: EmbeddingIndex, manifest: Manifest):
         committed = index.manifest() if index.stored_version() == INDEX_VERSION else None
         self.previous = FaissStore.read(index.folder, committed.store) if committed else None
+        self.previous_generation = committed.store if committed else None
         previous_start = {e.id: int(start) for e, start in zip(committed.entries, entry_offsets(committed.entries))} \
             if committed else {}
         self.parts: list[np.ndarray | int] = []  # per entry: its pending float16 vectors, or its first id in the store
@@ -345,6 +363,12 @@ class StoredVectors:
                                   "delete the folder and build the index again")
         self.offsets = entry_offsets(manifest.entries)
         self.total = int(self.offsets[-1])
+        kept = len(committed.entries) if committed else 0
+        # the store's entries, in its order and at its rows, then only new ones: a store the new vectors can extend
+        self.appends = (0 < kept < len(self.parts)
+                        and all(isinstance(part, int) and part == row for part, row in zip(self.parts, self.offsets[:kept]))
+                        and not any(isinstance(part, int) for part in self.parts[kept:]))
+        self.new_from = kept
 
     def _read(self, entry: int, rows: np.ndarray | slice) -> np.ndarray:
         """float32 vectors of one entry's ``rows`` (numbered within the entry)."""
@@ -355,9 +379,9 @@ class StoredVectors:
             return self.previous.reconstruct_rows(part + rows)
         return np.asarray(part[rows], np.float32)
 
-    def blocks(self):
-        """All vectors in store order, at most ``CHUNK`` rows at a time."""
-        for entry, tiles in enumerate(np.diff(self.offsets)):
+    def blocks(self, first_entry: int = 0):
+        """All vectors in store order (from ``first_entry`` on), at most ``CHUNK`` rows at a time."""
+        for entry, tiles in enumerate(np.diff(self.offsets)[first_entry:], start=first_entry):
             for start in range(0, int(tiles), CHUNK):
                 yield self._read(entry, slice(start, min(int(tiles), start + CHUNK)))
 
@@ -398,6 +422,7 @@ class FaissStore:
         self.searched = faiss.IndexRefine(main, vectors) if vectors is not None else main
         self.ivf = faiss.try_extract_index_ivf(main)
         self.kind = "flat" if self.ivf is None else "ivf-pq" if vectors is not None else "ivf-flat"
+        self.lists_kept = False  # built on the lists of the previous store (``extended``)
 
     @classmethod
     def build(cls, dim: int, source: StoredVectors) -> FaissStore:
@@ -409,6 +434,7 @@ class FaissStore:
             lists = list_count(source.total)
             if source.total < PQ_MIN_TILES:
                 main = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, lists, fp16, inner_product)
+                main.by_residual = False  # the vectors themselves at float16, read back exactly (not list residuals)
                 vectors = None
             else:
                 main = faiss.IndexIVFPQFastScan(faiss.IndexFlatIP(dim), dim, lists, pq_subquantizers(dim), 4,
@@ -428,6 +454,23 @@ class FaissStore:
         if vectors is None and source.total >= IVF_MIN_TILES:
             main.make_direct_map()  # reconstruct(id): a stored tile's vector, an unchanged entry's at rebuilds
         return cls(main, vectors)
+
+    @classmethod
+    def extended(cls, folder: Path, source: StoredVectors) -> FaissStore | None:
+        """The previous IVF-Flat store, read into memory, with the new entries' vectors added on its
+        trained lists; None where ``source`` does not only append entries, or the store's lists do not
+        suit the new total (module docstring)."""
+        previous = source.previous
+        if not source.appends or previous.kind != "ivf-flat" or source.total >= PQ_MIN_TILES or not (
+                1 / APPEND_LIST_RANGE <= previous.lists / list_count(source.total) <= APPEND_LIST_RANGE):
+            return None
+        faiss = faiss_module()
+        main = faiss.read_index(str(folder / store_files(source.previous_generation)[0]))
+        for block in source.blocks(source.new_from):
+            main.add(block)
+        store = cls(main)
+        store.lists_kept = True
+        return store
 
     @classmethod
     def read(cls, folder: Path, generation: str) -> FaissStore:

@@ -247,6 +247,54 @@ def test_an_ivf_index_reports_its_recall_and_finds_what_an_exact_scan_finds(tmp_
     assert clustered_index(tmp_path / "one_probe")[1]["recall_at_10"] < report["recall_at_10"] - 0.1
 
 
+def add_layer(folder: Path, number: int, vectors: np.ndarray, replaces: int | None = None) -> dict:
+    """Add (or, with ``replaces``, put in place of that layer) a layer of ``vectors`` to the index at
+    ``folder`` through the index's own build; returns the build's report."""
+    index = EmbeddingIndex(folder)
+    manifest = index.open_for("test-space", 384)
+    entry = Entry(f"id{number}", f"layer{number if replaces is None else replaces}", "image",
+                  {"image": [f"{number}.tif"]}, "m.onnx", "m", "EPSG:4326", [1.0, 0, 0, 0, -1.0, 0], 8, 8,
+                  [800, 800], len(vectors))
+    rows, cols = np.divmod(np.arange(len(vectors)) * 8, 800)
+    index.write_entry(entry, vectors.astype(np.float16), np.stack([rows * 8, cols], axis=1))
+    if replaces is None:
+        manifest.entries.append(entry)
+    else:
+        manifest.entries[replaces] = entry
+    return index.save(manifest)
+
+
+def test_adding_a_layer_keeps_the_trained_lists_and_replacing_one_trains_them_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(embedding_index, "IVF_MIN_TILES", 1000)
+    vectors, first = clustered_index(tmp_path / "index")
+    assert first["lists"] == 77 and first["lists_kept"] is False
+    rng = np.random.default_rng(5)
+    more = vectors[rng.integers(0, 6000, 1500)] + 0.1 * rng.normal(size=(1500, 384))
+    more = (more / np.linalg.norm(more, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
+    added = add_layer(tmp_path / "index", 2, more)
+    # 77 lists kept for 7500 vectors (a new training would make round(sqrt(7500)) = 87)
+    assert added["lists_kept"] is True and added["lists"] == 77 and added["vectors"] == 7500
+    assert added["recall_at_10"] >= embedding_index.APPEND_MIN_RECALL
+    store = load_store(tmp_path / "index")
+    assert [e.name for e in store.manifest.entries] == ["layer0", "layer1", "layer2"]
+    assert np.array_equal(store.embedding(store.manifest.entries[2], 7), more[7])
+    assert np.array_equal(store.embedding(store.manifest.entries[1], 7), vectors[3007])
+    everything = np.concatenate([vectors, more])
+    query = more[11]
+    hits = store.search(query, 10, {"layer0", "layer1", "layer2"}, exact=True)
+    assert [3000 * int(h.entry.name[-1]) + h.tile for h in hits] == list(np.argsort(-(everything @ query))[:10])
+    assert store.search(query, 1, {"layer2"})[0].tile == 11
+    generations = sorted(p.name for p in (tmp_path / "index").glob("store-*.faiss"))
+    assert len(generations) == 1  # the previous generation is deleted once the new one is committed
+    # a replaced layer changes the rows of those after it: the lists are trained on every vector again
+    replaced = add_layer(tmp_path / "index", 3, more[:500], replaces=0)
+    assert replaced["lists_kept"] is False and replaced["lists"] == round(np.sqrt(3000 + 1500 + 500))
+    # lists kept only while their recall holds up
+    monkeypatch.setattr(embedding_index, "APPEND_MIN_RECALL", 1.01)
+    retrained = add_layer(tmp_path / "index", 4, more[500:1000])
+    assert retrained["lists_kept"] is False and retrained["lists"] == round(np.sqrt(5500))
+
+
 def test_an_ivf_pq_index_reranks_its_candidates_exactly(tmp_path, monkeypatch):
     monkeypatch.setattr(embedding_index, "IVF_MIN_TILES", 1000)
     monkeypatch.setattr(embedding_index, "PQ_MIN_TILES", 4000)
