@@ -127,11 +127,9 @@ def infer_strips(
 
     def add(prediction: np.ndarray, valid: np.ndarray, row_index: int, col: int, height: int, width: int) -> None:
         """One tile's output into the accumulator: its stitched span copied, or weighted and added."""
-        if stitched:
-            span_rows = stitch_span(tile_h, overlap, row_index == 0, row_index + 1 == len(rows))
-            span_cols = stitch_span(tile_w, overlap, col == 0, col == cols[-1])
-            span_rows, span_cols = slice(span_rows.start, min(span_rows.stop, height)), slice(
-                span_cols.start, min(span_cols.stop, width))
+        if stitched:  # height and width are the tile's part inside the raster (the tile's own but at the end)
+            span_rows = stitch_span(height, overlap, row_index == 0, row_index + 1 == len(rows))
+            span_cols = stitch_span(width, overlap, col == 0, col == cols[-1])
             target = (span_rows, slice(col + span_cols.start, col + span_cols.stop))
             acc[(slice(None), *target)] = prediction[:, span_rows, span_cols]
             acc_valid[target] = valid[span_rows, span_cols]
