@@ -73,6 +73,7 @@ DEEP_GUIDE_WINDOW = 5  # px: the running median that guides it
 DEEP_GUIDE_TOLERANCE = 20.0  # reflectance x 10000: twice Sentinel-2's noise over dark water
 DEEP_RATIO_TOLERANCE = DEEP_BRIGHTNESS_TOLERANCE = 0.08
 MEDIAN_ROWS = 32  # rows of running medians computed at once (bounded temporaries)
+FAR_GUIDE = 1e9  # the guides of pixels far from deep water's blue: within no tolerance of any real guide
 RANGE_MARGIN = 0.1
 
 
@@ -183,8 +184,15 @@ def optically_deep(blue: np.ndarray, green: np.ndarray, water: np.ndarray, deep_
     """The pixels of ``water`` [h, w] whose blue and green signals (raw input, [h, w]) are those of
     deep water (``deep_blue``, ``deep_green``) up to the noise: ratio (within ``ratio_tolerance``)
     and brightness of their joint sigma-filtered means (module docstring, reason 4). The filter runs
-    only where the guides themselves are within twice the tolerances (the rest cannot pass)."""
-    guide_blue, guide_green = running_median(blue, DEEP_GUIDE_WINDOW), running_median(green, DEEP_GUIDE_WINDOW)
+    only where the guides themselves are within twice the tolerances (the rest cannot pass), and the
+    guides are made only for the water they may matter to (``median_within``): 40 % of a simulated
+    Agia Napa scene."""
+    # Guides only where they can matter: water whose blue guide may pass the brightness test, or lie
+    # within the guide tolerance of one that does; the others get FAR_GUIDE, which passes neither.
+    margin = np.exp(2 * DEEP_BRIGHTNESS_TOLERANCE)
+    useful = water & median_within(blue, DEEP_GUIDE_WINDOW, deep_blue / margin - DEEP_GUIDE_TOLERANCE,
+                                   deep_blue * margin + DEEP_GUIDE_TOLERANCE)
+    guide_blue, guide_green = (running_median(band, DEEP_GUIDE_WINDOW, useful, FAR_GUIDE) for band in (blue, green))
     deep_ratio = np.log(deep_green / deep_blue)
     candidates = water & (np.abs(np.log(guide_green / guide_blue) - deep_ratio) <= 2 * ratio_tolerance) & (
         np.abs(np.log(guide_blue / deep_blue)) <= 2 * DEEP_BRIGHTNESS_TOLERANCE)
@@ -213,12 +221,33 @@ def optically_deep(blue: np.ndarray, green: np.ndarray, water: np.ndarray, deep_
     return deep
 
 
-def running_median(image: np.ndarray, size: int) -> np.ndarray:
-    """Median over a size x size window of every pixel, edges padded with their own values."""
+def running_median(image: np.ndarray, size: int, where: np.ndarray | None = None, fill: float = np.nan) -> np.ndarray:
+    """Median over a size x size window of every pixel (of ``where`` only, when given: ``fill``
+    elsewhere), edges padded with their own values."""
     radius = size // 2
     padded = np.pad(image.astype(np.float32), radius, mode="edge")
-    median = np.empty(image.shape, np.float32)
+    median = np.full(image.shape, fill, np.float32)
+    middle = size * size // 2
     for row in range(0, image.shape[0], MEDIAN_ROWS):
+        rows = slice(row, row + MEDIAN_ROWS)
         windows = np.lib.stride_tricks.sliding_window_view(padded[row:row + MEDIAN_ROWS + 2 * radius], (size, size))
-        median[row:row + MEDIAN_ROWS] = np.median(windows, axis=(2, 3))
+        if where is None:
+            median[rows] = np.median(windows, axis=(2, 3))
+        elif (wanted := np.nonzero(where[rows])) and len(wanted[0]):
+            values = windows[wanted].reshape(-1, size * size)
+            median[rows][wanted] = np.partition(values, middle, axis=1)[:, middle]
     return median
+
+
+def median_within(image: np.ndarray, size: int, low: float, high: float) -> np.ndarray:
+    """Where the size x size running median (``running_median``) lies in [low, high], without computing
+    it: the median of n values is at least ``low`` exactly when (n + 1) / 2 of them are, and at most
+    ``high`` when (n + 1) / 2 of them are (window counts from cumulative sums)."""
+    needed = (size * size + 1) // 2
+    return (_window_count(image >= low, size) >= needed) & (_window_count(image <= high, size) >= needed)
+
+
+def _window_count(mask: np.ndarray, size: int) -> np.ndarray:
+    """How many pixels of each size x size window (edges padded with their own values) are set."""
+    sums = np.pad(np.pad(mask, size // 2, mode="edge").astype(np.int32).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    return sums[size:, size:] - sums[:-size, size:] - sums[size:, :-size] + sums[:-size, :-size]

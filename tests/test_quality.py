@@ -10,7 +10,7 @@ import rasterio
 
 from engine.errors import EngineError
 import engine.tasks.raster_task
-from engine.quality import CLOUD, DEEP, GLINT, LAND, NO_DATA, REASONS, VALID
+from engine.quality import CLOUD, DEEP, GLINT, LAND, NO_DATA, REASONS, VALID, median_within, running_median
 from engine.tasks import run_task
 from raster_fixtures import contract, write_model, write_raster
 from training.simulation.shallow_water import (
@@ -126,6 +126,21 @@ def test_the_simulator_without_noise_is_the_same_scene_and_truth():
     clear = noisy.surface != CLOUD  # cloud tops are written over the noise
     difference = noisy.image.astype(float) - quiet.image
     assert np.std(difference[:, clear], axis=1) == pytest.approx(np.asarray(SENSOR_NOISE) * REFLECTANCE_SCALE, rel=0.05)
+
+
+def test_guides_are_made_only_where_the_deep_water_test_can_use_them():
+    """The optically-deep test takes running medians only where a pixel's median may lie near deep
+    water's blue: ``median_within`` says where without computing them, exactly, and the medians made
+    there equal those made everywhere."""
+    rng = np.random.default_rng(4)
+    image = rng.integers(100, 3000, (97, 131)).astype(np.float32)
+    image[:20] = 400.0  # flat areas: ties at the bounds
+    everywhere = running_median(image, 5)
+    for low, high in ((500, 1500), (400, 400), (1000, 1001), (0, 5000), (3001, 4000)):
+        assert np.array_equal(median_within(image, 5, low, high), (everywhere >= low) & (everywhere <= high))
+    where = rng.random(image.shape) < 0.3
+    some = running_median(image, 5, where, fill=-1.0)
+    assert np.array_equal(some[where], everywhere[where]) and np.all(some[~where] == -1.0)
 
 
 def test_layers_made_in_column_chunks_equal_the_whole_strip(coastal_scene, monkeypatch, tmp_path):
