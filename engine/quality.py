@@ -221,21 +221,19 @@ def optically_deep(blue: np.ndarray, green: np.ndarray, water: np.ndarray, deep_
     return deep
 
 
-def running_median(image: np.ndarray, size: int, where: np.ndarray | None = None, fill: float = np.nan) -> np.ndarray:
-    """Median over a size x size window of every pixel (of ``where`` only, when given: ``fill``
-    elsewhere), edges padded with their own values."""
+def running_median(image: np.ndarray, size: int, where: np.ndarray, fill: float) -> np.ndarray:
+    """Median over the size x size window of each pixel of ``where`` (edges padded with their own
+    values), ``fill`` elsewhere."""
     radius = size // 2
     padded = np.pad(image.astype(np.float32), radius, mode="edge")
     median = np.full(image.shape, fill, np.float32)
     middle = size * size // 2
     for row in range(0, image.shape[0], MEDIAN_ROWS):
         rows = slice(row, row + MEDIAN_ROWS)
-        windows = np.lib.stride_tricks.sliding_window_view(padded[row:row + MEDIAN_ROWS + 2 * radius], (size, size))
-        if where is None:
-            median[rows] = np.median(windows, axis=(2, 3))
-        elif (wanted := np.nonzero(where[rows])) and len(wanted[0]):
-            values = windows[wanted].reshape(-1, size * size)
-            median[rows][wanted] = np.partition(values, middle, axis=1)[:, middle]
+        wanted = np.nonzero(where[rows])
+        if len(wanted[0]):
+            windows = np.lib.stride_tricks.sliding_window_view(padded[row:row + MEDIAN_ROWS + 2 * radius], (size, size))
+            median[rows][wanted] = np.partition(windows[wanted].reshape(-1, size * size), middle, axis=1)[:, middle]
     return median
 
 

@@ -135,7 +135,7 @@ def test_guides_are_made_only_where_the_deep_water_test_can_use_them():
     rng = np.random.default_rng(4)
     image = rng.integers(100, 3000, (97, 131)).astype(np.float32)
     image[:20] = 400.0  # flat areas: ties at the bounds
-    everywhere = running_median(image, 5)
+    everywhere = np.median(np.lib.stride_tricks.sliding_window_view(np.pad(image, 2, mode="edge"), (5, 5)), axis=(2, 3))
     for low, high in ((500, 1500), (400, 400), (1000, 1001), (0, 5000), (3001, 4000)):
         assert np.array_equal(median_within(image, 5, low, high), (everywhere >= low) & (everywhere <= high))
     where = rng.random(image.shape) < 0.3
