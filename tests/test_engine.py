@@ -10,10 +10,13 @@ import numpy as np
 import onnx
 import pytest
 import rasterio
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
 
 from engine.contract import ModelContract, contract_from_metadata
 from engine.errors import Cancelled, EngineError, ModelContractError
 from engine.pipeline import blend_ramp, tile_origins
+from engine.raster_io import open_input
 from engine.output_files import PARTIAL_MARKER
 from engine.tasks import run_task
 from raster_fixtures import contract, scene, write_model, write_raster
@@ -222,6 +225,29 @@ def test_resampling_to_model_resolution_in_metres_and_degrees(tmp_path, depth_mo
         metres_per_degree = 111320 * np.cos(np.radians(34.98))  # spherical approximation, ~0.3 % off
         assert out.transform.a * metres_per_degree == pytest.approx(10.0, rel=0.01)
         assert abs(out.width - 40 * 0.0001 * metres_per_degree / 10) <= 1
+
+
+@pytest.mark.parametrize("pixel, nodata", [(9.5, None), (3.3, None), (25.0, None), (9.5, 0.0)])
+def test_a_file_in_the_grids_crs_is_resampled_as_the_warper_would(tmp_path, pixel, nodata):
+    """Off the grid's pixel lattice, a file in its CRS that covers it is read directly and resampled by
+    GDAL's raster reading: the values of a bilinear warp (finer files) or the nearest pixel (coarser),
+    to 1e-3 of the values' range; a file with nodata keeps the warper, which leaves nodata out."""
+    rng = np.random.default_rng(7)
+    smooth = np.cumsum(np.cumsum(rng.normal(size=(3, 130, 140)), axis=1), axis=2).astype(np.float32)
+    data = smooth - smooth.min() + 1.0
+    image = write_raster(tmp_path / "in.tif", data, pixel=pixel, nodata=nodata)
+    model_contract = contract(gsd=10.0)
+    with rasterio.open(image) as src, open_input(image, model_contract, resample=True) as grid:
+        source = grid.sources[0]
+        assert isinstance(source.dataset, WarpedVRT) == (nodata is not None)
+        values, valid = grid.read(0, 0, grid.height, grid.width)
+        coarser = pixel > 10.0
+        with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+                       resampling=Resampling.nearest if coarser else Resampling.bilinear) as warped:
+            expected = warped.read([1, 2, 3])
+    inner = (slice(None), slice(2, -2), slice(2, -2))  # the warper and the reader treat the last pixels apart
+    assert valid.all() and values.shape == expected.shape
+    np.testing.assert_allclose(values[inner], expected[inner], atol=1e-3 * float(np.ptp(data)))
 
 
 def test_pixel_size_mismatch_is_warned(tmp_path, depth_model):

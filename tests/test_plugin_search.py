@@ -70,7 +70,7 @@ def test_extent_tile_size_and_overlap_reach_the_index(rsai_provider, tmp_path):
         "LAYERS": [str(SAMPLE)], "INDEX": str(tmp_path / "index"), "TILE_SIZE": 16, "OVERLAP": 8, "DEVICE": 1,
         "EXTENT": f"{left},{left + 5000},{top - 5000},{top} [EPSG:31985]"})
     (entry,) = json.loads((tmp_path / "index" / "manifest.json").read_text())["entries"]
-    assert (entry["tile_size"], entry["stride"], entry["grid_size"]) == (16, 8, [167, 167])  # 5 km at 30 m
+    assert (entry["tile_size"], entry["stride"], entry["grid_size"]) == (16, 8, [166, 166])  # 5 km at 30 m: 166.7 px
     assert entry["transform"] == pytest.approx([30.0, 0.0, left, 0.0, -30.0, top])
     assert result["TILES"] == entry["tiles"] == 20 * 20  # origins every 8 px, the last at the edge
 

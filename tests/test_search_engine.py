@@ -89,9 +89,9 @@ def test_index_of_the_sample_covers_it_with_model_tiles(sample_index):
     entry = store.manifest.entries[0]
     with rasterio.open(SAMPLE) as raster:
         bounds = raster.bounds
-    # 349 x 352 px of 28.5 m = 331.6 x 334.4 px of 30 m (grid rounded to whole pixels): 11 x 11 tiles,
+    # 349 x 352 px of 28.5 m = 331.6 x 334.4 px of 30 m (the whole pixels inside): 11 x 11 tiles,
     # the last ones ending at the edge
-    assert entry.grid_size == [332, 334] and entry.tiles == 121 == result["tiles"]
+    assert entry.grid_size == [331, 334] and entry.tiles == 121 == result["tiles"]
     assert entry.tile_size == TILE and entry.stride == TILE and store.manifest.space == "all-MiniLM-L6-v2"
     rings = np.array([entry.tile_ring(*rc) for rc in store.tiles(entry)])
     assert rings[..., 0].min() == pytest.approx(bounds.left) and rings[..., 1].max() == pytest.approx(bounds.top)
