@@ -374,7 +374,10 @@ def open_input(
             warp = dict(
                 crs=crs, transform=transform, width=width, height=height,
                 resampling=_resampling(dataset, crs, transform),
-                add_alpha=all(v is None for v in dataset.nodatavals),  # masks where the file has no data
+                # masks where the file has no data, unless its nodata or its own alpha band (which the
+                # warper carries over) say where
+                add_alpha=all(v is None for v in dataset.nodatavals) and not any(
+                    rasterio.enums.MaskFlags.alpha in flags for flags in dataset.mask_flag_enums),
             )
             vrt = stack.enter_context(WarpedVRT(dataset, **warp))
             sources.append(Source(vrt, path, bands_here, positions, reopen=functools.partial(_reopen, path, warp)))
@@ -420,8 +423,9 @@ def _direct_placement(dataset, bands: list[int], crs, transform: Affine, width: 
     GDAL's raster reading (RFC 51), without the warper, which took 190 ns a grid pixel for bilinear
     against 30 here (3 bands; bench/search.py's index build). On the file's own lattice or an integer
     subdivision of it (a 20 m band under a 10 m grid) pixels are copied or repeated; off it, the
-    warper's choice of resampling (``_resampling``) holds, bilinear only for files without nodata or
-    masks (the warper leaves those out of its kernel; the masks here are the nearest pixel's)."""
+    warper's choice of resampling (``_resampling``) holds. Like the warper, GDAL's reading leaves
+    nodata out of the bilinear kernel (the same masks, tested); files with an alpha band or a mask are
+    left to the warper for bilinear."""
     if dataset.crs != crs or dataset.transform.b or dataset.transform.d:
         return None
     scale = dataset.transform.a / transform.a
@@ -435,8 +439,9 @@ def _direct_placement(dataset, bands: list[int], crs, transform: Affine, width: 
         col_off, row_off, scale, resampling = round(col_off), round(row_off), round(scale), nearest
     else:
         resampling = _resampling(dataset, crs, transform)
-        masked = any(dataset.mask_flag_enums[band - 1] != [rasterio.enums.MaskFlags.all_valid] for band in bands)
-        if resampling != nearest and masked:  # nodata, an alpha band or a mask
+        flags = rasterio.enums.MaskFlags
+        masked = any(dataset.mask_flag_enums[band - 1] not in ([flags.all_valid], [flags.nodata]) for band in bands)
+        if resampling != nearest and masked:  # an alpha band or a mask: left to the warper
             return None
     margin = 1e-6 * max(1.0, scale)
     inside = (col_off >= -margin and row_off >= -margin and col_off + width <= dataset.width * scale + margin

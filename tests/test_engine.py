@@ -227,27 +227,49 @@ def test_resampling_to_model_resolution_in_metres_and_degrees(tmp_path, depth_mo
         assert abs(out.width - 40 * 0.0001 * metres_per_degree / 10) <= 1
 
 
-@pytest.mark.parametrize("pixel, nodata", [(9.5, None), (3.3, None), (25.0, None), (9.5, 0.0)])
+@pytest.mark.parametrize("pixel, nodata", [(9.5, None), (3.3, None), (25.0, None), (9.5, 0.0), (3.3, 0.0)])
 def test_a_file_in_the_grids_crs_is_resampled_as_the_warper_would(tmp_path, pixel, nodata):
     """Off the grid's pixel lattice, a file in its CRS that covers it is read directly and resampled by
     GDAL's raster reading: the values of a bilinear warp (finer files) or the nearest pixel (coarser),
-    to 1e-3 of the values' range; a file with nodata keeps the warper, which leaves nodata out."""
+    to 1e-3 of the values' range, with the warper's validity where the file has nodata."""
     rng = np.random.default_rng(7)
     smooth = np.cumsum(np.cumsum(rng.normal(size=(3, 130, 140)), axis=1), axis=2).astype(np.float32)
     data = smooth - smooth.min() + 1.0
+    if nodata is not None:
+        data[:, 40:60, 50:90] = nodata  # a hole, and a border of no data
+        data[:, :, :5] = nodata
     image = write_raster(tmp_path / "in.tif", data, pixel=pixel, nodata=nodata)
-    model_contract = contract(gsd=10.0)
-    with rasterio.open(image) as src, open_input(image, model_contract, resample=True) as grid:
-        source = grid.sources[0]
-        assert isinstance(source.dataset, WarpedVRT) == (nodata is not None)
+    with rasterio.open(image) as src, open_input(image, contract(gsd=10.0), resample=True) as grid:
+        assert not isinstance(grid.sources[0].dataset, WarpedVRT)
         values, valid = grid.read(0, 0, grid.height, grid.width)
-        coarser = pixel > 10.0
         with WarpedVRT(src, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
-                       resampling=Resampling.nearest if coarser else Resampling.bilinear) as warped:
-            expected = warped.read([1, 2, 3])
-    inner = (slice(None), slice(2, -2), slice(2, -2))  # the warper and the reader treat the last pixels apart
-    assert valid.all() and values.shape == expected.shape
-    np.testing.assert_allclose(values[inner], expected[inner], atol=1e-3 * float(np.ptp(data)))
+                       resampling=Resampling.nearest if pixel > 10.0 else Resampling.bilinear) as warped:
+            expected, expected_valid = warped.read([1, 2, 3]), warped.read_masks(1) > 0
+    inner = (slice(2, -2), slice(2, -2))  # the warper and the reader treat the last pixels apart
+    assert values.shape == expected.shape and np.array_equal(valid[inner], expected_valid[inner])
+    assert valid.all() == (nodata is None)
+    both = valid & expected_valid
+    # next to no data the two weigh a partly empty kernel a little apart: within 1 % of the range there
+    away = both & np.all([np.roll(both, shift, axis) for shift in (-1, 1) for axis in (0, 1)], axis=0)
+    span = float(np.ptp(smooth))
+    np.testing.assert_allclose(values[:, away], expected[:, away], atol=1e-3 * span)
+    np.testing.assert_allclose(values[:, both], expected[:, both], atol=1e-2 * span)
+
+
+def test_a_file_with_an_alpha_band_is_resampled_by_the_warper(tmp_path):
+    """Its alpha band says where it has data (the warper used to refuse such a file: it added an alpha
+    band of its own)."""
+    path = tmp_path / "rgba.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=70, height=60, count=4, dtype="uint8", photometric="RGB",
+                       alpha="YES", crs="EPSG:32636",
+                       transform=rasterio.transform.from_origin(580000, 3870000, 9.5, 9.5)) as dst:
+        rgba = np.full((4, 60, 70), 200, np.uint8)
+        rgba[3, :, :30] = 0  # transparent: no data
+        dst.write(rgba)
+    with open_input(str(path), contract(gsd=10.0), bands={"B04": 1, "B03": 2, "B02": 3}, resample=True) as grid:
+        assert isinstance(grid.sources[0].dataset, WarpedVRT)
+        values, valid = grid.read(0, 0, grid.height, grid.width)
+    assert not valid[:, :25].any() and valid[:, 35:].all() and np.all(values[:, valid] == 200)
 
 
 def test_pixel_size_mismatch_is_warned(tmp_path, depth_model):

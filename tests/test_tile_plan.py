@@ -14,13 +14,13 @@ import rasterio
 
 import engine.pipeline
 import engine.tasks.raster_task
-from engine.tasks.raster_task import LAYER_BYTES_PER_PX
 from engine.pipeline import stitch_span, tile_origins
 from engine.contract import ModelContract
 from engine.errors import EngineError, ModelContractError
 from engine.model_catalogue import file_sha256
 from engine.runtime import MODELS_DIR, Model
 from engine.tasks import run_task
+from engine.tasks.raster_task import LAYER_BYTES_PER_PX
 from engine.tile_plan import TUNING_FILE, fully_convolutional_overlap, plan_tiles
 from raster_fixtures import contract, scene, write_model, write_raster
 from training.fully_convolutional import measured_bytes_per_px, receptive_field
