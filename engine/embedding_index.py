@@ -263,10 +263,9 @@ class EmbeddingIndex:
         try:
             started = time.perf_counter()
             source = StoredVectors(self, manifest)
-            store, recall = FaissStore.extended(self.folder, source), None
-            if store is not None and (recall := store.recall_at_10()) < APPEND_MIN_RECALL:
-                store = None
-            if store is None:
+            store = FaissStore.extended(self.folder, source)
+            recall = store.recall_at_10() if store else None
+            if store is None or recall < APPEND_MIN_RECALL:
                 store = FaissStore.build(manifest.dim, source)
                 recall = store.recall_at_10()
             report = {**store.describe(), "recall_at_10": recall, "recall_queries": RECALL_QUERIES,

@@ -121,9 +121,7 @@ def infer_strips(
     done_valid = np.empty((OUTPUT_BLOCK + tile_h, grid.width), bool)
     done_rows, done_first_row, count = 0, 0, 0
 
-    @functools.cache
-    def weights() -> np.ndarray:
-        return blend_ramp(tile_h, overlap)[:, None] * blend_ramp(tile_w, overlap)[None, :]
+    weight = None if stitched else blend_ramp(tile_h, overlap)[:, None] * blend_ramp(tile_w, overlap)[None, :]
 
     def add(prediction: np.ndarray, valid: np.ndarray, row_index: int, col: int, height: int, width: int) -> None:
         """One tile's output into the accumulator: its stitched span copied, or weighted and added."""
@@ -134,7 +132,6 @@ def infer_strips(
             acc[(slice(None), *target)] = prediction[:, span_rows, span_cols]
             acc_valid[target] = valid[span_rows, span_cols]
             return
-        weight = weights()
         acc[:, :height, col:col + width] += (prediction * weight)[:, :height, :width]
         acc_weight[:height, col:col + width] += weight[:height, :width]
         acc_valid[:height, col:col + width] |= valid[:height, :width]

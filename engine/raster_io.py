@@ -178,7 +178,7 @@ class Source:
     positions: list[int]  # their places in the model's band order
     col_off: float = 0  # in grid pixels
     row_off: float = 0
-    scale: float = 1  # grid pixels per source pixel: a coarser band aligned with the grid is repeated
+    scale: float = 1  # grid pixels per source pixel (> 1: a coarser band, its pixels repeated)
     resampling: rasterio.enums.Resampling = rasterio.enums.Resampling.nearest
     reopen: Callable[[contextlib.ExitStack], rasterio.io.DatasetReader | WarpedVRT] | None = None  # another handle
 
